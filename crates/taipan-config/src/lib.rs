@@ -1,0 +1,17 @@
+//! The worker's configuration: `wrangler.toml` / `wrangler.json` / `wrangler.jsonc`.
+//!
+//! Parsed twice, like ripgrep's `LowArgs`/`HiArgs`: [`raw`] keeps exactly what
+//! the user wrote (with line numbers for errors), [`resolve`] turns it into a
+//! validated [`WorkerConfig`] the rest of Taipan can trust.
+
+pub mod error;
+pub mod raw;
+pub mod resolve;
+pub mod runtimes;
+
+pub use error::ConfigError;
+pub use resolve::{SnapshotMode, WorkerConfig, load, load_at};
+pub use runtimes::{PythonRuntime, RUNTIMES, RuntimeChoice};
+
+/// The config file names looked for in a project folder, in order.
+pub const CONFIG_FILE_NAMES: [&str; 3] = ["wrangler.toml", "wrangler.jsonc", "wrangler.json"];

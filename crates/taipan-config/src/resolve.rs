@@ -1,0 +1,374 @@
+//! From the raw config to a validated [`WorkerConfig`].
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use jiff::civil::Date;
+use serde_json::Value;
+
+use crate::error::ConfigError;
+use crate::raw::RawConfig;
+use crate::runtimes::{self, PythonRuntime, RUNTIMES};
+use crate::CONFIG_FILE_NAMES;
+
+/// What the deploy-time snapshot contains.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SnapshotMode {
+    /// Execute the worker's imports, then snapshot (Cloudflare's behaviour).
+    #[default]
+    Imports,
+    /// Also run the worker's main module top level before the snapshot.
+    Full,
+}
+
+impl SnapshotMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SnapshotMode::Imports => "imports",
+            SnapshotMode::Full => "full",
+        }
+    }
+}
+
+/// A worker's configuration, resolved and validated.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    pub name: String,
+    /// The config file this came from.
+    pub config_path: PathBuf,
+    /// The folder holding the config file.
+    pub project_dir: PathBuf,
+    /// The main module's file (absolute).
+    pub main: PathBuf,
+    /// The folder of `main`: every module under it is part of the worker.
+    pub source_dir: PathBuf,
+    /// `main`'s module name within `source_dir`.
+    pub main_module: String,
+    pub compatibility_date: Date,
+    pub compatibility_flags: Vec<String>,
+    pub vars: BTreeMap<String, Value>,
+    pub runtime: &'static PythonRuntime,
+    pub snapshot: SnapshotMode,
+    /// Things worth telling the user that do not stop the worker.
+    pub warnings: Vec<String>,
+}
+
+impl WorkerConfig {
+    /// `source_dir` relative to the project, as shown in tracebacks ("src").
+    pub fn source_display(&self) -> String {
+        self.source_dir
+            .strip_prefix(&self.project_dir)
+            .map(|p| p.to_string_lossy().replace('\\', "/"))
+            .unwrap_or_default()
+    }
+
+    /// `vars` as a JSON object: what the sandbox receives.
+    pub fn vars_json(&self) -> String {
+        serde_json::to_string(&self.vars).expect("vars are JSON values")
+    }
+}
+
+/// Keys Taipan reads.
+const USED_KEYS: &[&str] = &["name", "main", "compatibility_date", "compatibility_flags", "vars", "snapshot"];
+
+/// Keys from wrangler that Taipan knows but does not act on yet: a warning, never an error.
+const LATER_KEYS: &[&str] = &[
+    "kv_namespaces", "d1_databases", "r2_buckets", "services", "triggers", "durable_objects",
+    "assets", "routes", "route", "migrations", "limits", "queues", "ai", "vectorize",
+    "analytics_engine_datasets", "hyperdrive", "browser", "workflows", "send_email", "tail_consumers",
+    "dispatch_namespaces", "mtls_certificates", "version_metadata", "unsafe", "placement",
+];
+
+/// Keys that carry no meaning for a self-hosted runtime: accepted silently.
+const IGNORED_KEYS: &[&str] = &[
+    "$schema", "account_id", "workers_dev", "preview_urls", "observability", "logpush", "env",
+    "build", "rules", "find_additional_modules", "no_bundle", "minify", "upload_source_maps",
+    "keep_vars", "dev", "site", "usage_model", "compatibility_flags_overrides", "send_metrics",
+    "python_modules",
+];
+
+/// Find the config in `dir` (or use `dir` itself if it is a file) and resolve it.
+pub fn load(dir_or_file: &Path) -> Result<WorkerConfig, ConfigError> {
+    load_at(dir_or_file, jiff::Zoned::now().date())
+}
+
+/// [`load`] with a fixed "today", for tests.
+pub fn load_at(dir_or_file: &Path, today: Date) -> Result<WorkerConfig, ConfigError> {
+    let path = find_config(dir_or_file)?;
+    let raw = RawConfig::read(&path)?;
+    resolve(&raw, today)
+}
+
+fn find_config(dir_or_file: &Path) -> Result<PathBuf, ConfigError> {
+    if dir_or_file.is_file() {
+        return Ok(dir_or_file.to_path_buf());
+    }
+    if !dir_or_file.exists() {
+        return Err(ConfigError::new(dir_or_file, "this path does not exist")
+            .hint("pass the folder of a worker project, or its wrangler.toml"));
+    }
+    CONFIG_FILE_NAMES
+        .iter()
+        .map(|name| dir_or_file.join(name))
+        .find(|p| p.is_file())
+        .ok_or_else(|| {
+            ConfigError::new(dir_or_file, "no wrangler.toml, wrangler.jsonc or wrangler.json in this folder")
+                .hint("create a wrangler.toml with `name`, `main` and `compatibility_date`")
+        })
+}
+
+pub fn resolve(raw: &RawConfig, today: Date) -> Result<WorkerConfig, ConfigError> {
+    let mut warnings = Vec::new();
+    let project_dir = raw
+        .path
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."));
+    let project_dir = std::path::absolute(&project_dir).unwrap_or(project_dir);
+
+    for key in raw.root.keys() {
+        let key = key.as_str();
+        if LATER_KEYS.contains(&key) {
+            warnings.push(format!(
+                "`{key}` ({}:{}) is not supported by this version of Taipan yet; it is ignored",
+                raw.path.display(),
+                raw.line_of(key).unwrap_or(0)
+            ));
+        } else if !USED_KEYS.contains(&key) && !IGNORED_KEYS.contains(&key) {
+            warnings.push(format!("unknown key `{key}` in {} is ignored", raw.path.display()));
+        }
+    }
+
+    let name = match raw.get("name") {
+        Some(Value::String(s)) if valid_name(s) => s.clone(),
+        Some(Value::String(s)) => {
+            return Err(raw.error("name", format!("`name` {s:?} is not a valid worker name"))
+                .hint("use lowercase letters, digits and dashes, up to 63 characters"));
+        }
+        Some(_) => return Err(raw.error("name", "`name` must be a string")),
+        None => {
+            let fallback = project_dir
+                .file_name()
+                .map(|n| n.to_string_lossy().to_lowercase().replace(|c: char| !c.is_ascii_alphanumeric(), "-"))
+                .filter(|n| valid_name(n))
+                .unwrap_or_else(|| "worker".to_string());
+            warnings.push(format!("no `name` in {}; using {fallback:?}", raw.path.display()));
+            fallback
+        }
+    };
+
+    let main_rel = match raw.get("main") {
+        Some(Value::String(s)) if !s.trim().is_empty() => s.clone(),
+        Some(_) => return Err(raw.error("main", "`main` must be a path to the worker's Python file")),
+        None => {
+            return Err(ConfigError::new(&raw.path, "the config has no `main`")
+                .at("main", None)
+                .hint("add `main = \"src/entry.py\"` pointing at the worker's entry module"));
+        }
+    };
+    let main = project_dir.join(&main_rel);
+    if !main.is_file() {
+        return Err(raw
+            .error("main", format!("`main` points to \"{main_rel}\", which does not exist"))
+            .hint(format!("create \"{}\" or fix the path", main.display())));
+    }
+    if main.extension().and_then(|e| e.to_str()) != Some("py") {
+        return Err(raw
+            .error("main", format!("`main` points to \"{main_rel}\", which is not a .py file"))
+            .hint("Taipan runs Python workers: point `main` at the entry module, e.g. src/entry.py"));
+    }
+    let source_dir = main.parent().map(Path::to_path_buf).unwrap_or_else(|| project_dir.clone());
+    let main_module = main
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .filter(|s| is_identifier(s))
+        .ok_or_else(|| {
+            raw.error("main", format!("\"{main_rel}\" cannot be imported as a Python module"))
+                .hint("name the file with letters, digits and underscores, e.g. entry.py")
+        })?;
+
+    let compatibility_date = match raw.get("compatibility_date") {
+        Some(Value::String(s)) => parse_date(s).ok_or_else(|| {
+            raw.error("compatibility_date", format!("`compatibility_date` {s:?} is not a date"))
+                .hint("write it as YYYY-MM-DD, e.g. \"2025-11-01\"")
+        })?,
+        Some(_) => {
+            return Err(raw
+                .error("compatibility_date", "`compatibility_date` must be a string like \"2025-11-01\""));
+        }
+        None => {
+            warnings.push(format!(
+                "no `compatibility_date` in {}; using today's date, {today}",
+                raw.path.display()
+            ));
+            today
+        }
+    };
+
+    let compatibility_flags = match raw.get("compatibility_flags") {
+        None => Vec::new(),
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|v| v.as_str().map(str::to_string))
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| raw.error("compatibility_flags", "`compatibility_flags` must be a list of strings"))?,
+        Some(_) => return Err(raw.error("compatibility_flags", "`compatibility_flags` must be a list of strings")),
+    };
+    if !compatibility_flags.iter().any(|f| f == runtimes::PYTHON_WORKERS_FLAG) {
+        warnings.push(format!(
+            "`compatibility_flags` does not include \"{}\"; Taipan runs the worker as Python because `main` is a .py file",
+            runtimes::PYTHON_WORKERS_FLAG
+        ));
+    }
+
+    let choice = runtimes::choose(RUNTIMES, compatibility_date, &compatibility_flags, today).map_err(|message| {
+        let key = if message.contains("flag") { "compatibility_flags" } else { "compatibility_date" };
+        raw.error(key, message).hint("see `taipan runtimes` for the runtimes and their dates")
+    })?;
+    warnings.extend(choice.warnings);
+
+    let vars = match raw.get("vars") {
+        None => BTreeMap::new(),
+        Some(Value::Object(map)) => map.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        Some(_) => return Err(raw.error("vars", "`vars` must be a table of names to values")),
+    };
+    for key in vars.keys() {
+        if !is_identifier(key) {
+            warnings.push(format!("var `{key}` is not a Python identifier; read it with getattr(env, {key:?})"));
+        }
+    }
+
+    let snapshot = match raw.get("snapshot") {
+        None => SnapshotMode::default(),
+        Some(Value::String(s)) if s == "imports" => SnapshotMode::Imports,
+        Some(Value::String(s)) if s == "full" => SnapshotMode::Full,
+        Some(other) => {
+            return Err(raw
+                .error("snapshot", format!("`snapshot` is {other}, expected \"imports\" or \"full\""))
+                .hint("\"imports\" (default) snapshots after the worker's imports; \"full\" also runs its top level"));
+        }
+    };
+
+    Ok(WorkerConfig {
+        name,
+        config_path: raw.path.clone(),
+        project_dir,
+        main,
+        source_dir,
+        main_module,
+        compatibility_date,
+        compatibility_flags,
+        vars,
+        runtime: choice.runtime,
+        snapshot,
+        warnings,
+    })
+}
+
+fn parse_date(s: &str) -> Option<Date> {
+    if s.len() != 10 {
+        return None;
+    }
+    s.parse::<Date>().ok()
+}
+
+fn valid_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+        && !s.starts_with('-')
+}
+
+fn is_identifier(s: &str) -> bool {
+    let mut chars = s.chars();
+    chars.next().is_some_and(|c| c == '_' || c.is_alphabetic())
+        && chars.all(|c| c == '_' || c.is_alphanumeric())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use jiff::civil::date;
+
+    fn project(config_name: &str, config: &str) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("src")).unwrap();
+        std::fs::write(dir.path().join("src/entry.py"), "").unwrap();
+        std::fs::write(dir.path().join(config_name), config).unwrap();
+        dir
+    }
+
+    const TODAY: Date = date(2026, 11, 25);
+
+    #[test]
+    fn seed_three_line_config_works_with_a_warning() {
+        let dir = project(
+            "wrangler.toml",
+            "name = \"hello-world-python-worker\"\nmain = \"src/entry.py\"\ncompatibility_date = \"2024-04-01\"\n",
+        );
+        let cfg = load_at(dir.path(), TODAY).unwrap();
+        assert_eq!(cfg.main_module, "entry");
+        assert_eq!(cfg.source_display(), "src");
+        assert_eq!(cfg.runtime.id, "cpython-3.14");
+        assert!(cfg.warnings.iter().any(|w| w.contains("python_workers")), "{:?}", cfg.warnings);
+    }
+
+    #[test]
+    fn jsonc_config_with_vars_and_unknown_keys() {
+        let dir = project(
+            "wrangler.jsonc",
+            r#"{
+  "$schema": "node_modules/wrangler/config-schema.json",
+  "name": "w",
+  "main": "src/entry.py",
+  "compatibility_date": "2025-11-01",
+  "compatibility_flags": ["python_workers"], // trailing commas allowed
+  "vars": { "GREETING": "hi", "LIMITS": { "n": 3 }, },
+  "kv_namespaces": [],
+  "observability": { "enabled": true },
+}"#,
+        );
+        let cfg = load_at(dir.path(), TODAY).unwrap();
+        assert_eq!(cfg.vars["GREETING"], "hi");
+        assert_eq!(cfg.vars["LIMITS"]["n"], 3);
+        assert_eq!(cfg.warnings.len(), 1, "{:?}", cfg.warnings);
+        assert!(cfg.warnings[0].contains("kv_namespaces"));
+    }
+
+    #[test]
+    fn errors_name_file_line_and_key() {
+        let dir = project("wrangler.toml", "name = \"w\"\ncompatibility_date = \"2025-13-01\"\nmain = \"src/entry.py\"\n");
+        let err = load_at(dir.path(), TODAY).unwrap_err();
+        assert_eq!((err.line, err.key.as_deref()), (Some(2), Some("compatibility_date")), "{err}");
+
+        let dir = project("wrangler.toml", "name = \"w\"\nmain = \"src/nope.py\"\n");
+        let err = load_at(dir.path(), TODAY).unwrap_err();
+        assert_eq!((err.line, err.key.as_deref()), (Some(2), Some("main")));
+        assert!(err.to_string().contains("does not exist"), "{err}");
+
+        let dir = project("wrangler.toml", "name = \"w\"\n");
+        let err = load_at(dir.path(), TODAY).unwrap_err();
+        assert!(err.to_string().contains("no `main`"), "{err}");
+
+        let dir = project("wrangler.toml", "main = \"src/entry.py\"\ncompatibility_date = \"2027-01-01\"\n");
+        let err = load_at(dir.path(), TODAY).unwrap_err();
+        assert!(err.message.contains("future"), "{err}");
+        assert_eq!(err.line, Some(2));
+    }
+
+    #[test]
+    fn missing_config_is_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = load_at(dir.path(), TODAY).unwrap_err();
+        assert!(err.to_string().contains("no wrangler.toml"), "{err}");
+        assert!(err.hint.is_some());
+    }
+
+    #[test]
+    fn snapshot_mode() {
+        let dir = project("wrangler.toml", "main = \"src/entry.py\"\nsnapshot = \"full\"\n");
+        assert_eq!(load_at(dir.path(), TODAY).unwrap().snapshot, SnapshotMode::Full);
+        let dir = project("wrangler.toml", "main = \"src/entry.py\"\nsnapshot = \"most\"\n");
+        assert_eq!(load_at(dir.path(), TODAY).unwrap_err().line, Some(2));
+    }
+}

@@ -1,0 +1,114 @@
+"""Finding the worker's handler and calling it for each request."""
+
+import importlib
+import inspect
+import json
+import random
+import sys
+import traceback
+
+from _taipan import loop
+from _taipan.wasi_http import Outparam, send_error, send_response, to_request
+from workers import Env, ExecutionContext, Response, WorkerEntrypoint
+
+
+class Dispatcher:
+    """One per sandbox. `fresh` is True in the snapshot, so each sandbox
+    restored from it refreshes its per-sandbox state on its first request."""
+
+    def __init__(self, main: str):
+        self.main = main
+        self.fresh = True
+        self.dev = False
+        self.env = None
+        self.call = None
+
+    def _start_sandbox(self) -> None:
+        # The snapshot carries the build machine's PRNG state: reseed from the
+        # host's entropy so no two sandboxes share a random sequence.
+        random.seed()
+        from wit_world.imports import environment
+
+        host_env = dict(environment.get_environment())
+        self.dev = host_env.get("TAIPAN_DEV") == "1"
+        self.env = Env(json.loads(host_env.get("TAIPAN_VARS") or "{}"))
+        self.call = _resolve_handler(importlib.import_module(self.main))
+        self.fresh = False
+
+    def handle(self, incoming, response_out) -> None:
+        out = Outparam(response_out)
+        ctx = ExecutionContext()
+        head_only = False
+        try:
+            if self.fresh:
+                self._start_sandbox()
+            request = to_request(incoming)
+            head_only = request.method == "HEAD"
+            response = self.call(request, self.env, ctx)
+            if inspect.isawaitable(response):
+                response = loop.run(response)
+            if not isinstance(response, Response):
+                raise TypeError(f"the handler returned {type(response).__name__}, expected a Response")
+            send_response(response, out, head_only)
+        except BaseException as exc:  # noqa: BLE001 - every failure becomes a 500 and a log line
+            self._fail(out, exc)
+        finally:
+            incoming.__exit__(None, None, None)
+        for pending in ctx._take_pending():
+            try:
+                loop.run(pending)
+            except BaseException as exc:  # noqa: BLE001
+                _log_exception("ctx.waitUntil task failed", exc)
+
+    def _fail(self, out: Outparam, exc: BaseException) -> None:
+        text = _log_exception("Uncaught exception in the handler", exc)
+        if out.used:
+            return  # the status line is already sent; the log line is all we can do
+        try:
+            send_error(out, 500, text if self.dev else "Internal Server Error\n")
+        except BaseException as e:  # noqa: BLE001
+            _log_exception("sending the error response failed", e)
+
+
+def _resolve_handler(module):
+    """Return `call(request, env, ctx)` for the handler style the module uses."""
+    default = getattr(module, "Default", None)
+    if isinstance(default, type) and (issubclass(default, WorkerEntrypoint) or hasattr(default, "fetch")):
+        takes_request = _positional_count(default.fetch) >= 2
+
+        def call_entrypoint(request, env, ctx):
+            instance = default(ctx, env) if issubclass(default, WorkerEntrypoint) else default()
+            if not issubclass(default, WorkerEntrypoint):
+                instance.env, instance.ctx = env, ctx
+            return instance.fetch(request) if takes_request else instance.fetch()
+
+        return call_entrypoint
+    on_fetch = getattr(module, "on_fetch", None)
+    if callable(on_fetch):
+        count = _positional_count(on_fetch)
+        if count >= 3:
+            return lambda request, env, ctx: on_fetch(request, env, ctx)
+        if count == 2:
+            return lambda request, env, ctx: on_fetch(request, env)
+        return lambda request, env, ctx: on_fetch(request)
+    raise LookupError(
+        f"{getattr(module, '__file__', module.__name__)} defines neither `on_fetch` nor a "
+        "`Default(WorkerEntrypoint)` class with a `fetch` method"
+    )
+
+
+def _positional_count(func) -> int:
+    try:
+        params = inspect.signature(func).parameters.values()
+    except (TypeError, ValueError):
+        return 2
+    if any(p.kind == p.VAR_POSITIONAL for p in params):
+        return 3
+    return sum(1 for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD))
+
+
+def _log_exception(what: str, exc: BaseException) -> str:
+    text = "".join(traceback.format_exception(exc))
+    sys.stderr.write(f"{what}:\n{text}")
+    sys.stderr.flush()
+    return text

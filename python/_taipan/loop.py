@@ -1,0 +1,134 @@
+"""A small asyncio event loop for one request at a time, over `wasi:io/poll`.
+
+A sandbox serves one request at a time, so the loop only needs ready
+callbacks and timers (`asyncio.sleep`); body I/O blocks in the host instead of
+suspending the coroutine.
+"""
+
+import asyncio
+import heapq
+import itertools
+
+from wit_world.imports import monotonic_clock, poll
+
+
+class Loop(asyncio.AbstractEventLoop):
+    def __init__(self):
+        self._ready = []
+        self._timers = []  # heap of (when, seq, TimerHandle)
+        self._seq = itertools.count()
+        self._running = False
+        self._exception = None
+
+    # -- running ---------------------------------------------------------
+
+    def run_until_complete(self, awaitable):
+        future = asyncio.ensure_future(awaitable, loop=self)
+        self._running = True
+        asyncio.events._set_running_loop(self)
+        try:
+            while not future.done():
+                self._run_once()
+                if self._exception is not None:
+                    exc, self._exception = self._exception, None
+                    raise exc
+            return future.result()
+        finally:
+            self._running = False
+            asyncio.events._set_running_loop(None)
+
+    def _run_once(self):
+        if not self._ready:
+            if not self._timers:
+                raise RuntimeError("the handler is awaiting something that can never complete")
+            when = self._timers[0][0]
+            delay = when - self.time()
+            if delay > 0:
+                pollable = monotonic_clock.subscribe_duration(int(delay * 1e9))
+                poll.poll([pollable])
+                pollable.__exit__(None, None, None)
+        now = self.time()
+        while self._timers and self._timers[0][0] <= now:
+            _, _, handle = heapq.heappop(self._timers)
+            if not handle._cancelled:
+                self._ready.append(handle)
+        ready, self._ready = self._ready, []
+        for handle in ready:
+            if not handle._cancelled:
+                handle._run()
+
+    def time(self):
+        return monotonic_clock.now() / 1e9
+
+    def call_soon(self, callback, *args, context=None):
+        handle = asyncio.Handle(callback, args, self, context)
+        self._ready.append(handle)
+        return handle
+
+    call_soon_threadsafe = call_soon
+
+    def call_later(self, delay, callback, *args, context=None):
+        return self.call_at(self.time() + max(delay, 0), callback, *args, context=context)
+
+    def call_at(self, when, callback, *args, context=None):
+        handle = asyncio.TimerHandle(when, callback, args, self, context)
+        heapq.heappush(self._timers, (when, next(self._seq), handle))
+        return handle
+
+    def _timer_handle_cancelled(self, handle):
+        pass
+
+    def create_future(self):
+        return asyncio.Future(loop=self)
+
+    def create_task(self, coro, *, name=None, context=None, **kwargs):
+        return asyncio.Task(coro, loop=self, name=name, context=context)
+
+    def call_exception_handler(self, context):
+        exc = context.get("exception")
+        if exc is not None and self._exception is None:
+            self._exception = exc
+
+    def default_exception_handler(self, context):
+        self.call_exception_handler(context)
+
+    def get_debug(self):
+        return False
+
+    def is_running(self):
+        return self._running
+
+    def is_closed(self):
+        return False
+
+    def close(self):
+        pass
+
+    def stop(self):
+        pass
+
+    async def shutdown_asyncgens(self):
+        pass
+
+    async def shutdown_default_executor(self, timeout=None):
+        pass
+
+    def run_in_executor(self, executor, func, *args):
+        # No threads in a sandbox: run the function now and hand back its result.
+        future = self.create_future()
+        try:
+            future.set_result(func(*args))
+        except BaseException as exc:  # noqa: BLE001 - delivered to the awaiting code
+            future.set_exception(exc)
+        return future
+
+
+_loop = None
+
+
+def run(awaitable):
+    """Run `awaitable` to completion on this sandbox's loop (made once, kept in the snapshot)."""
+    global _loop
+    if _loop is None:
+        _loop = Loop()
+    return _loop.run_until_complete(awaitable)

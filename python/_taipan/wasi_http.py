@@ -1,0 +1,132 @@
+"""The bridge between `wasi:http` resources and the SDK's Request/Response."""
+
+from componentize_py_types import Err, Ok
+from wit_world.imports import streams, types
+from workers import Headers, Request, Response
+
+READ_CHUNK = 1 << 20
+
+
+class IncomingBodyReader:
+    """Reads a request body from the host on first use, in chunks, joined once."""
+
+    def __init__(self, request: "types.IncomingRequest"):
+        self._request = request
+
+    def read_all(self) -> bytes:
+        body = self._request.consume()
+        stream = body.stream()
+        chunks = []
+        try:
+            while True:
+                try:
+                    chunks.append(stream.blocking_read(READ_CHUNK))
+                except Err as e:
+                    if isinstance(e.value, streams.StreamError_Closed):
+                        break
+                    raise
+        finally:
+            stream.__exit__(None, None, None)
+            types.IncomingBody.finish(body).__exit__(None, None, None)
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def to_request(incoming: "types.IncomingRequest") -> Request:
+    method = incoming.method()
+    name = type(method).__name__
+    method = method.value if name == "Method_Other" else name[len("Method_") :].upper()
+
+    scheme = incoming.scheme()
+    if scheme is None or type(scheme).__name__ == "Scheme_Http":
+        scheme = "http"
+    elif type(scheme).__name__ == "Scheme_Https":
+        scheme = "https"
+    else:
+        scheme = scheme.value
+    url = f"{scheme}://{incoming.authority() or 'localhost'}{incoming.path_with_query() or '/'}"
+
+    fields = incoming.headers()
+    headers = Headers()
+    for name, value in fields.entries():
+        headers.append(name, value.decode("latin-1"))
+    fields.__exit__(None, None, None)
+
+    request = Request(url, method=method, headers=headers)
+    request._body_source = IncomingBodyReader(incoming)
+    return request
+
+
+class Outparam:
+    """The response slot of one request; remembers whether a response went out."""
+
+    def __init__(self, out: "types.ResponseOutparam"):
+        self.out = out
+        self.used = False
+
+    def set(self, outgoing) -> None:
+        self.used = True
+        types.ResponseOutparam.set(self.out, Ok(outgoing))
+
+
+def send_response(response: Response, out: Outparam, head_only: bool) -> None:
+    """Write `response` to the host: status and headers first, then the body."""
+    body = response._body_source
+    if isinstance(body, (bytes, type(None))) and not response.headers.has("content-length"):
+        length = 0 if head_only and body is None else len(body or b"")
+        if not head_only:
+            response.headers.set("content-length", str(length))
+
+    pairs = [(name, value.encode("latin-1")) for name, value in response.headers]
+    outgoing = types.OutgoingResponse(types.Fields.from_list(pairs))
+    outgoing.set_status_code(response.status)
+    outgoing_body = outgoing.body()
+    out.set(outgoing)
+
+    stream = outgoing_body.write()
+    try:
+        if not head_only:
+            if isinstance(body, bytes):
+                _write_all(stream, body)
+            elif body is not None:
+                _write_chunks(stream, body)
+    finally:
+        stream.__exit__(None, None, None)
+    types.OutgoingBody.finish(outgoing_body, None)
+
+
+def send_error(out: Outparam, status: int, text: str) -> None:
+    send_response(Response(text, status=status), out, head_only=False)
+
+
+def _write_all(stream, data: bytes) -> None:
+    view = memoryview(data)
+    offset = 0
+    while offset < len(data):
+        budget = stream.check_write()
+        if budget == 0:
+            pollable = stream.subscribe()
+            pollable.block()
+            pollable.__exit__(None, None, None)
+            continue
+        end = offset + budget
+        stream.write(bytes(view[offset:end]))
+        offset = end
+    stream.blocking_flush()
+
+
+def _write_chunks(stream, source) -> None:
+    if hasattr(source, "__aiter__"):
+        from _taipan.loop import run
+
+        async def drain():
+            async for chunk in source:
+                _write_all(stream, _as_bytes(chunk))
+
+        run(drain())
+    else:
+        for chunk in source:
+            _write_all(stream, _as_bytes(chunk))
+
+
+def _as_bytes(chunk) -> bytes:
+    return chunk.encode("utf-8") if isinstance(chunk, str) else bytes(chunk)

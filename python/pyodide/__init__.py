@@ -1,0 +1,1 @@
+"""A Pyodide-compatible surface: the parts of `pyodide` that Workers code uses."""

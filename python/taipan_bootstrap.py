@@ -1,0 +1,55 @@
+"""The module componentize-py pre-initializes: what runs at build time, and the
+`wasi:http` export that runs for every request.
+
+At build time (before the snapshot) this compiles the worker's source tree,
+then executes the worker's imports (snapshot "imports", the default) or the
+worker's main module itself (snapshot "full"). Everything imported here is in
+the memory snapshot every sandbox starts from.
+"""
+
+import sys
+import traceback
+
+import _taipan_build as build
+import js  # noqa: F401 - part of the snapshot
+import pyodide.ffi  # noqa: F401 - part of the snapshot
+import workers  # noqa: F401 - part of the snapshot
+from _taipan import loop  # noqa: F401 - part of the snapshot
+from _taipan.dispatch import Dispatcher
+from _taipan.loader import WorkerBuildError, WorkerModules, execute_imports
+from wit_world import exports
+
+ERROR_START = "<<<taipan-build-error>>>"
+ERROR_END = "<<<end-taipan-build-error>>>"
+
+
+def _prepare() -> WorkerModules:
+    worker = WorkerModules(build.SOURCE_ROOT, build.DISPLAY_PREFIX)
+    try:
+        worker.compile_tree()
+        worker.install()
+        if build.MAIN not in worker.modules:
+            raise WorkerBuildError(f"the main module {build.MAIN!r} was not found in {build.DISPLAY_PREFIX or '.'}")
+        if build.SNAPSHOT == "full":
+            try:
+                __import__(build.MAIN)
+            except Exception:
+                raise WorkerBuildError("running the worker's main module failed:\n" + traceback.format_exc()) from None
+        else:
+            execute_imports(worker)
+    except WorkerBuildError as e:
+        cause = e.__cause__
+        detail = "".join(traceback.format_exception(cause)) if cause is not None else ""
+        sys.stderr.write(f"{ERROR_START}{e}\n{detail}{ERROR_END}\n")
+        sys.stderr.flush()
+        raise
+    return worker
+
+
+_worker = _prepare()
+_dispatcher = Dispatcher(build.MAIN)
+
+
+class IncomingHandler(exports.IncomingHandler):
+    def handle(self, request, response_out) -> None:
+        _dispatcher.handle(request, response_out)

@@ -1,0 +1,212 @@
+"""`Request` and `Response`, with the Fetch API's behaviour as Workers code relies on it."""
+
+import json as _json
+
+from ._headers import Headers, _unwrap
+
+TEXT_PLAIN = "text/plain;charset=UTF-8"
+APPLICATION_JSON = "application/json"
+REDIRECT_STATUSES = (301, 302, 303, 307, 308)
+
+
+class _Body:
+    """The body mixin shared by Request and Response: read once, as text, JSON or bytes."""
+
+    _body_source = None  # bytes, an iterable of chunks, or an object with read_all()
+    _body_used = False
+
+    def _take_body(self) -> bytes:
+        if self._body_used:
+            raise TypeError("body has already been used")
+        self._body_used = True
+        source = self._body_source
+        if source is None:
+            return b""
+        if isinstance(source, bytes):
+            return source
+        read_all = getattr(source, "read_all", None)
+        if read_all is not None:
+            return read_all()
+        return b"".join(_chunk(c) for c in source)
+
+    async def _take_body_async(self) -> bytes:
+        if hasattr(self._body_source, "__aiter__"):
+            if self._body_used:
+                raise TypeError("body has already been used")
+            self._body_used = True
+            return b"".join([_chunk(c) async for c in self._body_source])
+        return self._take_body()
+
+    @property
+    def bodyUsed(self) -> bool:
+        return self._body_used
+
+    body_used = bodyUsed
+
+    async def bytes(self) -> bytes:
+        return await self._take_body_async()
+
+    async def arrayBuffer(self) -> bytes:
+        return await self._take_body_async()
+
+    async def text(self) -> str:
+        return (await self._take_body_async()).decode("utf-8", errors="replace")
+
+    async def json(self):
+        return _json.loads(await self._take_body_async())
+
+
+class Response(_Body):
+    """An HTTP response. `Response("text")` sends `text/plain;charset=UTF-8`,
+    `Response.json(data)` sends `application/json`, bytes send no content type
+    unless one is given."""
+
+    def __init__(self, body=None, status=200, statusText=None, headers=None, *, status_text=None, web_socket=None):
+        status = _status(status)
+        self.status = status
+        self.statusText = status_text if status_text is not None else (statusText or "")
+        self.headers = Headers(headers)
+        if isinstance(body, str):
+            body = body.encode("utf-8")
+            if not self.headers.has("content-type"):
+                self.headers.set("content-type", TEXT_PLAIN)
+        elif isinstance(body, (bytearray, memoryview)):
+            body = bytes(body)
+        elif body is not None and not isinstance(body, bytes):
+            body = _unwrap_body(body)
+        self._body_source = body
+        if body is not None and status in (101, 204, 205, 304):
+            raise ValueError(f"a response with status {status} cannot have a body")
+
+    @property
+    def ok(self) -> bool:
+        return 200 <= self.status <= 299
+
+    @property
+    def status_text(self) -> str:
+        return self.statusText
+
+    @property
+    def body(self):
+        return self._body_source
+
+    @property
+    def js_object(self):
+        return self
+
+    @classmethod
+    def json(cls, data, status=200, statusText=None, headers=None, **kwargs):
+        headers = Headers(headers)
+        if not headers.has("content-type"):
+            headers.set("content-type", APPLICATION_JSON)
+        body = _json.dumps(_unwrap(data), separators=(",", ":"), ensure_ascii=False)
+        return cls(body.encode("utf-8"), status=status, statusText=statusText, headers=headers, **kwargs)
+
+    @classmethod
+    def redirect(cls, url, status=302):
+        if status not in REDIRECT_STATUSES:
+            raise ValueError(f"invalid redirect status {status}; use one of {REDIRECT_STATUSES}")
+        return cls(None, status=status, headers={"location": str(url)})
+
+    @classmethod
+    def new(cls, body=None, init=None, **kwargs):
+        """The JavaScript constructor, as `js.Response.new(body, init)`."""
+        return cls(body, **_init_kwargs(init, kwargs))
+
+    def clone(self):
+        if isinstance(self._body_source, (bytes, type(None))):
+            return Response(self._body_source, status=self.status, statusText=self.statusText, headers=self.headers)
+        raise TypeError("only responses with a bytes body can be cloned")
+
+    def __repr__(self) -> str:
+        return f"<Response {self.status}>"
+
+
+class _JsonMethod:
+    """`Response.json(data)` builds a response; `await response.json()` reads one."""
+
+    def __get__(self, instance, owner):
+        if instance is None:
+            return owner._build_json
+        return instance._read_json
+
+
+Response._build_json = classmethod(Response.__dict__["json"].__func__)
+Response._read_json = _Body.json
+Response.json = _JsonMethod()
+
+
+class Request(_Body):
+    """An incoming (or outgoing) HTTP request."""
+
+    def __init__(self, input, method=None, headers=None, body=None, *, cf=None, **init):
+        if isinstance(input, Request):
+            method = method or input.method
+            headers = headers if headers is not None else input.headers
+            if body is None and not input._body_used:
+                body = input._body_source
+            input = input.url
+        self.url = str(input)
+        self.method = (method or init.pop("method", None) or "GET").upper()
+        self.headers = Headers(headers if headers is not None else init.pop("headers", None))
+        if isinstance(body, str):
+            body = body.encode("utf-8")
+        elif isinstance(body, (bytearray, memoryview)):
+            body = bytes(body)
+        self._body_source = body
+        self.cf = cf or {}
+
+    @classmethod
+    def new(cls, input, init=None, **kwargs):
+        return cls(input, **_init_kwargs(init, kwargs))
+
+    @property
+    def js_object(self):
+        return self
+
+    @property
+    def body(self):
+        return self._body_source
+
+    def clone(self):
+        return Request(self.url, method=self.method, headers=self.headers, body=self._take_body())
+
+    def __repr__(self) -> str:
+        return f"<Request {self.method} {self.url}>"
+
+
+def _status(status) -> int:
+    try:
+        status = int(status)
+    except (TypeError, ValueError):
+        raise TypeError(f"status must be an int, got {status!r}") from None
+    if not 200 <= status <= 599 and status != 101:
+        raise ValueError(f"status {status} is outside the range 200-599")
+    return status
+
+
+def _init_kwargs(init, extra) -> dict:
+    """Turn a JS-style init (a dict, a to_js object, or None) into keyword arguments."""
+    init = _unwrap(init) if init is not None else {}
+    if not isinstance(init, dict):
+        init = {k: getattr(init, k) for k in ("status", "statusText", "headers", "method", "body") if hasattr(init, k)}
+    merged = dict(init)
+    merged.update(extra)
+    return merged
+
+
+def _unwrap_body(body):
+    body = _unwrap(body)
+    if isinstance(body, str):
+        return body.encode("utf-8")
+    if isinstance(body, (bytes, bytearray, memoryview)):
+        return bytes(body)
+    if hasattr(body, "__iter__") or hasattr(body, "__aiter__"):
+        return body  # streamed chunk by chunk when sent
+    raise TypeError(f"unsupported body type {type(body).__name__}; use str, bytes or an iterable of bytes")
+
+
+def _chunk(chunk) -> bytes:
+    if isinstance(chunk, str):
+        return chunk.encode("utf-8")
+    return bytes(chunk)
