@@ -9,7 +9,11 @@ import traceback
 
 from _taipan import loop
 from _taipan.wasi_http import Outparam, send_error, send_response, to_request
+from wit_world.imports import environment
 from workers import Env, ExecutionContext, Response, WorkerEntrypoint
+
+# Note: the generated `wit_world` package exists only while building, so every
+# binding module the SDK uses must be imported at module level (snapshot time).
 
 
 class Dispatcher:
@@ -27,8 +31,6 @@ class Dispatcher:
         # The snapshot carries the build machine's PRNG state: reseed from the
         # host's entropy so no two sandboxes share a random sequence.
         random.seed()
-        from wit_world.imports import environment
-
         host_env = dict(environment.get_environment())
         self.dev = host_env.get("TAIPAN_DEV") == "1"
         self.env = Env(json.loads(host_env.get("TAIPAN_VARS") or "{}"))

@@ -1,1 +1,17 @@
+//! Running workers: the wasmtime engine, sandboxes restored from a worker's
+//! snapshot, and the pool that reuses warm ones.
+//!
+//! Lifetimes, as Spin names them: the [`Runtime`] lives as long as the process
+//! (engine, epoch ticker, compile cache); a [`Worker`] lives as long as one
+//! deployed build (compiled component, pre-linked instance, sandbox pool); a
+//! request gets one sandbox for its duration.
 
+pub mod engine;
+pub mod limits;
+pub mod log;
+pub mod sandbox;
+pub mod worker;
+
+pub use engine::Runtime;
+pub use limits::Limits;
+pub use worker::{Worker, WorkerSettings};

@@ -1,0 +1,81 @@
+//! Embeds what a build needs into the binary: the Python SDK (`python/`), the
+//! WIT world (`wit/`), and the CPython standard library archive that ships in
+//! the componentize-py crate (mounted read-only into sandboxes so that modules
+//! first imported inside a handler can still be found).
+
+use std::env;
+use std::fmt::Write as _;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+
+const COMPONENTIZE_PY: &str = "componentize-py";
+const ARCHIVES: [&str; 2] = ["python-lib.tar.zst", "bundled.tar.zst"];
+
+fn main() -> Result<()> {
+    let manifest_dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR")?);
+    let root = manifest_dir.join("../..").canonicalize()?;
+    let out_dir = PathBuf::from(env::var("OUT_DIR")?);
+
+    let mut code = String::new();
+    embed_tree(&mut code, "SDK_FILES", &root.join("python"), &|rel: &str| {
+        !rel.starts_with("tests/") && !rel.contains("__pycache__") && rel.ends_with(".py")
+    })?;
+    embed_tree(&mut code, "WIT_FILES", &root.join("wit"), &|rel: &str| rel.ends_with(".wit"))?;
+    fs::write(out_dir.join("embedded.rs"), code)?;
+
+    let source = componentize_py_dir(&root)?;
+    for archive in ARCHIVES {
+        fs::copy(source.join(archive), out_dir.join(archive))
+            .with_context(|| format!("copying {archive} from {}", source.display()))?;
+    }
+    Ok(())
+}
+
+fn embed_tree(code: &mut String, name: &str, dir: &Path, keep: &dyn Fn(&str) -> bool) -> Result<()> {
+    println!("cargo:rerun-if-changed={}", dir.display());
+    let mut files = Vec::new();
+    collect(dir, dir, &mut files)?;
+    files.sort();
+    writeln!(code, "pub static {name}: &[(&str, &[u8])] = &[")?;
+    for (rel, abs) in files.iter().filter(|(rel, _)| keep(rel)) {
+        writeln!(code, "    ({rel:?}, include_bytes!({:?})),", abs.display().to_string())?;
+    }
+    writeln!(code, "];")?;
+    Ok(())
+}
+
+fn collect(root: &Path, dir: &Path, files: &mut Vec<(String, PathBuf)>) -> Result<()> {
+    for entry in fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.is_dir() {
+            collect(root, &path, files)?;
+        } else {
+            let rel = path.strip_prefix(root)?.to_string_lossy().replace('\\', "/");
+            files.push((rel, path));
+        }
+    }
+    Ok(())
+}
+
+/// The source folder of the componentize-py package this build resolved.
+fn componentize_py_dir(root: &Path) -> Result<PathBuf> {
+    let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let output = std::process::Command::new(cargo)
+        .args(["metadata", "--format-version", "1", "--offline", "--manifest-path"])
+        .arg(root.join("Cargo.toml"))
+        .output()
+        .context("running `cargo metadata` to find the componentize-py package")?;
+    if !output.status.success() {
+        bail!("cargo metadata failed: {}", String::from_utf8_lossy(&output.stderr));
+    }
+    let metadata: serde_json::Value = serde_json::from_slice(&output.stdout)?;
+    let packages = metadata["packages"].as_array().context("cargo metadata has no packages")?;
+    let package = packages
+        .iter()
+        .find(|p| p["name"] == COMPONENTIZE_PY)
+        .context("componentize-py is not among the resolved packages")?;
+    let manifest = package["manifest_path"].as_str().context("no manifest_path")?;
+    Ok(Path::new(manifest).parent().context("manifest has no folder")?.to_path_buf())
+}

@@ -1,0 +1,173 @@
+//! `build`: from a resolved config to a cached, pre-initialized component.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use sha2::{Digest, Sha256};
+use taipan_config::WorkerConfig;
+
+use crate::artifact::{Artifact, COMPLETE_FILE, COMPONENT_FILE, PYTHON_PATH_DIRS};
+use crate::embedded::{self, SDK_FILES, WIT_FILES};
+use crate::source;
+
+/// The module componentize-py runs at build time (python/taipan_bootstrap.py).
+const APP_MODULE: &str = "taipan_bootstrap";
+const WORLD: &str = "taipan:worker/worker";
+const ERROR_START: &str = "<<<taipan-build-error>>>";
+const ERROR_END: &str = "<<<end-taipan-build-error>>>";
+
+/// Why a build failed: the worker's code, or Taipan itself.
+#[derive(Debug)]
+pub enum BuildError {
+    /// A mistake in the worker (syntax error, failing import): the message is
+    /// for the user, with file:line and the Python traceback.
+    Worker(String),
+    Internal(anyhow::Error),
+}
+
+impl fmt::Display for BuildError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BuildError::Worker(message) => write!(f, "the worker failed to build:\n{message}"),
+            BuildError::Internal(e) => write!(f, "building the worker failed: {e:#}"),
+        }
+    }
+}
+
+impl std::error::Error for BuildError {}
+
+impl From<anyhow::Error> for BuildError {
+    fn from(e: anyhow::Error) -> Self {
+        BuildError::Internal(e)
+    }
+}
+
+#[derive(Debug)]
+pub struct BuildOutcome {
+    pub artifact: Artifact,
+    /// False when an identical build was found in the cache.
+    pub built: bool,
+    pub elapsed: Duration,
+}
+
+/// Build `config` into `builds_dir/<hash>/`, or reuse what is there.
+///
+/// Blocking and CPU-heavy (seconds): call it from a blocking thread.
+pub fn build(config: &WorkerConfig, builds_dir: &Path) -> Result<BuildOutcome, BuildError> {
+    let started = Instant::now();
+    let files = source::files(&config.source_dir)?;
+    let id = build_id(config, &files)?;
+    let dir = builds_dir.join(&id);
+    if let Some(artifact) = Artifact::open(&dir) {
+        return Ok(BuildOutcome { artifact, built: false, elapsed: started.elapsed() });
+    }
+
+    std::fs::create_dir_all(builds_dir)
+        .with_context(|| format!("creating the build folder \"{}\"", builds_dir.display()))?;
+    let staging = tempfile::Builder::new()
+        .prefix(".staging-")
+        .tempdir_in(builds_dir)
+        .context("creating a staging folder for the build")?;
+    let stage = staging.path();
+    let [sdk, gen_dir, src] = PYTHON_PATH_DIRS.map(|d| stage.join(d));
+    embedded::write_files(SDK_FILES, &sdk)?;
+    write_build_module(config, &gen_dir)?;
+    source::copy_into(&files, &src)?;
+    let wit = stage.join("wit");
+    embedded::write_files(WIT_FILES, &wit)?;
+
+    componentize(&[&sdk, &gen_dir, &src], &wit, &stage.join(COMPONENT_FILE)).map_err(|e| {
+        let paths = [(0, "(taipan sdk)"), (1, "(taipan build)"), (2, config.source_display().as_str())]
+            .map(|(i, p)| (format!("/{i}/"), format!("{p}/")));
+        classify(e, &paths)
+    })?;
+    std::fs::remove_dir_all(&wit).ok();
+    std::fs::write(stage.join(COMPLETE_FILE), id.as_bytes()).context("finishing the build")?;
+
+    let staged = staging.keep();
+    if let Err(e) = std::fs::rename(&staged, &dir) {
+        std::fs::remove_dir_all(&staged).ok();
+        // Someone else finished the same build first; theirs is identical.
+        if Artifact::open(&dir).is_none() {
+            return Err(anyhow::Error::from(e).context("storing the build").into());
+        }
+    }
+    let artifact = Artifact::open(&dir).context("the finished build is incomplete")?;
+    Ok(BuildOutcome { artifact, built: true, elapsed: started.elapsed() })
+}
+
+/// The content hash naming a build: every input that changes the output.
+fn build_id(config: &WorkerConfig, files: &[(String, PathBuf)]) -> Result<String> {
+    let mut hasher = Sha256::new();
+    hasher.update(env!("CARGO_PKG_VERSION"));
+    hasher.update(embedded::digest());
+    for field in [config.runtime.id, config.snapshot.as_str(), &config.main_module, &config.source_display()] {
+        hasher.update((field.len() as u64).to_le_bytes());
+        hasher.update(field);
+    }
+    source::hash_into(&mut hasher, files)?;
+    Ok(embedded::hex(&hasher.finalize()[..16]))
+}
+
+/// `_taipan_build.py`: what the bootstrap needs to know at build time.
+fn write_build_module(config: &WorkerConfig, dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let module = format!(
+        "MAIN = {main:?}\nSOURCE_ROOT = \"/2\"\nDISPLAY_PREFIX = {prefix:?}\nSNAPSHOT = {snapshot:?}\n",
+        main = config.main_module,
+        prefix = config.source_display(),
+        snapshot = config.snapshot.as_str(),
+    );
+    std::fs::write(dir.join("_taipan_build.py"), module)?;
+    Ok(())
+}
+
+/// Link and pre-initialize with the componentize-py crate.
+///
+/// Only the folders given are on the Python path: the build machine's own
+/// Python, `VIRTUAL_ENV` and site-packages are never consulted (those are
+/// features of componentize-py's CLI, which Taipan does not use).
+fn componentize(python_path: &[&Path], wit: &Path, output: &Path) -> Result<()> {
+    let python_path: Vec<String> = python_path.iter().map(|p| p.to_string_lossy().into_owned()).collect();
+    let python_path: Vec<&str> = python_path.iter().map(String::as_str).collect();
+    let empty = HashMap::new();
+    let generator = componentize_py::ComponentGenerator {
+        wit_paths: &[wit],
+        worlds: &[WORLD],
+        features: &[],
+        all_features: false,
+        world_module: None,
+        python_path: &python_path,
+        module_worlds: &[],
+        app_name: APP_MODULE,
+        output_path: output,
+        add_to_linker: None,
+        stub_wasi: false,
+        import_interface_names: &empty,
+        export_interface_names: &empty,
+        full_names: false,
+        intersect_world: None,
+    };
+    // The generator's future is not Send: drive it on this thread.
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    runtime.block_on(generator.generate())
+}
+
+/// Tell the worker's mistakes (reported by the bootstrap between markers)
+/// from Taipan's own failures, and show guest paths as project paths.
+fn classify(error: anyhow::Error, paths: &[(String, String)]) -> BuildError {
+    let text = format!("{error:?}");
+    let unmap = |s: &str| paths.iter().fold(s.to_string(), |s, (guest, host)| s.replace(guest, host));
+    if let Some(start) = text.find(ERROR_START) {
+        let rest = &text[start + ERROR_START.len()..];
+        let message = rest.split(ERROR_END).next().unwrap_or(rest);
+        return BuildError::Worker(unmap(message.trim_end()));
+    }
+    if text.contains("Traceback (most recent call last)") {
+        return BuildError::Worker(unmap(&text));
+    }
+    BuildError::Internal(anyhow::anyhow!(unmap(&text)))
+}

@@ -1,0 +1,26 @@
+//! Where Taipan keeps what it can rebuild: per user, shared by projects.
+
+use std::path::PathBuf;
+
+/// The shared cache: unpacked Python files and compiled machine code.
+#[derive(Debug, Clone)]
+pub struct CacheDirs {
+    pub root: PathBuf,
+}
+
+impl CacheDirs {
+    /// `$TAIPAN_CACHE_DIR`, else `$XDG_CACHE_HOME/taipan`, else `~/.cache/taipan`.
+    pub fn from_env() -> Self {
+        let root = std::env::var_os("TAIPAN_CACHE_DIR")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("XDG_CACHE_HOME").map(|d| PathBuf::from(d).join("taipan")))
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/taipan")))
+            .unwrap_or_else(|| std::env::temp_dir().join("taipan-cache"));
+        Self { root }
+    }
+
+    /// Cranelift's per-function compilation cache (see taipan-runtime's engine).
+    pub fn compile_cache(&self) -> PathBuf {
+        self.root.join("compile")
+    }
+}

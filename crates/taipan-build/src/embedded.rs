@@ -1,0 +1,75 @@
+//! Files compiled into the binary: the Python SDK, the WIT world, and the
+//! CPython standard library from componentize-py.
+
+use std::io::Cursor;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use sha2::{Digest, Sha256};
+
+include!(concat!(env!("OUT_DIR"), "/embedded.rs"));
+
+static PYTHON_LIB: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/python-lib.tar.zst"));
+static BUNDLED: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/bundled.tar.zst"));
+
+/// A digest of everything embedded that affects a build's output.
+pub fn digest() -> String {
+    let mut hasher = Sha256::new();
+    for (name, files) in [("sdk", SDK_FILES), ("wit", WIT_FILES)] {
+        hasher.update(name);
+        for (path, bytes) in files {
+            hasher.update((path.len() as u64).to_le_bytes());
+            hasher.update(path);
+            hasher.update((bytes.len() as u64).to_le_bytes());
+            hasher.update(bytes);
+        }
+    }
+    hasher.update(PYTHON_LIB);
+    hex(&hasher.finalize()[..16])
+}
+
+pub fn write_files(files: &[(&str, &[u8])], dir: &Path) -> Result<()> {
+    for (rel, bytes) in files {
+        let path = dir.join(rel);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        std::fs::write(&path, bytes).with_context(|| format!("writing \"{}\"", path.display()))?;
+    }
+    Ok(())
+}
+
+/// The standard library and componentize-py's helper modules, unpacked once
+/// per Taipan version under the cache folder and shared by every worker.
+#[derive(Debug, Clone)]
+pub struct PythonFiles {
+    pub stdlib: PathBuf,
+    pub bundled: PathBuf,
+}
+
+pub fn python_files(cache_root: &Path) -> Result<PythonFiles> {
+    let root = cache_root.join("python").join(digest());
+    let files = PythonFiles { stdlib: root.join("lib"), bundled: root.join("bundled") };
+    if root.join("complete").exists() {
+        return Ok(files);
+    }
+    std::fs::create_dir_all(cache_root.join("python"))?;
+    let staging = tempfile::tempdir_in(cache_root.join("python"))?;
+    for (archive, dest) in [(PYTHON_LIB, "lib"), (BUNDLED, "bundled")] {
+        let decoder = zstd::Decoder::new(Cursor::new(archive))?;
+        tar::Archive::new(decoder)
+            .unpack(staging.path().join(dest))
+            .with_context(|| format!("unpacking the embedded Python {dest}"))?;
+    }
+    std::fs::write(staging.path().join("complete"), b"")?;
+    let staged = staging.keep();
+    if std::fs::rename(&staged, &root).is_err() {
+        // Another process unpacked the same files first: theirs are as good.
+        let _ = std::fs::remove_dir_all(&staged);
+    }
+    Ok(files)
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

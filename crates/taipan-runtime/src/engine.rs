@@ -1,0 +1,155 @@
+//! The process-wide wasmtime engine and everything that must match it.
+
+use std::borrow::Cow;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use taipan_build::CacheDirs;
+use wasmtime::component::Component;
+use wasmtime::{CacheStore, Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+use crate::limits::{EPOCH_TICK, MIB};
+
+/// Process-lifetime state: one engine for every worker.
+#[derive(Clone)]
+pub struct Runtime {
+    pub engine: Engine,
+    pub cache: CacheDirs,
+    pub python: taipan_build::PythonFiles,
+}
+
+/// Sizing of the pooling allocator: slots are reserved address space, not memory.
+#[derive(Debug, Clone)]
+pub struct PoolSize {
+    /// Sandboxes that can exist at once across all workers.
+    pub sandboxes: u32,
+    /// Largest linear memory any sandbox may grow to.
+    pub max_memory: usize,
+}
+
+impl Default for PoolSize {
+    fn default() -> Self {
+        Self { sandboxes: 64, max_memory: 512 * MIB }
+    }
+}
+
+impl Runtime {
+    pub fn new(cache: CacheDirs, pool: PoolSize) -> Result<Self> {
+        let mut config = Config::new();
+        config.wasm_component_model(true);
+        config.epoch_interruption(true);
+        config.memory_init_cow(true);
+        config.cranelift_opt_level(wasmtime::OptLevel::Speed);
+        std::fs::create_dir_all(cache.compile_cache())?;
+        config.enable_incremental_compilation(Arc::new(CompileCache::new(cache.compile_cache())))?;
+
+        // A componentize-py component is a handful of core modules (libc,
+        // libpython, the runtime, bindings, the WASI adapter) sharing memory.
+        let mut pooling = PoolingAllocationConfig::default();
+        pooling
+            .total_component_instances(pool.sandboxes)
+            .total_core_instances(pool.sandboxes * 16)
+            .max_core_instances_per_component(32)
+            .total_memories(pool.sandboxes * 4)
+            .max_memories_per_component(4)
+            .max_memories_per_module(1)
+            .total_tables(pool.sandboxes * 16)
+            .max_tables_per_component(16)
+            .max_tables_per_module(2)
+            .table_elements(64 * 1024)
+            .max_memory_size(pool.max_memory)
+            .max_core_instance_size(4 * MIB)
+            .max_component_instance_size(4 * MIB)
+            // Reset slots with memset up to this size instead of madvise:
+            // cheaper for the few pages a request dirties.
+            .linear_memory_keep_resident(MIB)
+            .table_keep_resident(MIB);
+        config.allocation_strategy(InstanceAllocationStrategy::Pooling(pooling));
+        let engine = Engine::new(&config).map_err(anyhow::Error::from).context("configuring the WebAssembly engine")?;
+
+        spawn_epoch_ticker(engine.weak());
+        let python = taipan_build::python_files(&cache.root)?;
+        Ok(Self { engine, cache, python })
+    }
+
+    /// Load the compiled form of `component_path`, compiling it once and
+    /// keeping the result beside it (`.cwasm`) for the next start.
+    pub fn load_component(&self, component_path: &Path) -> Result<Component> {
+        let compiled = component_path.with_extension("cwasm");
+        if compiled.exists() {
+            // SAFETY: the file is one this engine configuration wrote (below);
+            // wasmtime checks the engine's settings and version on load and
+            // refuses a mismatch, in which case we recompile.
+            match unsafe { Component::deserialize_file(&self.engine, &compiled) } {
+                Ok(component) => return Ok(component),
+                Err(e) => tracing::debug!("recompiling {}: {e:#}", compiled.display()),
+            }
+        }
+        let wasm = std::fs::read(component_path)
+            .with_context(|| format!("reading \"{}\"", component_path.display()))?;
+        let bytes = self.engine.precompile_component(&wasm).map_err(anyhow::Error::from).context("compiling the worker")?;
+        let tmp = compiled.with_extension("cwasm.tmp");
+        std::fs::write(&tmp, &bytes)?;
+        std::fs::rename(&tmp, &compiled)?;
+        // SAFETY: as above; we just wrote it with this engine.
+        unsafe { Component::deserialize_file(&self.engine, &compiled) }.map_err(anyhow::Error::from)
+    }
+}
+
+/// Advance the epoch every tick while the engine lives: a running request
+/// whose deadline (in ticks) passes traps at its next loop or call.
+fn spawn_epoch_ticker(engine: wasmtime::EngineWeak) {
+    std::thread::Builder::new()
+        .name("taipan-epoch".into())
+        .spawn(move || {
+            while let Some(engine) = engine.upgrade() {
+                engine.increment_epoch();
+                drop(engine);
+                std::thread::sleep(EPOCH_TICK);
+            }
+        })
+        .expect("spawning the epoch thread");
+}
+
+/// Cranelift's per-function cache, one file per function. Every worker
+/// links the same CPython, so compiling a second worker mostly hits here.
+#[derive(Debug)]
+struct CompileCache {
+    dir: PathBuf,
+}
+
+impl CompileCache {
+    fn new(dir: PathBuf) -> Self {
+        Self { dir }
+    }
+
+    fn path(&self, key: &[u8]) -> PathBuf {
+        use sha2::Digest;
+        let digest = sha2::Sha256::digest(key);
+        let name = taipan_build::embedded::hex(&digest[..16]);
+        self.dir.join(&name[..2]).join(name)
+    }
+}
+
+impl CacheStore for CompileCache {
+    fn get(&self, key: &[u8]) -> Option<Cow<'_, [u8]>> {
+        std::fs::read(self.path(key)).ok().map(Cow::Owned)
+    }
+
+    fn insert(&self, key: &[u8], value: Vec<u8>) -> bool {
+        let path = self.path(key);
+        let Some(parent) = path.parent() else { return false };
+        if std::fs::create_dir_all(parent).is_err() {
+            return false;
+        }
+        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+        std::fs::write(&tmp, value).is_ok() && std::fs::rename(&tmp, &path).is_ok()
+    }
+}
+
+/// How long compiling took, for progress reports.
+pub fn fmt_duration(d: Duration) -> String {
+    if d.as_secs() >= 1 { format!("{:.1}s", d.as_secs_f64()) } else { format!("{}ms", d.as_millis()) }
+}

@@ -1,0 +1,47 @@
+//! Named limits on everything a guest can reach.
+
+use std::time::Duration;
+
+/// Per-worker limits. Defaults follow Cloudflare Workers where it has one
+/// (128 MiB memory, 100 MB request bodies) and are documented in docs/config.md.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Linear memory per sandbox.
+    pub memory_bytes: usize,
+    /// Time a request may run guest code before its sandbox is stopped.
+    pub cpu_time: Duration,
+    /// Largest request body accepted (larger gets 413 before the guest runs).
+    pub max_request_body: u64,
+    /// Sandboxes one worker may run at once: its request concurrency.
+    pub max_sandboxes: usize,
+    /// Requests a sandbox serves before it is replaced by a fresh one.
+    pub max_requests_per_sandbox: u64,
+    /// A warm sandbox unused this long is dropped.
+    pub idle_timeout: Duration,
+}
+
+pub const MIB: usize = 1 << 20;
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            memory_bytes: 128 * MIB,
+            cpu_time: Duration::from_secs(30),
+            max_request_body: 100 * 1000 * 1000,
+            max_sandboxes: 16,
+            max_requests_per_sandbox: 10_000,
+            idle_timeout: Duration::from_secs(300),
+        }
+    }
+}
+
+impl Limits {
+    /// `taipan dev`: room for 100 MB bodies to pass through a handler that
+    /// reads them whole (the body, its copy, and the interpreter).
+    pub fn dev() -> Self {
+        Self { memory_bytes: 512 * MIB, ..Self::default() }
+    }
+}
+
+/// How often the engine's epoch advances: the granularity of `cpu_time`.
+pub const EPOCH_TICK: Duration = Duration::from_millis(10);

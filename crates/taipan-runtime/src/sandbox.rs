@@ -1,0 +1,80 @@
+//! One sandbox: a wasmtime store and a worker instance restored from the snapshot.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use taipan_build::Mount;
+use wasmtime::component::ResourceTable;
+use wasmtime::{Store, StoreLimits, StoreLimitsBuilder};
+use wasmtime_wasi::{DirPerms, FilePerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime_wasi_http::WasiHttpCtx;
+use wasmtime_wasi_http::p2::bindings::{Proxy, ProxyPre};
+use wasmtime_wasi_http::p2::{WasiHttpCtxView, WasiHttpView};
+
+use crate::limits::Limits;
+use crate::log::{LogStream, RequestTag};
+
+/// Request-lifetime host state, kept in the store.
+pub struct SandboxState {
+    wasi: WasiCtx,
+    http: WasiHttpCtx,
+    table: ResourceTable,
+    limits: StoreLimits,
+}
+
+impl WasiView for SandboxState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+impl WasiHttpView for SandboxState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView { ctx: &mut self.http, table: &mut self.table, hooks: Default::default() }
+    }
+}
+
+/// What every sandbox of one worker is given.
+pub struct SandboxTemplate {
+    pub name: Arc<str>,
+    pub mounts: Vec<Mount>,
+    pub env: Vec<(String, String)>,
+    pub limits: Limits,
+}
+
+pub struct Sandbox {
+    pub store: Store<SandboxState>,
+    pub proxy: Proxy,
+    pub tag: RequestTag,
+    pub requests: u64,
+    pub last_used: Instant,
+}
+
+impl Sandbox {
+    pub async fn new(pre: &ProxyPre<SandboxState>, template: &SandboxTemplate) -> wasmtime::Result<Self> {
+        let tag = RequestTag::default();
+        let mut wasi = WasiCtxBuilder::new();
+        wasi.stdout(LogStream::new(template.name.clone(), tag.clone(), false))
+            .stderr(LogStream::new(template.name.clone(), tag.clone(), true))
+            .envs(&template.env);
+        for mount in &template.mounts {
+            wasi.preopened_dir(&mount.host, &mount.guest, DirPerms::READ, FilePerms::READ)?;
+        }
+        let state = SandboxState {
+            wasi: wasi.build(),
+            http: WasiHttpCtx::new(),
+            table: ResourceTable::new(),
+            limits: StoreLimitsBuilder::new()
+                .memory_size(template.limits.memory_bytes)
+                .trap_on_grow_failure(false)
+                .build(),
+        };
+        let mut store = Store::new(pre.engine(), state);
+        store.limiter(|s| &mut s.limits);
+        store.epoch_deadline_trap();
+        // Instantiation itself runs no guest code of note; give it a generous deadline.
+        store.set_epoch_deadline(u64::MAX / 2);
+        let proxy = pre.instantiate_async(&mut store).await?;
+        Ok(Self { store, proxy, tag, requests: 0, last_used: Instant::now() })
+    }
+}

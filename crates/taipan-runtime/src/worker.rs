@@ -1,0 +1,281 @@
+//! A deployed worker: its compiled component and a pool of warm sandboxes.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use bytes::Bytes;
+use http::{HeaderValue, Response, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use taipan_build::Artifact;
+use tokio::sync::{Semaphore, oneshot};
+use wasmtime::component::Linker;
+use wasmtime_wasi_http::p2::bindings::ProxyPre;
+use wasmtime_wasi_http::p2::bindings::http::types::{ErrorCode, Scheme};
+use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
+use wasmtime_wasi_http::p2::WasiHttpView;
+
+use crate::engine::Runtime;
+use crate::limits::{EPOCH_TICK, Limits};
+use crate::sandbox::{Sandbox, SandboxState, SandboxTemplate};
+
+/// How a worker runs, beyond its build.
+#[derive(Debug, Clone)]
+pub struct WorkerSettings {
+    pub name: String,
+    /// `vars` as a JSON object.
+    pub vars_json: String,
+    /// Dev mode: tracebacks go into 500 responses too.
+    pub dev: bool,
+    pub limits: Limits,
+}
+
+/// Worker-lifetime state: one per deployed build.
+pub struct Worker {
+    pub name: Arc<str>,
+    pub artifact_id: String,
+    pre: ProxyPre<SandboxState>,
+    template: SandboxTemplate,
+    idle: Mutex<Vec<Sandbox>>,
+    permits: Arc<Semaphore>,
+}
+
+pub type Body = HyperOutgoingBody;
+
+impl Worker {
+    /// Compile (or load the compiled) component and pre-link it. Blocking.
+    pub fn load(runtime: &Runtime, artifact: &Artifact, settings: WorkerSettings) -> Result<Arc<Self>> {
+        let component = runtime.load_component(&artifact.component())?;
+        let mut linker = Linker::<SandboxState>::new(&runtime.engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
+        let pre = linker.instantiate_pre(&component).map_err(anyhow::Error::from).context("linking the worker")?;
+        let pre = ProxyPre::new(pre)
+            .map_err(anyhow::Error::from)
+            .context("the component does not export wasi:http/incoming-handler")?;
+        let mut env = vec![("TAIPAN_VARS".to_string(), settings.vars_json.clone())];
+        if settings.dev {
+            env.push(("TAIPAN_DEV".into(), "1".into()));
+        }
+        let name: Arc<str> = settings.name.as_str().into();
+        Ok(Arc::new(Self {
+            name: name.clone(),
+            artifact_id: artifact.id.clone(),
+            pre,
+            template: SandboxTemplate {
+                name,
+                mounts: artifact.mounts(&runtime.python),
+                env,
+                limits: settings.limits.clone(),
+            },
+            idle: Mutex::new(Vec::new()),
+            permits: Arc::new(Semaphore::new(settings.limits.max_sandboxes)),
+        }))
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.template.limits
+    }
+
+    /// A sandbox straight from the snapshot, unused.
+    pub async fn fresh_sandbox(&self) -> wasmtime::Result<Sandbox> {
+        Sandbox::new(&self.pre, &self.template).await
+    }
+
+    fn take_idle(&self) -> Option<Sandbox> {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        let timeout = self.template.limits.idle_timeout;
+        idle.retain(|s| s.last_used.elapsed() < timeout);
+        idle.pop()
+    }
+
+    fn return_idle(&self, mut sandbox: Sandbox) {
+        sandbox.requests += 1;
+        sandbox.last_used = Instant::now();
+        if sandbox.requests < self.template.limits.max_requests_per_sandbox {
+            self.idle.lock().unwrap_or_else(|e| e.into_inner()).push(sandbox);
+        }
+    }
+
+    /// Serve one request in a warm sandbox, or a fresh one from the snapshot.
+    pub async fn handle<B>(self: &Arc<Self>, mut request: http::Request<B>) -> Response<Body>
+    where
+        B: hyper::body::Body<Data = Bytes> + Send + 'static,
+        B::Error: std::error::Error + Send + Sync + 'static,
+    {
+        let limits = &self.template.limits;
+        let declared = request
+            .headers()
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > limits.max_request_body) {
+            tracing::warn!(worker = %self.name, "request body over the limit max_request_body ({} bytes)", limits.max_request_body);
+            return text_response(StatusCode::PAYLOAD_TOO_LARGE, "request body exceeds the worker's max_request_body limit\n");
+        }
+        if request.uri().authority().is_none() && !request.headers().contains_key(http::header::HOST) {
+            request.headers_mut().insert(http::header::HOST, HeaderValue::from_static("localhost"));
+        }
+        let tag = format!("{} {}", request.method(), request.uri().path_and_query().map_or("/", |p| p.as_str()));
+
+        let Ok(permit) = self.permits.clone().acquire_owned().await else {
+            return text_response(StatusCode::SERVICE_UNAVAILABLE, "worker is shutting down\n");
+        };
+        let mut sandbox = match self.take_idle() {
+            Some(sandbox) => sandbox,
+            None => match self.fresh_sandbox().await {
+                Ok(sandbox) => sandbox,
+                Err(e) => {
+                    tracing::error!(worker = %self.name, "starting a sandbox failed: {e:#}");
+                    return text_response(StatusCode::SERVICE_UNAVAILABLE, "no sandbox available, try again\n");
+                }
+            },
+        };
+        sandbox.tag.set(tag.clone());
+
+        let limit = limits.max_request_body as usize;
+        let request = request.map(move |body| {
+            BodyExt::map_err(Limited::new(body, limit), |e| {
+                if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+                    ErrorCode::HttpRequestBodySize(None)
+                } else {
+                    ErrorCode::InternalError(Some(e.to_string()))
+                }
+            })
+        });
+        let (sender, receiver) = oneshot::channel();
+        let prepared = (|| {
+            let mut http = sandbox.store.data_mut().http();
+            let request = http.new_incoming_request(Scheme::Http, request)?;
+            let out = http.new_response_outparam(sender)?;
+            Ok::<_, wasmtime::Error>((request, out))
+        })();
+        let (guest_request, out) = match prepared {
+            Ok(pair) => pair,
+            Err(e) => {
+                tracing::warn!(worker = %self.name, "{tag}: bad request: {e:#}");
+                return text_response(StatusCode::BAD_REQUEST, "bad request\n");
+            }
+        };
+        let ticks = (limits.cpu_time.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64;
+        sandbox.store.set_epoch_deadline(ticks);
+
+        let worker = self.clone();
+        let task = tokio::spawn(async move {
+            let result = sandbox
+                .proxy
+                .wasi_http_incoming_handler()
+                .call_handle(&mut sandbox.store, guest_request, out)
+                .await;
+            drop(permit);
+            match result {
+                Ok(()) => {
+                    worker.return_idle(sandbox);
+                    Ok(())
+                }
+                // A trapped sandbox may be in any state: it is dropped, never reused.
+                Err(e) => Err(e),
+            }
+        });
+
+        match receiver.await {
+            Ok(Ok(response)) => {
+                // The guest may still be writing the body; a later trap is
+                // logged by the task and cuts the body short.
+                let worker = self.clone();
+                let tag = tag.clone();
+                tokio::spawn(async move {
+                    if let Ok(Err(e)) = task.await {
+                        worker.log_failure(&tag, &e);
+                    }
+                });
+                response
+            }
+            Ok(Err(code)) => {
+                tracing::warn!(worker = %self.name, "{tag}: the worker answered with an error: {code:?}");
+                text_response(StatusCode::INTERNAL_SERVER_ERROR, "the worker failed to produce a response\n")
+            }
+            Err(_) => match task.await {
+                Ok(Err(e)) => self.failure_response(&tag, &e),
+                Ok(Ok(())) => {
+                    tracing::warn!(worker = %self.name, "{tag}: the worker returned without a response");
+                    text_response(StatusCode::INTERNAL_SERVER_ERROR, "the worker returned without a response\n")
+                }
+                Err(e) => {
+                    tracing::error!(worker = %self.name, "{tag}: the sandbox task failed: {e}");
+                    text_response(StatusCode::INTERNAL_SERVER_ERROR, "internal error\n")
+                }
+            },
+        }
+    }
+
+    fn log_failure(&self, tag: &str, error: &wasmtime::Error) -> (StatusCode, &'static str) {
+        let (status, what) = classify_trap(error);
+        match what {
+            Some(limit) => tracing::warn!(
+                worker = %self.name,
+                "{tag}: exceeded the {limit} limit ({}); sandbox discarded",
+                self.describe_limit(limit)
+            ),
+            None => tracing::error!(worker = %self.name, "{tag}: the sandbox crashed and was discarded: {error:?}"),
+        }
+        let body = match what {
+            Some("cpu_time") => "the worker exceeded its CPU time limit\n",
+            Some(_) => "the worker exceeded a resource limit\n",
+            None => "the worker crashed\n",
+        };
+        (status, body)
+    }
+
+    fn failure_response(&self, tag: &str, error: &wasmtime::Error) -> Response<Body> {
+        let (status, body) = self.log_failure(tag, error);
+        text_response(status, body)
+    }
+
+    fn describe_limit(&self, limit: &str) -> String {
+        let limits = &self.template.limits;
+        match limit {
+            "cpu_time" => format!("{:?}", limits.cpu_time),
+            "memory" => format!("{} MiB", limits.memory_bytes >> 20),
+            _ => String::new(),
+        }
+    }
+
+    /// Drop idle sandboxes (e.g. before this worker is replaced).
+    pub fn drain_idle(&self) {
+        self.idle.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    }
+
+    pub fn idle_count(&self) -> usize {
+        self.idle.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+}
+
+/// Which limit (if any) a guest failure means, and the status it gets.
+fn classify_trap(error: &wasmtime::Error) -> (StatusCode, Option<&'static str>) {
+    match error.downcast_ref::<wasmtime::Trap>() {
+        Some(wasmtime::Trap::Interrupt) => (StatusCode::SERVICE_UNAVAILABLE, Some("cpu_time")),
+        Some(wasmtime::Trap::StackOverflow) => (StatusCode::INTERNAL_SERVER_ERROR, Some("stack")),
+        _ if format!("{error:?}").contains("memory") && format!("{error:?}").contains("limit") => {
+            (StatusCode::SERVICE_UNAVAILABLE, Some("memory"))
+        }
+        _ => (StatusCode::INTERNAL_SERVER_ERROR, None),
+    }
+}
+
+pub fn text_response(status: StatusCode, text: &'static str) -> Response<Body> {
+    let body = Full::new(Bytes::from_static(text.as_bytes())).map_err(|never| match never {}).boxed_unsync();
+    let mut response = Response::new(body);
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(http::header::CONTENT_TYPE, HeaderValue::from_static("text/plain;charset=UTF-8"));
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        response.headers_mut().insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    response
+}
+
+/// For reports: how long a duration is, readably.
+pub fn millis(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}

@@ -1,0 +1,33 @@
+//! `taipan build [DIR]`: build and compile the snapshot, report the times.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{Result, anyhow};
+use clap::Args;
+use taipan_runtime::engine::{PoolSize, fmt_duration};
+
+#[derive(Args)]
+pub struct BuildArgs {
+    /// The worker's project folder, or its config file.
+    #[arg(default_value = ".")]
+    dir: PathBuf,
+}
+
+impl BuildArgs {
+    pub fn run(self) -> Result<()> {
+        let config = taipan_config::load(&self.dir).map_err(|e| anyhow!("{e}"))?;
+        for warning in &config.warnings {
+            println!("warning: {warning}");
+        }
+        let builds = config.project_dir.join(".taipan").join("builds");
+        let outcome = taipan_build::build(&config, &builds).map_err(|e| anyhow!("{e}"))?;
+        let what = if outcome.built { "built" } else { "found in the cache" };
+        println!("snapshot {what} in {}: {}", fmt_duration(outcome.elapsed), outcome.artifact.dir.display());
+        let started = Instant::now();
+        let runtime = super::runtime(PoolSize::default())?;
+        runtime.load_component(&outcome.artifact.component())?;
+        println!("compiled in {}", fmt_duration(started.elapsed()));
+        Ok(())
+    }
+}

@@ -1,0 +1,61 @@
+//! `taipan dev [DIR]`: serve one worker on 127.0.0.1:8787, rebuilding on edits.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Result, bail};
+use clap::Args;
+use taipan_runtime::Limits;
+use taipan_runtime::engine::PoolSize;
+use taipan_server::DevOptions;
+
+#[derive(Args)]
+pub struct DevArgs {
+    /// The worker's project folder (holding wrangler.toml), or its config file.
+    #[arg(default_value = ".")]
+    dir: PathBuf,
+    /// Config file to use instead of the folder's wrangler.toml/json/jsonc.
+    #[arg(short = 'c', long = "config")]
+    config: Option<PathBuf>,
+    #[arg(long, default_value = "127.0.0.1")]
+    ip: IpAddr,
+    /// Port to listen on; 0 picks a free one (printed in the Ready line).
+    #[arg(long, default_value_t = 8787)]
+    port: u16,
+    /// Don't rebuild when files change.
+    #[arg(long)]
+    no_watch: bool,
+    /// Memory limit per sandbox, in MiB.
+    #[arg(long, default_value_t = 512)]
+    memory_mb: usize,
+    /// Time limit per request, in milliseconds of running guest code.
+    #[arg(long, default_value_t = 30_000)]
+    cpu_ms: u64,
+}
+
+impl DevArgs {
+    pub fn run(self) -> Result<()> {
+        if self.memory_mb < 32 {
+            bail!("--memory-mb {} is too small: the Python interpreter needs at least 32 MiB", self.memory_mb);
+        }
+        if self.cpu_ms == 0 {
+            bail!("--cpu-ms must be at least 1");
+        }
+        let limits = Limits {
+            memory_bytes: self.memory_mb << 20,
+            cpu_time: Duration::from_millis(self.cpu_ms),
+            ..Limits::dev()
+        };
+        let options = DevOptions {
+            project: self.config.unwrap_or(self.dir),
+            ip: self.ip,
+            port: self.port,
+            watch: !self.no_watch,
+            limits,
+        };
+        let pool = PoolSize { max_memory: options.limits.memory_bytes, ..PoolSize::default() };
+        let runtime = super::runtime(pool)?;
+        super::tokio()?.block_on(taipan_server::run_dev(options, runtime))
+    }
+}
