@@ -19,10 +19,17 @@ fn main() -> Result<()> {
     let out_dir = PathBuf::from(env::var("OUT_DIR")?);
 
     let mut code = String::new();
-    embed_tree(&mut code, "SDK_FILES", &root.join("python"), &|rel: &str| {
-        !rel.starts_with("tests/") && !rel.contains("__pycache__") && rel.ends_with(".py")
+    embed_tree(
+        &mut code,
+        "SDK_FILES",
+        &root.join("python"),
+        &|rel: &str| {
+            !rel.starts_with("tests/") && !rel.contains("__pycache__") && rel.ends_with(".py")
+        },
+    )?;
+    embed_tree(&mut code, "WIT_FILES", &root.join("wit"), &|rel: &str| {
+        rel.ends_with(".wit")
     })?;
-    embed_tree(&mut code, "WIT_FILES", &root.join("wit"), &|rel: &str| rel.ends_with(".wit"))?;
     fs::write(out_dir.join("embedded.rs"), code)?;
 
     let source = componentize_py_dir(&root)?;
@@ -33,14 +40,23 @@ fn main() -> Result<()> {
     Ok(())
 }
 
-fn embed_tree(code: &mut String, name: &str, dir: &Path, keep: &dyn Fn(&str) -> bool) -> Result<()> {
+fn embed_tree(
+    code: &mut String,
+    name: &str,
+    dir: &Path,
+    keep: &dyn Fn(&str) -> bool,
+) -> Result<()> {
     println!("cargo:rerun-if-changed={}", dir.display());
     let mut files = Vec::new();
     collect(dir, dir, &mut files)?;
     files.sort();
     writeln!(code, "pub static {name}: &[(&str, &[u8])] = &[")?;
     for (rel, abs) in files.iter().filter(|(rel, _)| keep(rel)) {
-        writeln!(code, "    ({rel:?}, include_bytes!({:?})),", abs.display().to_string())?;
+        writeln!(
+            code,
+            "    ({rel:?}, include_bytes!({:?})),",
+            abs.display().to_string()
+        )?;
     }
     writeln!(code, "];")?;
     Ok(())
@@ -52,7 +68,10 @@ fn collect(root: &Path, dir: &Path, files: &mut Vec<(String, PathBuf)>) -> Resul
         if path.is_dir() {
             collect(root, &path, files)?;
         } else {
-            let rel = path.strip_prefix(root)?.to_string_lossy().replace('\\', "/");
+            let rel = path
+                .strip_prefix(root)?
+                .to_string_lossy()
+                .replace('\\', "/");
             files.push((rel, path));
         }
     }
@@ -63,19 +82,35 @@ fn collect(root: &Path, dir: &Path, files: &mut Vec<(String, PathBuf)>) -> Resul
 fn componentize_py_dir(root: &Path) -> Result<PathBuf> {
     let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let output = std::process::Command::new(cargo)
-        .args(["metadata", "--format-version", "1", "--offline", "--manifest-path"])
+        .args([
+            "metadata",
+            "--format-version",
+            "1",
+            "--offline",
+            "--manifest-path",
+        ])
         .arg(root.join("Cargo.toml"))
         .output()
         .context("running `cargo metadata` to find the componentize-py package")?;
     if !output.status.success() {
-        bail!("cargo metadata failed: {}", String::from_utf8_lossy(&output.stderr));
+        bail!(
+            "cargo metadata failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
     }
     let metadata: serde_json::Value = serde_json::from_slice(&output.stdout)?;
-    let packages = metadata["packages"].as_array().context("cargo metadata has no packages")?;
+    let packages = metadata["packages"]
+        .as_array()
+        .context("cargo metadata has no packages")?;
     let package = packages
         .iter()
         .find(|p| p["name"] == COMPONENTIZE_PY)
         .context("componentize-py is not among the resolved packages")?;
-    let manifest = package["manifest_path"].as_str().context("no manifest_path")?;
-    Ok(Path::new(manifest).parent().context("manifest has no folder")?.to_path_buf())
+    let manifest = package["manifest_path"]
+        .as_str()
+        .context("no manifest_path")?;
+    Ok(Path::new(manifest)
+        .parent()
+        .context("manifest has no folder")?
+        .to_path_buf())
 }

@@ -110,7 +110,28 @@ def _positional_count(func) -> int:
 
 
 def _log_exception(what: str, exc: BaseException) -> str:
-    text = "".join(traceback.format_exception(exc))
+    text = "".join(_user_traceback(exc))
     sys.stderr.write(f"{what}:\n{text}")
     sys.stderr.flush()
     return text
+
+
+# Frames from the SDK ("/0/...") and asyncio's machinery are noise in a
+# worker's traceback: drop them, keep the worker's own frames.
+_HIDDEN_PREFIXES = ("/0/", "/python/asyncio/")
+
+
+def _user_traceback(exc: BaseException) -> list:
+    tb = traceback.TracebackException.from_exception(exc)
+    for te in _chain(tb):
+        kept = [f for f in te.stack if not f.filename.startswith(_HIDDEN_PREFIXES)]
+        te.stack = traceback.StackSummary.from_list(kept)
+    return list(tb.format())
+
+
+def _chain(te):
+    seen = set()
+    while te is not None and id(te) not in seen:
+        seen.add(id(te))
+        yield te
+        te = te.__cause__ or te.__context__

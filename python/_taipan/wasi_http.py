@@ -5,6 +5,7 @@ from wit_world.imports import streams, types
 from workers import Headers, Request, Response
 
 READ_CHUNK = 1 << 20
+NO_BODY_STATUSES = (101, 204, 205, 304)
 
 
 class IncomingBodyReader:
@@ -71,10 +72,15 @@ class Outparam:
 def send_response(response: Response, out: Outparam, head_only: bool) -> None:
     """Write `response` to the host: status and headers first, then the body."""
     body = response._body_source
-    if isinstance(body, (bytes, type(None))) and not response.headers.has("content-length"):
-        length = 0 if head_only and body is None else len(body or b"")
-        if not head_only:
-            response.headers.set("content-length", str(length))
+    # A body known in full gets a content-length (as on Workers); HEAD
+    # responses carry none, and statuses without a body never do.
+    if (
+        isinstance(body, (bytes, type(None)))
+        and not head_only
+        and response.status not in NO_BODY_STATUSES
+        and not response.headers.has("content-length")
+    ):
+        response.headers.set("content-length", str(len(body or b"")))
 
     pairs = [(name, value.encode("latin-1")) for name, value in response.headers]
     outgoing = types.OutgoingResponse(types.Fields.from_list(pairs))

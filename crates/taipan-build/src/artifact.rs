@@ -32,7 +32,10 @@ impl Artifact {
     pub fn open(dir: &Path) -> Option<Self> {
         let complete = dir.join(COMPLETE_FILE).exists() && dir.join(COMPONENT_FILE).exists();
         let id = dir.file_name()?.to_string_lossy().into_owned();
-        complete.then(|| Self { id, dir: dir.to_path_buf() })
+        complete.then(|| Self {
+            id,
+            dir: dir.to_path_buf(),
+        })
     }
 
     pub fn component(&self) -> PathBuf {
@@ -42,11 +45,20 @@ impl Artifact {
     /// Every folder a sandbox of this worker mounts, read-only.
     pub fn mounts(&self, python: &PythonFiles) -> Vec<Mount> {
         let mut mounts = vec![
-            Mount { guest: "python".into(), host: python.stdlib.clone() },
-            Mount { guest: "bundled".into(), host: python.bundled.clone() },
+            Mount {
+                guest: "python".into(),
+                host: python.stdlib.clone(),
+            },
+            Mount {
+                guest: "bundled".into(),
+                host: python.bundled.clone(),
+            },
         ];
         for (index, name) in PYTHON_PATH_DIRS.iter().enumerate() {
-            mounts.push(Mount { guest: index.to_string(), host: self.dir.join(name) });
+            mounts.push(Mount {
+                guest: index.to_string(),
+                host: self.dir.join(name),
+            });
         }
         mounts
     }

@@ -62,7 +62,11 @@ pub fn build(config: &WorkerConfig, builds_dir: &Path) -> Result<BuildOutcome, B
     let id = build_id(config, &files)?;
     let dir = builds_dir.join(&id);
     if let Some(artifact) = Artifact::open(&dir) {
-        return Ok(BuildOutcome { artifact, built: false, elapsed: started.elapsed() });
+        return Ok(BuildOutcome {
+            artifact,
+            built: false,
+            elapsed: started.elapsed(),
+        });
     }
 
     std::fs::create_dir_all(builds_dir)
@@ -80,8 +84,12 @@ pub fn build(config: &WorkerConfig, builds_dir: &Path) -> Result<BuildOutcome, B
     embedded::write_files(WIT_FILES, &wit)?;
 
     componentize(&[&sdk, &gen_dir, &src], &wit, &stage.join(COMPONENT_FILE)).map_err(|e| {
-        let paths = [(0, "(taipan sdk)"), (1, "(taipan build)"), (2, config.source_display().as_str())]
-            .map(|(i, p)| (format!("/{i}/"), format!("{p}/")));
+        let paths = [
+            (0, "(taipan sdk)"),
+            (1, "(taipan build)"),
+            (2, config.source_display().as_str()),
+        ]
+        .map(|(i, p)| (format!("/{i}/"), format!("{p}/")));
         classify(e, &paths)
     })?;
     std::fs::remove_dir_all(&wit).ok();
@@ -96,7 +104,11 @@ pub fn build(config: &WorkerConfig, builds_dir: &Path) -> Result<BuildOutcome, B
         }
     }
     let artifact = Artifact::open(&dir).context("the finished build is incomplete")?;
-    Ok(BuildOutcome { artifact, built: true, elapsed: started.elapsed() })
+    Ok(BuildOutcome {
+        artifact,
+        built: true,
+        elapsed: started.elapsed(),
+    })
 }
 
 /// The content hash naming a build: every input that changes the output.
@@ -104,7 +116,12 @@ fn build_id(config: &WorkerConfig, files: &[(String, PathBuf)]) -> Result<String
     let mut hasher = Sha256::new();
     hasher.update(env!("CARGO_PKG_VERSION"));
     hasher.update(embedded::digest());
-    for field in [config.runtime.id, config.snapshot.as_str(), &config.main_module, &config.source_display()] {
+    for field in [
+        config.runtime.id,
+        config.snapshot.as_str(),
+        &config.main_module,
+        &config.source_display(),
+    ] {
         hasher.update((field.len() as u64).to_le_bytes());
         hasher.update(field);
     }
@@ -131,7 +148,10 @@ fn write_build_module(config: &WorkerConfig, dir: &Path) -> Result<()> {
 /// Python, `VIRTUAL_ENV` and site-packages are never consulted (those are
 /// features of componentize-py's CLI, which Taipan does not use).
 fn componentize(python_path: &[&Path], wit: &Path, output: &Path) -> Result<()> {
-    let python_path: Vec<String> = python_path.iter().map(|p| p.to_string_lossy().into_owned()).collect();
+    let python_path: Vec<String> = python_path
+        .iter()
+        .map(|p| p.to_string_lossy().into_owned())
+        .collect();
     let python_path: Vec<&str> = python_path.iter().map(String::as_str).collect();
     let empty = HashMap::new();
     let generator = componentize_py::ComponentGenerator {
@@ -152,7 +172,9 @@ fn componentize(python_path: &[&Path], wit: &Path, output: &Path) -> Result<()> 
         intersect_world: None,
     };
     // The generator's future is not Send: drive it on this thread.
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     runtime.block_on(generator.generate())
 }
 
@@ -160,7 +182,11 @@ fn componentize(python_path: &[&Path], wit: &Path, output: &Path) -> Result<()> 
 /// from Taipan's own failures, and show guest paths as project paths.
 fn classify(error: anyhow::Error, paths: &[(String, String)]) -> BuildError {
     let text = format!("{error:?}");
-    let unmap = |s: &str| paths.iter().fold(s.to_string(), |s, (guest, host)| s.replace(guest, host));
+    let unmap = |s: &str| {
+        paths
+            .iter()
+            .fold(s.to_string(), |s, (guest, host)| s.replace(guest, host))
+    };
     if let Some(start) = text.find(ERROR_START) {
         let rest = &text[start + ERROR_START.len()..];
         let message = rest.split(ERROR_END).next().unwrap_or(rest);

@@ -49,7 +49,10 @@ pub struct PythonFiles {
 
 pub fn python_files(cache_root: &Path) -> Result<PythonFiles> {
     let root = cache_root.join("python").join(digest());
-    let files = PythonFiles { stdlib: root.join("lib"), bundled: root.join("bundled") };
+    let files = PythonFiles {
+        stdlib: root.join("lib"),
+        bundled: root.join("bundled"),
+    };
     if root.join("complete").exists() {
         return Ok(files);
     }

@@ -12,6 +12,6 @@ pub mod embedded;
 pub mod source;
 
 pub use artifact::{Artifact, Mount};
-pub use embedded::{PythonFiles, python_files};
 pub use builder::{BuildError, BuildOutcome, build};
 pub use cache::CacheDirs;
+pub use embedded::{PythonFiles, python_files};

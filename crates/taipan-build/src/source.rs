@@ -11,7 +11,8 @@ const SKIPPED_DIRS: &[&str] = &["__pycache__", "node_modules", "venv", "env"];
 /// Every file under `dir` that belongs to the worker, as (relative path, absolute path), sorted.
 pub fn files(dir: &Path) -> Result<Vec<(String, PathBuf)>> {
     let mut out = Vec::new();
-    walk(dir, dir, &mut out).with_context(|| format!("reading the worker's source folder \"{}\"", dir.display()))?;
+    walk(dir, dir, &mut out)
+        .with_context(|| format!("reading the worker's source folder \"{}\"", dir.display()))?;
     out.sort();
     Ok(out)
 }
@@ -32,7 +33,10 @@ fn walk(root: &Path, dir: &Path, out: &mut Vec<(String, PathBuf)>) -> Result<()>
                 walk(root, &path, out)?;
             }
         } else if kind.is_file() && !name.ends_with(".pyc") {
-            let rel = path.strip_prefix(root)?.to_string_lossy().replace('\\', "/");
+            let rel = path
+                .strip_prefix(root)?
+                .to_string_lossy()
+                .replace('\\', "/");
             out.push((rel, path));
         }
     }
@@ -70,12 +74,23 @@ mod tests {
     #[test]
     fn skips_hidden_and_cache_folders() {
         let dir = tempfile::tempdir().unwrap();
-        for path in ["entry.py", "pkg/mod.py", ".taipan/x", "__pycache__/a.pyc", "pkg/__pycache__/b.pyc", ".git/HEAD"] {
+        for path in [
+            "entry.py",
+            "pkg/mod.py",
+            ".taipan/x",
+            "__pycache__/a.pyc",
+            "pkg/__pycache__/b.pyc",
+            ".git/HEAD",
+        ] {
             let p = dir.path().join(path);
             std::fs::create_dir_all(p.parent().unwrap()).unwrap();
             std::fs::write(p, "x").unwrap();
         }
-        let names: Vec<String> = files(dir.path()).unwrap().into_iter().map(|(r, _)| r).collect();
+        let names: Vec<String> = files(dir.path())
+            .unwrap()
+            .into_iter()
+            .map(|(r, _)| r)
+            .collect();
         assert_eq!(names, ["entry.py", "pkg/mod.py"]);
     }
 }

@@ -14,7 +14,13 @@ pub struct ConfigError {
 
 impl ConfigError {
     pub fn new(file: impl Into<PathBuf>, message: impl Into<String>) -> Self {
-        Self { file: file.into(), line: None, key: None, message: message.into(), hint: None }
+        Self {
+            file: file.into(),
+            line: None,
+            key: None,
+            message: message.into(),
+            hint: None,
+        }
     }
 
     pub fn at(mut self, key: &str, line: Option<usize>) -> Self {

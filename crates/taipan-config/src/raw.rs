@@ -40,9 +40,17 @@ impl RawConfig {
             Format::Json => parse_jsonc(path, &source)?,
         };
         let Value::Object(root) = value else {
-            return Err(ConfigError::new(path, "the config must be a table of keys at the top level"));
+            return Err(ConfigError::new(
+                path,
+                "the config must be a table of keys at the top level",
+            ));
         };
-        Ok(Self { path: path.to_path_buf(), format, source, root })
+        Ok(Self {
+            path: path.to_path_buf(),
+            format,
+            source,
+            root,
+        })
     }
 
     pub fn get(&self, key: &str) -> Option<&Value> {
@@ -51,7 +59,10 @@ impl RawConfig {
 
     /// The 1-based line where top-level `key` is written, if it can be found.
     pub fn line_of(&self, key: &str) -> Option<usize> {
-        self.source.lines().position(|line| self.defines(line.trim_start(), key)).map(|i| i + 1)
+        self.source
+            .lines()
+            .position(|line| self.defines(line.trim_start(), key))
+            .map(|i| i + 1)
     }
 
     fn defines(&self, line: &str, key: &str) -> bool {
@@ -81,12 +92,19 @@ impl RawConfig {
 fn parse_toml(path: &Path, source: &str) -> Result<Value, ConfigError> {
     let table: toml::Table = toml::from_str(source).map_err(|e| {
         let line = e.span().map(|span| line_at(source, span.start));
-        let mut err = ConfigError::new(path, format!("the config is not valid TOML: {}", e.message()));
+        let mut err = ConfigError::new(
+            path,
+            format!("the config is not valid TOML: {}", e.message()),
+        );
         err.line = line;
         err.hint("check the quoting and the `key = value` syntax around that line")
     })?;
-    serde_json::to_value(toml::Value::Table(table))
-        .map_err(|e| ConfigError::new(path, format!("the config has a value Taipan cannot read: {e}")))
+    serde_json::to_value(toml::Value::Table(table)).map_err(|e| {
+        ConfigError::new(
+            path,
+            format!("the config has a value Taipan cannot read: {e}"),
+        )
+    })
 }
 
 fn parse_jsonc(path: &Path, source: &str) -> Result<Value, ConfigError> {
@@ -99,7 +117,8 @@ fn parse_jsonc(path: &Path, source: &str) -> Result<Value, ConfigError> {
         Ok(Some(value)) => Ok(value),
         Ok(None) => Err(ConfigError::new(path, "the config file is empty")),
         Err(e) => {
-            let mut err = ConfigError::new(path, format!("the config is not valid JSON: {}", e.kind()));
+            let mut err =
+                ConfigError::new(path, format!("the config is not valid JSON: {}", e.kind()));
             err.line = Some(line_at(source, e.range().start));
             Err(err.hint("comments and trailing commas are allowed; check the brackets and quotes"))
         }
@@ -139,9 +158,14 @@ mod tests {
 
     #[test]
     fn syntax_errors_name_the_line() {
-        let err = RawConfig::parse(Path::new("wrangler.toml"), "name = \"a\"\nmain = \n".into()).unwrap_err();
+        let err = RawConfig::parse(Path::new("wrangler.toml"), "name = \"a\"\nmain = \n".into())
+            .unwrap_err();
         assert_eq!(err.line, Some(2), "{err}");
-        let err = RawConfig::parse(Path::new("wrangler.json"), "{\n\"name\": \"a\",\n\"main\": }".into()).unwrap_err();
+        let err = RawConfig::parse(
+            Path::new("wrangler.json"),
+            "{\n\"name\": \"a\",\n\"main\": }".into(),
+        )
+        .unwrap_err();
         assert_eq!(err.line, Some(3), "{err}");
     }
 }

@@ -6,10 +6,10 @@ use std::path::{Path, PathBuf};
 use jiff::civil::Date;
 use serde_json::Value;
 
+use crate::CONFIG_FILE_NAMES;
 use crate::error::ConfigError;
 use crate::raw::RawConfig;
 use crate::runtimes::{self, PythonRuntime, RUNTIMES};
-use crate::CONFIG_FILE_NAMES;
 
 /// What the deploy-time snapshot contains.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -69,21 +69,65 @@ impl WorkerConfig {
 }
 
 /// Keys Taipan reads.
-const USED_KEYS: &[&str] = &["name", "main", "compatibility_date", "compatibility_flags", "vars", "snapshot"];
+const USED_KEYS: &[&str] = &[
+    "name",
+    "main",
+    "compatibility_date",
+    "compatibility_flags",
+    "vars",
+    "snapshot",
+];
 
 /// Keys from wrangler that Taipan knows but does not act on yet: a warning, never an error.
 const LATER_KEYS: &[&str] = &[
-    "kv_namespaces", "d1_databases", "r2_buckets", "services", "triggers", "durable_objects",
-    "assets", "routes", "route", "migrations", "limits", "queues", "ai", "vectorize",
-    "analytics_engine_datasets", "hyperdrive", "browser", "workflows", "send_email", "tail_consumers",
-    "dispatch_namespaces", "mtls_certificates", "version_metadata", "unsafe", "placement",
+    "kv_namespaces",
+    "d1_databases",
+    "r2_buckets",
+    "services",
+    "triggers",
+    "durable_objects",
+    "assets",
+    "routes",
+    "route",
+    "migrations",
+    "limits",
+    "queues",
+    "ai",
+    "vectorize",
+    "analytics_engine_datasets",
+    "hyperdrive",
+    "browser",
+    "workflows",
+    "send_email",
+    "tail_consumers",
+    "dispatch_namespaces",
+    "mtls_certificates",
+    "version_metadata",
+    "unsafe",
+    "placement",
 ];
 
 /// Keys that carry no meaning for a self-hosted runtime: accepted silently.
 const IGNORED_KEYS: &[&str] = &[
-    "$schema", "account_id", "workers_dev", "preview_urls", "observability", "logpush", "env",
-    "build", "rules", "find_additional_modules", "no_bundle", "minify", "upload_source_maps",
-    "keep_vars", "dev", "site", "usage_model", "compatibility_flags_overrides", "send_metrics",
+    "$schema",
+    "account_id",
+    "workers_dev",
+    "preview_urls",
+    "observability",
+    "logpush",
+    "env",
+    "build",
+    "rules",
+    "find_additional_modules",
+    "no_bundle",
+    "minify",
+    "upload_source_maps",
+    "keep_vars",
+    "dev",
+    "site",
+    "usage_model",
+    "compatibility_flags_overrides",
+    "send_metrics",
     "python_modules",
 ];
 
@@ -112,8 +156,11 @@ fn find_config(dir_or_file: &Path) -> Result<PathBuf, ConfigError> {
         .map(|name| dir_or_file.join(name))
         .find(|p| p.is_file())
         .ok_or_else(|| {
-            ConfigError::new(dir_or_file, "no wrangler.toml, wrangler.jsonc or wrangler.json in this folder")
-                .hint("create a wrangler.toml with `name`, `main` and `compatibility_date`")
+            ConfigError::new(
+                dir_or_file,
+                "no wrangler.toml, wrangler.jsonc or wrangler.json in this folder",
+            )
+            .hint("create a wrangler.toml with `name`, `main` and `compatibility_date`")
         })
 }
 
@@ -135,31 +182,44 @@ pub fn resolve(raw: &RawConfig, today: Date) -> Result<WorkerConfig, ConfigError
                 raw.line_of(key).unwrap_or(0)
             ));
         } else if !USED_KEYS.contains(&key) && !IGNORED_KEYS.contains(&key) {
-            warnings.push(format!("unknown key `{key}` in {} is ignored", raw.path.display()));
+            warnings.push(format!(
+                "unknown key `{key}` in {} is ignored",
+                raw.path.display()
+            ));
         }
     }
 
     let name = match raw.get("name") {
         Some(Value::String(s)) if valid_name(s) => s.clone(),
         Some(Value::String(s)) => {
-            return Err(raw.error("name", format!("`name` {s:?} is not a valid worker name"))
+            return Err(raw
+                .error("name", format!("`name` {s:?} is not a valid worker name"))
                 .hint("use lowercase letters, digits and dashes, up to 63 characters"));
         }
         Some(_) => return Err(raw.error("name", "`name` must be a string")),
         None => {
             let fallback = project_dir
                 .file_name()
-                .map(|n| n.to_string_lossy().to_lowercase().replace(|c: char| !c.is_ascii_alphanumeric(), "-"))
+                .map(|n| {
+                    n.to_string_lossy()
+                        .to_lowercase()
+                        .replace(|c: char| !c.is_ascii_alphanumeric(), "-")
+                })
                 .filter(|n| valid_name(n))
                 .unwrap_or_else(|| "worker".to_string());
-            warnings.push(format!("no `name` in {}; using {fallback:?}", raw.path.display()));
+            warnings.push(format!(
+                "no `name` in {}; using {fallback:?}",
+                raw.path.display()
+            ));
             fallback
         }
     };
 
     let main_rel = match raw.get("main") {
         Some(Value::String(s)) if !s.trim().is_empty() => s.clone(),
-        Some(_) => return Err(raw.error("main", "`main` must be a path to the worker's Python file")),
+        Some(_) => {
+            return Err(raw.error("main", "`main` must be a path to the worker's Python file"));
+        }
         None => {
             return Err(ConfigError::new(&raw.path, "the config has no `main`")
                 .at("main", None)
@@ -169,32 +229,51 @@ pub fn resolve(raw: &RawConfig, today: Date) -> Result<WorkerConfig, ConfigError
     let main = project_dir.join(&main_rel);
     if !main.is_file() {
         return Err(raw
-            .error("main", format!("`main` points to \"{main_rel}\", which does not exist"))
+            .error(
+                "main",
+                format!("`main` points to \"{main_rel}\", which does not exist"),
+            )
             .hint(format!("create \"{}\" or fix the path", main.display())));
     }
     if main.extension().and_then(|e| e.to_str()) != Some("py") {
         return Err(raw
-            .error("main", format!("`main` points to \"{main_rel}\", which is not a .py file"))
-            .hint("Taipan runs Python workers: point `main` at the entry module, e.g. src/entry.py"));
+            .error(
+                "main",
+                format!("`main` points to \"{main_rel}\", which is not a .py file"),
+            )
+            .hint(
+                "Taipan runs Python workers: point `main` at the entry module, e.g. src/entry.py",
+            ));
     }
-    let source_dir = main.parent().map(Path::to_path_buf).unwrap_or_else(|| project_dir.clone());
+    let source_dir = main
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| project_dir.clone());
     let main_module = main
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
         .filter(|s| is_identifier(s))
         .ok_or_else(|| {
-            raw.error("main", format!("\"{main_rel}\" cannot be imported as a Python module"))
-                .hint("name the file with letters, digits and underscores, e.g. entry.py")
+            raw.error(
+                "main",
+                format!("\"{main_rel}\" cannot be imported as a Python module"),
+            )
+            .hint("name the file with letters, digits and underscores, e.g. entry.py")
         })?;
 
     let compatibility_date = match raw.get("compatibility_date") {
         Some(Value::String(s)) => parse_date(s).ok_or_else(|| {
-            raw.error("compatibility_date", format!("`compatibility_date` {s:?} is not a date"))
-                .hint("write it as YYYY-MM-DD, e.g. \"2025-11-01\"")
+            raw.error(
+                "compatibility_date",
+                format!("`compatibility_date` {s:?} is not a date"),
+            )
+            .hint("write it as YYYY-MM-DD, e.g. \"2025-11-01\"")
         })?,
         Some(_) => {
-            return Err(raw
-                .error("compatibility_date", "`compatibility_date` must be a string like \"2025-11-01\""));
+            return Err(raw.error(
+                "compatibility_date",
+                "`compatibility_date` must be a string like \"2025-11-01\"",
+            ));
         }
         None => {
             warnings.push(format!(
@@ -211,20 +290,39 @@ pub fn resolve(raw: &RawConfig, today: Date) -> Result<WorkerConfig, ConfigError
             .iter()
             .map(|v| v.as_str().map(str::to_string))
             .collect::<Option<Vec<_>>>()
-            .ok_or_else(|| raw.error("compatibility_flags", "`compatibility_flags` must be a list of strings"))?,
-        Some(_) => return Err(raw.error("compatibility_flags", "`compatibility_flags` must be a list of strings")),
+            .ok_or_else(|| {
+                raw.error(
+                    "compatibility_flags",
+                    "`compatibility_flags` must be a list of strings",
+                )
+            })?,
+        Some(_) => {
+            return Err(raw.error(
+                "compatibility_flags",
+                "`compatibility_flags` must be a list of strings",
+            ));
+        }
     };
-    if !compatibility_flags.iter().any(|f| f == runtimes::PYTHON_WORKERS_FLAG) {
+    if !compatibility_flags
+        .iter()
+        .any(|f| f == runtimes::PYTHON_WORKERS_FLAG)
+    {
         warnings.push(format!(
             "`compatibility_flags` does not include \"{}\"; Taipan runs the worker as Python because `main` is a .py file",
             runtimes::PYTHON_WORKERS_FLAG
         ));
     }
 
-    let choice = runtimes::choose(RUNTIMES, compatibility_date, &compatibility_flags, today).map_err(|message| {
-        let key = if message.contains("flag") { "compatibility_flags" } else { "compatibility_date" };
-        raw.error(key, message).hint("see `taipan runtimes` for the runtimes and their dates")
-    })?;
+    let choice = runtimes::choose(RUNTIMES, compatibility_date, &compatibility_flags, today)
+        .map_err(|message| {
+            let key = if message.contains("flag") {
+                "compatibility_flags"
+            } else {
+                "compatibility_date"
+            };
+            raw.error(key, message)
+                .hint("see `taipan runtimes` for the runtimes and their dates")
+        })?;
     warnings.extend(choice.warnings);
 
     let vars = match raw.get("vars") {
@@ -234,7 +332,9 @@ pub fn resolve(raw: &RawConfig, today: Date) -> Result<WorkerConfig, ConfigError
     };
     for key in vars.keys() {
         if !is_identifier(key) {
-            warnings.push(format!("var `{key}` is not a Python identifier; read it with getattr(env, {key:?})"));
+            warnings.push(format!(
+                "var `{key}` is not a Python identifier; read it with getattr(env, {key:?})"
+            ));
         }
     }
 
@@ -275,7 +375,8 @@ fn parse_date(s: &str) -> Option<Date> {
 fn valid_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
-        && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
         && !s.starts_with('-')
 }
 
@@ -310,7 +411,11 @@ mod tests {
         assert_eq!(cfg.main_module, "entry");
         assert_eq!(cfg.source_display(), "src");
         assert_eq!(cfg.runtime.id, "cpython-3.14");
-        assert!(cfg.warnings.iter().any(|w| w.contains("python_workers")), "{:?}", cfg.warnings);
+        assert!(
+            cfg.warnings.iter().any(|w| w.contains("python_workers")),
+            "{:?}",
+            cfg.warnings
+        );
     }
 
     #[test]
@@ -337,9 +442,16 @@ mod tests {
 
     #[test]
     fn errors_name_file_line_and_key() {
-        let dir = project("wrangler.toml", "name = \"w\"\ncompatibility_date = \"2025-13-01\"\nmain = \"src/entry.py\"\n");
+        let dir = project(
+            "wrangler.toml",
+            "name = \"w\"\ncompatibility_date = \"2025-13-01\"\nmain = \"src/entry.py\"\n",
+        );
         let err = load_at(dir.path(), TODAY).unwrap_err();
-        assert_eq!((err.line, err.key.as_deref()), (Some(2), Some("compatibility_date")), "{err}");
+        assert_eq!(
+            (err.line, err.key.as_deref()),
+            (Some(2), Some("compatibility_date")),
+            "{err}"
+        );
 
         let dir = project("wrangler.toml", "name = \"w\"\nmain = \"src/nope.py\"\n");
         let err = load_at(dir.path(), TODAY).unwrap_err();
@@ -350,7 +462,10 @@ mod tests {
         let err = load_at(dir.path(), TODAY).unwrap_err();
         assert!(err.to_string().contains("no `main`"), "{err}");
 
-        let dir = project("wrangler.toml", "main = \"src/entry.py\"\ncompatibility_date = \"2027-01-01\"\n");
+        let dir = project(
+            "wrangler.toml",
+            "main = \"src/entry.py\"\ncompatibility_date = \"2027-01-01\"\n",
+        );
         let err = load_at(dir.path(), TODAY).unwrap_err();
         assert!(err.message.contains("future"), "{err}");
         assert_eq!(err.line, Some(2));
@@ -366,9 +481,18 @@ mod tests {
 
     #[test]
     fn snapshot_mode() {
-        let dir = project("wrangler.toml", "main = \"src/entry.py\"\nsnapshot = \"full\"\n");
-        assert_eq!(load_at(dir.path(), TODAY).unwrap().snapshot, SnapshotMode::Full);
-        let dir = project("wrangler.toml", "main = \"src/entry.py\"\nsnapshot = \"most\"\n");
+        let dir = project(
+            "wrangler.toml",
+            "main = \"src/entry.py\"\nsnapshot = \"full\"\n",
+        );
+        assert_eq!(
+            load_at(dir.path(), TODAY).unwrap().snapshot,
+            SnapshotMode::Full
+        );
+        let dir = project(
+            "wrangler.toml",
+            "main = \"src/entry.py\"\nsnapshot = \"most\"\n",
+        );
         assert_eq!(load_at(dir.path(), TODAY).unwrap_err().line, Some(2));
     }
 }

@@ -33,7 +33,9 @@ pub fn support_window() -> Span {
 
 impl PythonRuntime {
     pub fn supported_until(&self) -> Date {
-        self.released.checked_add(support_window()).expect("support window fits in a date")
+        self.released
+            .checked_add(support_window())
+            .expect("support window fits in a date")
     }
 }
 
@@ -71,22 +73,37 @@ pub fn choose(
     }
     let oldest = runtimes.first().ok_or("no Python runtimes are built in")?;
     let mut warnings = Vec::new();
-    let dated: Vec<&String> =
-        flags.iter().filter(|f| f.starts_with("python_workers_")).collect();
+    let dated: Vec<&String> = flags
+        .iter()
+        .filter(|f| f.starts_with("python_workers_"))
+        .collect();
     let mut chosen = match dated.as_slice() {
         [] => runtimes
             .iter()
             .rev()
             .find(|r| r.default_from <= compatibility_date)
             .unwrap_or(oldest),
-        [flag] => runtimes.iter().find(|r| r.flags.contains(&flag.as_str())).ok_or_else(|| {
-            let known: Vec<&str> = runtimes.iter().flat_map(|r| r.flags.iter().copied()).collect();
-            format!("unknown Python runtime flag `{flag}`; known flags: {}", known.join(", "))
-        })?,
+        [flag] => runtimes
+            .iter()
+            .find(|r| r.flags.contains(&flag.as_str()))
+            .ok_or_else(|| {
+                let known: Vec<&str> = runtimes
+                    .iter()
+                    .flat_map(|r| r.flags.iter().copied())
+                    .collect();
+                format!(
+                    "unknown Python runtime flag `{flag}`; known flags: {}",
+                    known.join(", ")
+                )
+            })?,
         _ => {
             return Err(format!(
                 "several Python runtime flags are set ({}); keep one",
-                dated.iter().map(|f| f.as_str()).collect::<Vec<_>>().join(", ")
+                dated
+                    .iter()
+                    .map(|f| f.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ));
         }
     };
@@ -112,7 +129,10 @@ pub fn choose(
             )),
         }
     }
-    Ok(RuntimeChoice { runtime: chosen, warnings })
+    Ok(RuntimeChoice {
+        runtime: chosen,
+        warnings,
+    })
 }
 
 #[cfg(test)]
@@ -155,27 +175,55 @@ mod tests {
     #[test]
     fn date_picks_newest_default() {
         let today = date(2026, 1, 1);
-        assert_eq!(pick(date(2024, 6, 1), &[], today).unwrap().runtime.id, "py-a");
-        assert_eq!(pick(date(2025, 1, 16), &[], today).unwrap().runtime.id, "py-b");
-        assert_eq!(pick(date(2025, 12, 1), &[], today).unwrap().runtime.id, "py-c");
+        assert_eq!(
+            pick(date(2024, 6, 1), &[], today).unwrap().runtime.id,
+            "py-a"
+        );
+        assert_eq!(
+            pick(date(2025, 1, 16), &[], today).unwrap().runtime.id,
+            "py-b"
+        );
+        assert_eq!(
+            pick(date(2025, 12, 1), &[], today).unwrap().runtime.id,
+            "py-c"
+        );
     }
 
     #[test]
     fn old_dates_get_the_oldest_runtime() {
-        assert_eq!(pick(date(2019, 1, 1), &[], date(2026, 1, 1)).unwrap().runtime.id, "py-a");
+        assert_eq!(
+            pick(date(2019, 1, 1), &[], date(2026, 1, 1))
+                .unwrap()
+                .runtime
+                .id,
+            "py-a"
+        );
     }
 
     #[test]
     fn future_dates_are_errors() {
-        assert!(pick(date(2026, 1, 2), &[], date(2026, 1, 1)).unwrap_err().contains("future"));
+        assert!(
+            pick(date(2026, 1, 2), &[], date(2026, 1, 1))
+                .unwrap_err()
+                .contains("future")
+        );
     }
 
     #[test]
     fn dated_flags_select_a_runtime() {
         let today = date(2026, 1, 1);
-        let choice = pick(date(2024, 6, 1), &["python_workers", "python_workers_20250116"], today).unwrap();
+        let choice = pick(
+            date(2024, 6, 1),
+            &["python_workers", "python_workers_20250116"],
+            today,
+        )
+        .unwrap();
         assert_eq!(choice.runtime.id, "py-b");
-        assert!(pick(date(2024, 6, 1), &["python_workers_20990101"], today).unwrap_err().contains("unknown"));
+        assert!(
+            pick(date(2024, 6, 1), &["python_workers_20990101"], today)
+                .unwrap_err()
+                .contains("unknown")
+        );
     }
 
     #[test]
@@ -186,7 +234,13 @@ mod tests {
         assert_eq!(choice.warnings.len(), 1);
         assert!(choice.warnings[0].contains("support window"));
         // The day before, it stays.
-        assert_eq!(pick(date(2024, 6, 1), &[], date(2028, 10, 2)).unwrap().runtime.id, "py-a");
+        assert_eq!(
+            pick(date(2024, 6, 1), &[], date(2028, 10, 2))
+                .unwrap()
+                .runtime
+                .id,
+            "py-a"
+        );
     }
 
     #[test]
@@ -194,6 +248,12 @@ mod tests {
         assert!(RUNTIMES.windows(2).all(|w| w[0].released < w[1].released));
         let today = date(2026, 11, 25);
         let flags = vec![PYTHON_WORKERS_FLAG.to_string()];
-        assert_eq!(choose(RUNTIMES, date(2024, 4, 1), &flags, today).unwrap().runtime.id, "cpython-3.14");
+        assert_eq!(
+            choose(RUNTIMES, date(2024, 4, 1), &flags, today)
+                .unwrap()
+                .runtime
+                .id,
+            "cpython-3.14"
+        );
     }
 }

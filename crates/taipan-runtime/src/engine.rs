@@ -31,7 +31,10 @@ pub struct PoolSize {
 
 impl Default for PoolSize {
     fn default() -> Self {
-        Self { sandboxes: 64, max_memory: 512 * MIB }
+        Self {
+            sandboxes: 64,
+            max_memory: 512 * MIB,
+        }
     }
 }
 
@@ -43,7 +46,8 @@ impl Runtime {
         config.memory_init_cow(true);
         config.cranelift_opt_level(wasmtime::OptLevel::Speed);
         std::fs::create_dir_all(cache.compile_cache())?;
-        config.enable_incremental_compilation(Arc::new(CompileCache::new(cache.compile_cache())))?;
+        config
+            .enable_incremental_compilation(Arc::new(CompileCache::new(cache.compile_cache())))?;
 
         // A componentize-py component is a handful of core modules (libc,
         // libpython, the runtime, bindings, the WASI adapter) sharing memory.
@@ -67,11 +71,17 @@ impl Runtime {
             .linear_memory_keep_resident(MIB)
             .table_keep_resident(MIB);
         config.allocation_strategy(InstanceAllocationStrategy::Pooling(pooling));
-        let engine = Engine::new(&config).map_err(anyhow::Error::from).context("configuring the WebAssembly engine")?;
+        let engine = Engine::new(&config)
+            .map_err(anyhow::Error::from)
+            .context("configuring the WebAssembly engine")?;
 
         spawn_epoch_ticker(engine.weak());
         let python = taipan_build::python_files(&cache.root)?;
-        Ok(Self { engine, cache, python })
+        Ok(Self {
+            engine,
+            cache,
+            python,
+        })
     }
 
     /// Load the compiled form of `component_path`, compiling it once and
@@ -89,7 +99,11 @@ impl Runtime {
         }
         let wasm = std::fs::read(component_path)
             .with_context(|| format!("reading \"{}\"", component_path.display()))?;
-        let bytes = self.engine.precompile_component(&wasm).map_err(anyhow::Error::from).context("compiling the worker")?;
+        let bytes = self
+            .engine
+            .precompile_component(&wasm)
+            .map_err(anyhow::Error::from)
+            .context("compiling the worker")?;
         let tmp = compiled.with_extension("cwasm.tmp");
         std::fs::write(&tmp, &bytes)?;
         std::fs::rename(&tmp, &compiled)?;
@@ -140,7 +154,9 @@ impl CacheStore for CompileCache {
 
     fn insert(&self, key: &[u8], value: Vec<u8>) -> bool {
         let path = self.path(key);
-        let Some(parent) = path.parent() else { return false };
+        let Some(parent) = path.parent() else {
+            return false;
+        };
         if std::fs::create_dir_all(parent).is_err() {
             return false;
         }
@@ -151,5 +167,9 @@ impl CacheStore for CompileCache {
 
 /// How long compiling took, for progress reports.
 pub fn fmt_duration(d: Duration) -> String {
-    if d.as_secs() >= 1 { format!("{:.1}s", d.as_secs_f64()) } else { format!("{}ms", d.as_millis()) }
+    if d.as_secs() >= 1 {
+        format!("{:.1}s", d.as_secs_f64())
+    } else {
+        format!("{}ms", d.as_millis())
+    }
 }

@@ -39,7 +39,10 @@ impl Limits {
     /// `taipan dev`: room for 100 MB bodies to pass through a handler that
     /// reads them whole (the body, its copy, and the interpreter).
     pub fn dev() -> Self {
-        Self { memory_bytes: 512 * MIB, ..Self::default() }
+        Self {
+            memory_bytes: 512 * MIB,
+            ..Self::default()
+        }
     }
 }
 

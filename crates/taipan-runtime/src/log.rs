@@ -35,7 +35,12 @@ pub struct LogStream {
 
 impl LogStream {
     pub fn new(worker: Arc<str>, tag: RequestTag, is_stderr: bool) -> Self {
-        Self { worker, tag, is_stderr, partial: Arc::default() }
+        Self {
+            worker,
+            tag,
+            is_stderr,
+            partial: Arc::default(),
+        }
     }
 
     fn emit(&self, bytes: &[u8]) {
@@ -57,7 +62,12 @@ impl LogStream {
         for line in lines {
             let text = String::from_utf8_lossy(&line);
             let stream = if self.is_stderr { "!" } else { " " };
-            let _ = writeln!(out, "[{}] {tag}{stream}| {}", self.worker, text.trim_end_matches(['\n', '\r']));
+            let _ = writeln!(
+                out,
+                "[{}] {tag}{stream}| {}",
+                self.worker,
+                text.trim_end_matches(['\n', '\r'])
+            );
         }
         let _ = out.flush();
     }

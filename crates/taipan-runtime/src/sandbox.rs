@@ -9,7 +9,7 @@ use wasmtime::{Store, StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::{DirPerms, FilePerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use wasmtime_wasi_http::WasiHttpCtx;
 use wasmtime_wasi_http::p2::bindings::{Proxy, ProxyPre};
-use wasmtime_wasi_http::p2::{WasiHttpCtxView, WasiHttpView};
+use wasmtime_wasi_http::p2::{WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
 
 use crate::limits::Limits;
 use crate::log::{LogStream, RequestTag};
@@ -18,19 +18,47 @@ use crate::log::{LogStream, RequestTag};
 pub struct SandboxState {
     wasi: WasiCtx,
     http: WasiHttpCtx,
+    hooks: HttpHooks,
     table: ResourceTable,
     limits: StoreLimits,
 }
 
+/// Headers that describe one connection, not the request: never passed on.
+/// (wasmtime's default list also hides `host`, which Workers code reads.)
+const HOP_BY_HOP: [&str; 7] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "transfer-encoding",
+    "upgrade",
+    "te",
+    "http2-settings",
+];
+
+struct HttpHooks;
+
+impl WasiHttpHooks for HttpHooks {
+    fn is_forbidden_header(&mut self, name: &http::HeaderName) -> bool {
+        HOP_BY_HOP.contains(&name.as_str())
+    }
+}
+
 impl WasiView for SandboxState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
     }
 }
 
 impl WasiHttpView for SandboxState {
     fn http(&mut self) -> WasiHttpCtxView<'_> {
-        WasiHttpCtxView { ctx: &mut self.http, table: &mut self.table, hooks: Default::default() }
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.hooks,
+        }
     }
 }
 
@@ -51,7 +79,10 @@ pub struct Sandbox {
 }
 
 impl Sandbox {
-    pub async fn new(pre: &ProxyPre<SandboxState>, template: &SandboxTemplate) -> wasmtime::Result<Self> {
+    pub async fn new(
+        pre: &ProxyPre<SandboxState>,
+        template: &SandboxTemplate,
+    ) -> wasmtime::Result<Self> {
         let tag = RequestTag::default();
         let mut wasi = WasiCtxBuilder::new();
         wasi.stdout(LogStream::new(template.name.clone(), tag.clone(), false))
@@ -63,6 +94,7 @@ impl Sandbox {
         let state = SandboxState {
             wasi: wasi.build(),
             http: WasiHttpCtx::new(),
+            hooks: HttpHooks,
             table: ResourceTable::new(),
             limits: StoreLimitsBuilder::new()
                 .memory_size(template.limits.memory_bytes)
@@ -75,6 +107,12 @@ impl Sandbox {
         // Instantiation itself runs no guest code of note; give it a generous deadline.
         store.set_epoch_deadline(u64::MAX / 2);
         let proxy = pre.instantiate_async(&mut store).await?;
-        Ok(Self { store, proxy, tag, requests: 0, last_used: Instant::now() })
+        Ok(Self {
+            store,
+            proxy,
+            tag,
+            requests: 0,
+            last_used: Instant::now(),
+        })
     }
 }

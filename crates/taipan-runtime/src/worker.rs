@@ -10,10 +10,10 @@ use http_body_util::{BodyExt, Full, Limited};
 use taipan_build::Artifact;
 use tokio::sync::{Semaphore, oneshot};
 use wasmtime::component::Linker;
+use wasmtime_wasi_http::p2::WasiHttpView;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::bindings::http::types::{ErrorCode, Scheme};
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
-use wasmtime_wasi_http::p2::WasiHttpView;
 
 use crate::engine::Runtime;
 use crate::limits::{EPOCH_TICK, Limits};
@@ -44,12 +44,19 @@ pub type Body = HyperOutgoingBody;
 
 impl Worker {
     /// Compile (or load the compiled) component and pre-link it. Blocking.
-    pub fn load(runtime: &Runtime, artifact: &Artifact, settings: WorkerSettings) -> Result<Arc<Self>> {
+    pub fn load(
+        runtime: &Runtime,
+        artifact: &Artifact,
+        settings: WorkerSettings,
+    ) -> Result<Arc<Self>> {
         let component = runtime.load_component(&artifact.component())?;
         let mut linker = Linker::<SandboxState>::new(&runtime.engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
-        let pre = linker.instantiate_pre(&component).map_err(anyhow::Error::from).context("linking the worker")?;
+        let pre = linker
+            .instantiate_pre(&component)
+            .map_err(anyhow::Error::from)
+            .context("linking the worker")?;
         let pre = ProxyPre::new(pre)
             .map_err(anyhow::Error::from)
             .context("the component does not export wasi:http/incoming-handler")?;
@@ -93,7 +100,10 @@ impl Worker {
         sandbox.requests += 1;
         sandbox.last_used = Instant::now();
         if sandbox.requests < self.template.limits.max_requests_per_sandbox {
-            self.idle.lock().unwrap_or_else(|e| e.into_inner()).push(sandbox);
+            self.idle
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(sandbox);
         }
     }
 
@@ -110,12 +120,23 @@ impl Worker {
             .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
         if declared.is_some_and(|n| n > limits.max_request_body) {
             tracing::warn!(worker = %self.name, "request body over the limit max_request_body ({} bytes)", limits.max_request_body);
-            return text_response(StatusCode::PAYLOAD_TOO_LARGE, "request body exceeds the worker's max_request_body limit\n");
+            return text_response(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "request body exceeds the worker's max_request_body limit\n",
+            );
         }
-        if request.uri().authority().is_none() && !request.headers().contains_key(http::header::HOST) {
-            request.headers_mut().insert(http::header::HOST, HeaderValue::from_static("localhost"));
+        if request.uri().authority().is_none()
+            && !request.headers().contains_key(http::header::HOST)
+        {
+            request
+                .headers_mut()
+                .insert(http::header::HOST, HeaderValue::from_static("localhost"));
         }
-        let tag = format!("{} {}", request.method(), request.uri().path_and_query().map_or("/", |p| p.as_str()));
+        let tag = format!(
+            "{} {}",
+            request.method(),
+            request.uri().path_and_query().map_or("/", |p| p.as_str())
+        );
 
         let Ok(permit) = self.permits.clone().acquire_owned().await else {
             return text_response(StatusCode::SERVICE_UNAVAILABLE, "worker is shutting down\n");
@@ -126,7 +147,10 @@ impl Worker {
                 Ok(sandbox) => sandbox,
                 Err(e) => {
                     tracing::error!(worker = %self.name, "starting a sandbox failed: {e:#}");
-                    return text_response(StatusCode::SERVICE_UNAVAILABLE, "no sandbox available, try again\n");
+                    return text_response(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "no sandbox available, try again\n",
+                    );
                 }
             },
         };
@@ -135,7 +159,9 @@ impl Worker {
         let limit = limits.max_request_body as usize;
         let request = request.map(move |body| {
             BodyExt::map_err(Limited::new(body, limit), |e| {
-                if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+                if e.downcast_ref::<http_body_util::LengthLimitError>()
+                    .is_some()
+                {
                     ErrorCode::HttpRequestBodySize(None)
                 } else {
                     ErrorCode::InternalError(Some(e.to_string()))
@@ -192,13 +218,19 @@ impl Worker {
             }
             Ok(Err(code)) => {
                 tracing::warn!(worker = %self.name, "{tag}: the worker answered with an error: {code:?}");
-                text_response(StatusCode::INTERNAL_SERVER_ERROR, "the worker failed to produce a response\n")
+                text_response(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "the worker failed to produce a response\n",
+                )
             }
             Err(_) => match task.await {
                 Ok(Err(e)) => self.failure_response(&tag, &e),
                 Ok(Ok(())) => {
                     tracing::warn!(worker = %self.name, "{tag}: the worker returned without a response");
-                    text_response(StatusCode::INTERNAL_SERVER_ERROR, "the worker returned without a response\n")
+                    text_response(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "the worker returned without a response\n",
+                    )
                 }
                 Err(e) => {
                     tracing::error!(worker = %self.name, "{tag}: the sandbox task failed: {e}");
@@ -216,7 +248,9 @@ impl Worker {
                 "{tag}: exceeded the {limit} limit ({}); sandbox discarded",
                 self.describe_limit(limit)
             ),
-            None => tracing::error!(worker = %self.name, "{tag}: the sandbox crashed and was discarded: {error:?}"),
+            None => {
+                tracing::error!(worker = %self.name, "{tag}: the sandbox crashed and was discarded: {error:?}")
+            }
         }
         let body = match what {
             Some("cpu_time") => "the worker exceeded its CPU time limit\n",
@@ -263,14 +297,19 @@ fn classify_trap(error: &wasmtime::Error) -> (StatusCode, Option<&'static str>) 
 }
 
 pub fn text_response(status: StatusCode, text: &'static str) -> Response<Body> {
-    let body = Full::new(Bytes::from_static(text.as_bytes())).map_err(|never| match never {}).boxed_unsync();
+    let body = Full::new(Bytes::from_static(text.as_bytes()))
+        .map_err(|never| match never {})
+        .boxed_unsync();
     let mut response = Response::new(body);
     *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert(http::header::CONTENT_TYPE, HeaderValue::from_static("text/plain;charset=UTF-8"));
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain;charset=UTF-8"),
+    );
     if status == StatusCode::SERVICE_UNAVAILABLE {
-        response.headers_mut().insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
+        response
+            .headers_mut()
+            .insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
     }
     response
 }

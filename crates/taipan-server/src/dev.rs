@@ -35,23 +35,42 @@ struct DevServer {
 
 impl DevServer {
     fn worker(&self) -> Arc<Worker> {
-        self.current.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     fn swap(&self, worker: Arc<Worker>) {
-        let old = std::mem::replace(&mut *self.current.write().unwrap_or_else(|e| e.into_inner()), worker);
+        let old = std::mem::replace(
+            &mut *self.current.write().unwrap_or_else(|e| e.into_inner()),
+            worker,
+        );
         // Requests in flight hold their own reference and finish on the old build.
         old.drain_idle();
     }
 }
 
 impl Handler for DevServer {
-    async fn handle(self: Arc<Self>, request: http::Request<Incoming>, _peer: SocketAddr) -> http::Response<Body> {
+    async fn handle(
+        self: Arc<Self>,
+        request: http::Request<Incoming>,
+        _peer: SocketAddr,
+    ) -> http::Response<Body> {
         let started = Instant::now();
-        let line = format!("{} {}", request.method(), request.uri().path_and_query().map_or("/", |p| p.as_str()));
+        let line = format!(
+            "{} {}",
+            request.method(),
+            request.uri().path_and_query().map_or("/", |p| p.as_str())
+        );
         let worker = self.worker();
         let response = worker.handle(request).await;
-        println!("[{}] {line} {} ({:.1}ms)", worker.name, response.status().as_u16(), started.elapsed().as_secs_f64() * 1e3);
+        println!(
+            "[{}] {line} {} ({:.1}ms)",
+            worker.name,
+            response.status().as_u16(),
+            started.elapsed().as_secs_f64() * 1e3
+        );
         response
     }
 }
@@ -61,7 +80,9 @@ pub async fn run_dev(options: DevOptions, runtime: Runtime) -> Result<()> {
     let config = load_config(&options.project)?;
     let project_dir = config.project_dir.clone();
     let started = Instant::now();
-    let worker = build_and_load(&runtime, &config, &options.limits).await.map_err(|e| anyhow!("{e}"))?;
+    let worker = build_and_load(&runtime, &config, &options.limits)
+        .await
+        .map_err(|e| anyhow!("{e}"))?;
     println!("Built {} in {}", config.name, fmt(started.elapsed()));
 
     let address = SocketAddr::new(options.ip, options.port);
@@ -69,10 +90,18 @@ pub async fn run_dev(options: DevOptions, runtime: Runtime) -> Result<()> {
         format!("could not listen on {address}\nhint: is another server using the port? pass --port to pick another")
     })?;
     let address = listener.local_addr()?;
-    let server = Arc::new(DevServer { current: RwLock::new(worker) });
+    let server = Arc::new(DevServer {
+        current: RwLock::new(worker),
+    });
     if options.watch {
-        let watcher = ProjectWatcher::new(&project_dir).context("watching the project for changes")?;
-        tokio::spawn(reload_loop(watcher, options.clone(), runtime.clone(), server.clone()));
+        let watcher =
+            ProjectWatcher::new(&project_dir).context("watching the project for changes")?;
+        tokio::spawn(reload_loop(
+            watcher,
+            options.clone(),
+            runtime.clone(),
+            server.clone(),
+        ));
     }
     println!("Ready on http://{address}");
     front::serve(listener, server, front::shutdown_signal()).await;
@@ -89,14 +118,23 @@ fn load_config(project: &Path) -> Result<WorkerConfig> {
 }
 
 /// Build (or find cached) and compile (or load compiled) on a blocking thread.
-async fn build_and_load(runtime: &Runtime, config: &WorkerConfig, limits: &Limits) -> Result<Arc<Worker>, BuildError> {
+async fn build_and_load(
+    runtime: &Runtime,
+    config: &WorkerConfig,
+    limits: &Limits,
+) -> Result<Arc<Worker>, BuildError> {
     let runtime = runtime.clone();
     let config = config.clone();
     let limits = limits.clone();
     tokio::task::spawn_blocking(move || {
         let builds = config.project_dir.join(".taipan").join("builds");
         let outcome = taipan_build::build(&config, &builds)?;
-        let settings = WorkerSettings { name: config.name.clone(), vars_json: config.vars_json(), dev: true, limits };
+        let settings = WorkerSettings {
+            name: config.name.clone(),
+            vars_json: config.vars_json(),
+            dev: true,
+            limits,
+        };
         let worker = Worker::load(&runtime, &outcome.artifact, settings)?;
         prune_builds(&builds, &outcome.artifact.id);
         Ok(worker)
@@ -105,7 +143,12 @@ async fn build_and_load(runtime: &Runtime, config: &WorkerConfig, limits: &Limit
     .map_err(|e| BuildError::Internal(anyhow!("the build thread failed: {e}")))?
 }
 
-async fn reload_loop(mut watcher: ProjectWatcher, options: DevOptions, runtime: Runtime, server: Arc<DevServer>) {
+async fn reload_loop(
+    mut watcher: ProjectWatcher,
+    options: DevOptions,
+    runtime: Runtime,
+    server: Arc<DevServer>,
+) {
     while let Some(path) = watcher.next_change().await {
         let started = Instant::now();
         println!("Change in {}; rebuilding...", path.display());
@@ -128,7 +171,9 @@ async fn reload_loop(mut watcher: ProjectWatcher, options: DevOptions, runtime: 
 
 /// Remove old builds, keeping the newest few and `current`.
 fn prune_builds(builds: &Path, current: &str) {
-    let Ok(entries) = std::fs::read_dir(builds) else { return };
+    let Ok(entries) = std::fs::read_dir(builds) else {
+        return;
+    };
     let mut dirs: Vec<(std::time::SystemTime, PathBuf)> = entries
         .filter_map(|e| e.ok())
         .filter(|e| !e.file_name().to_string_lossy().starts_with('.') && e.file_name() != current)

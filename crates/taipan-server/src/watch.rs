@@ -20,19 +20,23 @@ impl ProjectWatcher {
     pub fn new(dir: &Path) -> Result<Self> {
         let (sender, changes) = mpsc::unbounded_channel();
         let root = dir.to_path_buf();
-        let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-            let Ok(event) = event else { return };
-            if matches!(event.kind, notify::EventKind::Access(_)) {
-                return;
-            }
-            for path in event.paths {
-                if is_relevant(&root, &path) {
-                    let _ = sender.send(path);
+        let mut watcher =
+            notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+                let Ok(event) = event else { return };
+                if matches!(event.kind, notify::EventKind::Access(_)) {
+                    return;
                 }
-            }
-        })?;
+                for path in event.paths {
+                    if is_relevant(&root, &path) {
+                        let _ = sender.send(path);
+                    }
+                }
+            })?;
         watcher.watch(dir, RecursiveMode::Recursive)?;
-        Ok(Self { _watcher: watcher, changes })
+        Ok(Self {
+            _watcher: watcher,
+            changes,
+        })
     }
 
     /// Wait for the next change, then for the edits to settle. None: watcher gone.
@@ -49,10 +53,15 @@ impl ProjectWatcher {
 
 /// Changes under hidden folders (.taipan, .git), caches and editor temp files don't count.
 fn is_relevant(root: &Path, path: &Path) -> bool {
-    let Ok(rel) = path.strip_prefix(root) else { return false };
+    let Ok(rel) = path.strip_prefix(root) else {
+        return false;
+    };
     !rel.components().any(|c| {
         let name = c.as_os_str().to_string_lossy();
-        name.starts_with('.') || name == "__pycache__" || name.ends_with('~') || name.ends_with(".swp")
+        name.starts_with('.')
+            || name == "__pycache__"
+            || name.ends_with('~')
+            || name.ends_with(".swp")
     })
 }
 

@@ -18,6 +18,12 @@ class Default(WorkerEntrypoint):
             import colorsys
 
             return Response.json({"lazy": lazy_helper.value(), "hls": colorsys.rgb_to_hls(1, 0, 0)})
+        if path == "slow-random":
+            import asyncio
+            import random
+
+            await asyncio.sleep(0.5)
+            return Response.json({"hits": hits, "random": [random.random() for _ in range(3)]})
         if path == "random":
             import random
 

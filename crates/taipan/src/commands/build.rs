@@ -22,8 +22,16 @@ impl BuildArgs {
         }
         let builds = config.project_dir.join(".taipan").join("builds");
         let outcome = taipan_build::build(&config, &builds).map_err(|e| anyhow!("{e}"))?;
-        let what = if outcome.built { "built" } else { "found in the cache" };
-        println!("snapshot {what} in {}: {}", fmt_duration(outcome.elapsed), outcome.artifact.dir.display());
+        let what = if outcome.built {
+            "built"
+        } else {
+            "found in the cache"
+        };
+        println!(
+            "snapshot {what} in {}: {}",
+            fmt_duration(outcome.elapsed),
+            outcome.artifact.dir.display()
+        );
         let started = Instant::now();
         let runtime = super::runtime(PoolSize::default())?;
         runtime.load_component(&outcome.artifact.component())?;

@@ -37,7 +37,10 @@ pub struct DevArgs {
 impl DevArgs {
     pub fn run(self) -> Result<()> {
         if self.memory_mb < 32 {
-            bail!("--memory-mb {} is too small: the Python interpreter needs at least 32 MiB", self.memory_mb);
+            bail!(
+                "--memory-mb {} is too small: the Python interpreter needs at least 32 MiB",
+                self.memory_mb
+            );
         }
         if self.cpu_ms == 0 {
             bail!("--cpu-ms must be at least 1");
@@ -54,7 +57,10 @@ impl DevArgs {
             watch: !self.no_watch,
             limits,
         };
-        let pool = PoolSize { max_memory: options.limits.memory_bytes, ..PoolSize::default() };
+        let pool = PoolSize {
+            max_memory: options.limits.memory_bytes,
+            ..PoolSize::default()
+        };
         let runtime = super::runtime(pool)?;
         super::tokio()?.block_on(taipan_server::run_dev(options, runtime))
     }

@@ -10,9 +10,14 @@ use taipan_runtime::Runtime;
 use taipan_runtime::engine::PoolSize;
 
 pub fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("TAIPAN_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,cranelift=warn,wasmtime=warn"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_target(false).with_writer(std::io::stderr).init();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("TAIPAN_LOG").unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new("info,cranelift=warn,wasmtime=warn")
+    });
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .with_writer(std::io::stderr)
+        .init();
 }
 
 pub fn runtime(pool: PoolSize) -> Result<Runtime> {
@@ -20,5 +25,7 @@ pub fn runtime(pool: PoolSize) -> Result<Runtime> {
 }
 
 pub fn tokio() -> Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
 }

@@ -10,7 +10,10 @@ pub struct RuntimesArgs {}
 impl RuntimesArgs {
     pub fn run(self) -> Result<()> {
         let today = jiff::Zoned::now().date();
-        println!("{:<14} {:<7} {:<13} {:<16} {:<26} source", "runtime", "python", "default from", "supported until", "flags");
+        println!(
+            "{:<14} {:<7} {:<13} {:<16} {:<26} source",
+            "runtime", "python", "default from", "supported until", "flags"
+        );
         for runtime in RUNTIMES {
             let until = runtime.supported_until();
             let status = if until < today { " (expired)" } else { "" };

@@ -1,0 +1,73 @@
+//! A handler that loops forever or eats memory is stopped; the server carries on.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+
+use crate::harness::{CONFIG, Server, project};
+
+const WORKER: &str = r#"
+from urllib.parse import urlparse
+from workers import Response
+
+async def on_fetch(request):
+    path = urlparse(request.url).path
+    if path == "/loop":
+        while True:
+            pass
+    if path == "/eat":
+        hog = []
+        while True:
+            hog.append(bytearray(8 << 20))
+    return Response("fine")
+"#;
+
+#[test]
+fn cpu_and_memory_limits() {
+    let dir = project(&[("wrangler.toml", CONFIG), ("src/entry.py", WORKER)]);
+    let server = Server::dev(dir.path(), &["--cpu-ms", "500", "--memory-mb", "96"]);
+    assert_eq!(server.text("/"), (200, "fine".to_string()));
+
+    let response = server.get("/loop");
+    assert_eq!(response.status(), 503);
+    assert_eq!(response.headers()["retry-after"], "1");
+    assert!(response.text().unwrap().contains("CPU time limit"));
+    assert!(
+        server
+            .output()
+            .contains("exceeded the cpu_time limit (500ms); sandbox discarded"),
+        "{}",
+        server.output()
+    );
+    assert_eq!(server.text("/"), (200, "fine".to_string()));
+
+    let (status, body) = server.text("/eat");
+    assert!(status == 500 || status == 503, "{status} {body}");
+    assert!(
+        body.contains("MemoryError") || body.contains("limit"),
+        "{body}"
+    );
+    assert_eq!(server.text("/"), (200, "fine".to_string()));
+}
+
+#[test]
+fn oversized_request_body_is_refused_before_the_guest_runs() {
+    let dir = project(&[("wrangler.toml", CONFIG), ("src/entry.py", WORKER)]);
+    let server = Server::dev(dir.path(), &[]);
+    // A client that declares a body over the limit gets 413 without sending it.
+    let address = server.url.trim_start_matches("http://");
+    let mut stream = TcpStream::connect(address).unwrap();
+    stream
+        .write_all(
+            b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100000001\r\nConnection: close\r\n\r\n",
+        )
+        .unwrap();
+    let mut reply = String::new();
+    stream.read_to_string(&mut reply).unwrap();
+    assert!(reply.starts_with("HTTP/1.1 413"), "{reply}");
+    assert!(
+        server.output().contains("max_request_body"),
+        "{}",
+        server.output()
+    );
+    assert_eq!(server.text("/"), (200, "fine".to_string()));
+}

@@ -1,0 +1,10 @@
+//! End-to-end tests: the real `taipan` binary, real sockets, real HTTP.
+
+mod cli;
+mod conformance;
+mod errors;
+mod examples;
+mod harness;
+mod limits;
+mod reload;
+mod sdk;

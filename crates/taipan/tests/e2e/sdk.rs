@@ -1,0 +1,59 @@
+//! The Python SDK's own unit tests (python/tests), run inside a real sandbox
+//! on the same CPython the workers use.
+
+use crate::harness::{CONFIG, Server, project, repo_root};
+
+const RUNNER: &str = r#"
+import io
+import unittest
+
+from workers import Response
+
+import tests.test_ffi
+import tests.test_headers
+import tests.test_response
+
+
+async def on_fetch(request):
+    loader = unittest.TestLoader()
+    suite = unittest.TestSuite(
+        loader.loadTestsFromModule(m) for m in (tests.test_ffi, tests.test_headers, tests.test_response)
+    )
+    out = io.StringIO()
+    result = unittest.TextTestRunner(stream=out, verbosity=2).run(suite)
+    return Response.json({"run": result.testsRun, "failures": len(result.failures) + len(result.errors), "log": out.getvalue()})
+"#;
+
+#[test]
+fn python_sdk_unit_tests_pass_in_the_sandbox() {
+    let tests = repo_root().join("python/tests");
+    let mut files = vec![
+        ("wrangler.toml".to_string(), CONFIG.to_string()),
+        ("src/entry.py".into(), RUNNER.into()),
+    ];
+    for entry in std::fs::read_dir(&tests).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "py") {
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            files.push((
+                format!("src/tests/{name}"),
+                std::fs::read_to_string(&path).unwrap(),
+            ));
+        }
+    }
+    let files: Vec<(&str, &str)> = files
+        .iter()
+        .map(|(a, b)| (a.as_str(), b.as_str()))
+        .collect();
+    let dir = project(&files);
+    let server = Server::dev(dir.path(), &[]);
+    let (status, body) = server.text("/");
+    assert_eq!(status, 200, "{body}");
+    let result: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert!(
+        result["run"].as_u64().unwrap() >= 20,
+        "{}",
+        result["log"].as_str().unwrap()
+    );
+    assert_eq!(result["failures"], 0, "{}", result["log"].as_str().unwrap());
+}

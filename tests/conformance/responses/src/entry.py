@@ -1,0 +1,29 @@
+"""Every way a handler shapes a response: what clients see must match Workers."""
+
+from urllib.parse import urlparse
+
+from workers import Headers, Response, WorkerEntrypoint
+
+
+class Default(WorkerEntrypoint):
+    async def fetch(self, request):
+        path = urlparse(request.url).path
+        if path == "/bytes":
+            return Response(b"\x00\x01\x02")
+        if path == "/json":
+            return Response.json({"ok": True, "items": [1, "two"]}, status=201, headers={"X-Extra": "1"})
+        if path == "/redirect":
+            return Response.redirect("https://example.com/next", 307)
+        if path == "/headers":
+            headers = Headers()
+            headers.append("Set-Cookie", "a=1")
+            headers.append("Set-Cookie", "b=2")
+            headers.set("X-Custom", "value")
+            return Response("with headers", status=202, headers=headers)
+        if path == "/empty":
+            return Response(None, status=204)
+        if path == "/stream":
+            return Response((f"chunk{i};" for i in range(3)))
+        if path == "/unicode":
+            return Response("héllo ✓")
+        return Response("not found", status=404)
