@@ -28,6 +28,9 @@ pub struct WorkerSettings {
     /// Dev mode: tracebacks go into 500 responses too.
     pub dev: bool,
     pub limits: Limits,
+    /// Reuse warm sandboxes across requests (the default, as Workers reuses
+    /// isolates). Off: every request gets a fresh sandbox from the snapshot.
+    pub reuse_sandboxes: bool,
 }
 
 /// Worker-lifetime state: one per deployed build.
@@ -38,6 +41,7 @@ pub struct Worker {
     template: SandboxTemplate,
     idle: Mutex<Vec<Sandbox>>,
     permits: Arc<Semaphore>,
+    reuse: bool,
 }
 
 pub type Body = HyperOutgoingBody;
@@ -77,6 +81,7 @@ impl Worker {
             },
             idle: Mutex::new(Vec::new()),
             permits: Arc::new(Semaphore::new(settings.limits.max_sandboxes)),
+            reuse: settings.reuse_sandboxes,
         }))
     }
 
@@ -97,6 +102,9 @@ impl Worker {
     }
 
     fn return_idle(&self, mut sandbox: Sandbox) {
+        if !self.reuse {
+            return;
+        }
         sandbox.requests += 1;
         sandbox.last_used = Instant::now();
         if sandbox.requests < self.template.limits.max_requests_per_sandbox {

@@ -24,6 +24,8 @@ pub struct DevOptions {
     pub port: u16,
     pub watch: bool,
     pub limits: Limits,
+    /// Print a line per request (the worker's own output is always shown).
+    pub log_requests: bool,
 }
 
 /// Builds kept in `.taipan/builds` besides the one serving.
@@ -31,6 +33,7 @@ const KEEP_BUILDS: usize = 4;
 
 struct DevServer {
     current: RwLock<Arc<Worker>>,
+    log_requests: bool,
 }
 
 impl DevServer {
@@ -65,6 +68,9 @@ impl Handler for DevServer {
         );
         let worker = self.worker();
         let response = worker.handle(request).await;
+        if !self.log_requests {
+            return response;
+        }
         println!(
             "[{}] {line} {} ({:.1}ms)",
             worker.name,
@@ -80,9 +86,12 @@ pub async fn run_dev(options: DevOptions, runtime: Runtime) -> Result<()> {
     let config = load_config(&options.project)?;
     let project_dir = config.project_dir.clone();
     let started = Instant::now();
-    let worker = build_and_load(&runtime, &config, &options.limits)
-        .await
-        .map_err(|e| anyhow!("{e}"))?;
+    let spinner =
+        indicatif::ProgressBar::new_spinner().with_message(format!("Building {}...", config.name));
+    spinner.enable_steady_tick(Duration::from_millis(120));
+    let built = build_and_load(&runtime, &config, &options.limits).await;
+    spinner.finish_and_clear();
+    let worker = built.map_err(|e| anyhow!("{e}"))?;
     println!("Built {} in {}", config.name, fmt(started.elapsed()));
 
     let address = SocketAddr::new(options.ip, options.port);
@@ -92,6 +101,7 @@ pub async fn run_dev(options: DevOptions, runtime: Runtime) -> Result<()> {
     let address = listener.local_addr()?;
     let server = Arc::new(DevServer {
         current: RwLock::new(worker),
+        log_requests: options.log_requests,
     });
     if options.watch {
         let watcher =
@@ -134,6 +144,7 @@ async fn build_and_load(
             vars_json: config.vars_json(),
             dev: true,
             limits,
+            reuse_sandboxes: true,
         };
         let worker = Worker::load(&runtime, &outcome.artifact, settings)?;
         prune_builds(&builds, &outcome.artifact.id);
@@ -179,7 +190,7 @@ fn prune_builds(builds: &Path, current: &str) {
         .filter(|e| !e.file_name().to_string_lossy().starts_with('.') && e.file_name() != current)
         .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
         .collect();
-    dirs.sort_by(|a, b| b.0.cmp(&a.0));
+    dirs.sort_by_key(|d| std::cmp::Reverse(d.0));
     for (_, dir) in dirs.into_iter().skip(KEEP_BUILDS) {
         let _ = std::fs::remove_dir_all(dir);
     }

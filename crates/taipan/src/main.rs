@@ -17,6 +17,8 @@ enum Command {
     Dev(commands::dev::DevArgs),
     /// Build a worker's snapshot without serving it.
     Build(commands::build::BuildArgs),
+    /// Time a worker in-process: build, fresh sandboxes, warm requests.
+    Bench(commands::bench::BenchArgs),
     /// List the Python runtimes and the compatibility dates that select them.
     Runtimes(commands::runtimes::RuntimesArgs),
 }
@@ -27,6 +29,7 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Dev(args) => args.run(),
         Command::Build(args) => args.run(),
+        Command::Bench(args) => args.run(),
         Command::Runtimes(args) => args.run(),
     };
     match result {

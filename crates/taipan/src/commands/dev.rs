@@ -26,6 +26,9 @@ pub struct DevArgs {
     /// Don't rebuild when files change.
     #[arg(long)]
     no_watch: bool,
+    /// Don't print a line per request (the worker's own output still shows).
+    #[arg(long)]
+    quiet: bool,
     /// Memory limit per sandbox, in MiB.
     #[arg(long, default_value_t = 512)]
     memory_mb: usize,
@@ -56,6 +59,7 @@ impl DevArgs {
             port: self.port,
             watch: !self.no_watch,
             limits,
+            log_requests: !self.quiet,
         };
         let pool = PoolSize {
             max_memory: options.limits.memory_bytes,

@@ -1,5 +1,6 @@
 //! One module per subcommand; helpers they share.
 
+pub mod bench;
 pub mod build;
 pub mod dev;
 pub mod runtimes;

@@ -75,15 +75,15 @@ fn run_case(server: &Server, dir: &Path) -> Result<(), String> {
         let text = String::from_utf8_lossy(&body).into_owned();
         let fail = |what: String| Err(format!("step {i} ({method} {path}): {what}; body: {text}"));
 
-        if let Some(expected) = step["status"].as_u64() {
-            if u64::from(status) != expected {
-                return fail(format!("status {status}, expected {expected}"));
-            }
+        if let Some(expected) = step["status"].as_u64()
+            && u64::from(status) != expected
+        {
+            return fail(format!("status {status}, expected {expected}"));
         }
-        if let Some(expected) = step["body"].as_str() {
-            if text != expected {
-                return fail(format!("body {text:?}, expected {expected:?}"));
-            }
+        if let Some(expected) = step["body"].as_str()
+            && text != expected
+        {
+            return fail(format!("body {text:?}, expected {expected:?}"));
         }
         if let Some(expected) = step["body_hex"].as_str() {
             let hex: String = body.iter().map(|b| format!("{b:02x}")).collect();

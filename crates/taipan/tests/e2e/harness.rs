@@ -45,7 +45,12 @@ pub struct Server {
 impl Server {
     /// `taipan dev DIR --port 0 ARGS…`, waiting for `Ready on`.
     pub fn dev(dir: &Path, args: &[&str]) -> Server {
+        Self::dev_with_env(dir, args, &[])
+    }
+
+    pub fn dev_with_env(dir: &Path, args: &[&str], env: &[(&str, &Path)]) -> Server {
         let mut child = taipan()
+            .envs(env.iter().copied())
             .arg("dev")
             .arg(dir)
             .args(["--port", "0"])

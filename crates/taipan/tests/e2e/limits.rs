@@ -65,7 +65,7 @@ fn oversized_request_body_is_refused_before_the_guest_runs() {
     stream.read_to_string(&mut reply).unwrap();
     assert!(reply.starts_with("HTTP/1.1 413"), "{reply}");
     assert!(
-        server.output().contains("max_request_body"),
+        server.wait_for("max_request_body", 1, std::time::Duration::from_secs(10)),
         "{}",
         server.output()
     );

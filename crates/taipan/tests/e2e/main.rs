@@ -5,6 +5,7 @@ mod conformance;
 mod errors;
 mod examples;
 mod harness;
+mod isolation;
 mod limits;
 mod reload;
 mod sdk;

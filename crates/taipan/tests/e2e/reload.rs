@@ -6,6 +6,18 @@ use crate::harness::{CONFIG, Server, project};
 
 const RELOAD_TIMEOUT: Duration = Duration::from_secs(300);
 
+const FIRST: &str = r#"
+import asyncio
+from workers import Response
+
+async def on_fetch(request, env):
+    if request.url.endswith("/slow"):
+        # Long enough for the edit below to be rebuilt while this runs.
+        await asyncio.sleep(15)
+        return Response("one " + env.WHO + " (slow)")
+    return Response("one " + env.WHO)
+"#;
+
 #[test]
 fn edits_reload_and_failed_builds_keep_the_old_one() {
     let dir = project(&[
@@ -13,15 +25,17 @@ fn edits_reload_and_failed_builds_keep_the_old_one() {
             "wrangler.toml",
             &format!("{CONFIG}\n[vars]\nWHO = \"v1\"\n"),
         ),
-        (
-            "src/entry.py",
-            "from workers import Response\n\nasync def on_fetch(request, env):\n    return Response('one ' + env.WHO)\n",
-        ),
+        ("src/entry.py", FIRST),
     ]);
     let server = Server::dev(dir.path(), &[]);
     assert_eq!(server.text("/"), (200, "one v1".to_string()));
 
-    // A code edit.
+    // A code edit, while a slow request is in flight: it finishes on the old build.
+    let slow = {
+        let url = format!("{}/slow", server.url);
+        std::thread::spawn(move || Server::client().get(url).send().unwrap().text().unwrap())
+    };
+    std::thread::sleep(Duration::from_millis(300));
     std::fs::write(
         dir.path().join("src/entry.py"),
         "from workers import Response\n\nasync def on_fetch(request, env):\n    return Response('two ' + env.WHO)\n",
@@ -33,6 +47,7 @@ fn edits_reload_and_failed_builds_keep_the_old_one() {
         server.output()
     );
     assert_eq!(server.text("/"), (200, "two v1".to_string()));
+    assert_eq!(slow.join().unwrap(), "one v1 (slow)");
 
     // A config edit.
     std::fs::write(

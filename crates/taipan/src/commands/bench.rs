@@ -1,0 +1,204 @@
+//! `taipan bench [DIR]`: in-process timings of one worker, no network in the
+//! way: build (cold or cached), compile, a fresh sandbox from the snapshot to
+//! its first response, and warm requests. `bench/run` adds the HTTP
+//! comparisons against peers.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Result, anyhow, bail};
+use bytes::Bytes;
+use clap::Args;
+use http_body_util::{BodyExt, Full};
+use taipan_runtime::engine::PoolSize;
+use taipan_runtime::{Limits, Worker, WorkerSettings};
+
+#[derive(Args)]
+pub struct BenchArgs {
+    /// The worker's project folder, or its config file.
+    #[arg(default_value = ".")]
+    dir: PathBuf,
+    /// Fresh sandboxes to start (each serves one request).
+    #[arg(long, default_value_t = 500)]
+    fresh: usize,
+    /// Requests to send to one warm sandbox.
+    #[arg(long, default_value_t = 5000)]
+    warm: usize,
+    /// Path to request.
+    #[arg(long, default_value = "/")]
+    path: String,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+impl BenchArgs {
+    pub fn run(self) -> Result<()> {
+        if self.fresh == 0 || self.warm == 0 {
+            bail!("--fresh and --warm must be at least 1");
+        }
+        let config = taipan_config::load(&self.dir).map_err(|e| anyhow!("{e}"))?;
+        let builds = config.project_dir.join(".taipan").join("builds");
+        let started = Instant::now();
+        let outcome = taipan_build::build(&config, &builds).map_err(|e| anyhow!("{e}"))?;
+        let build_time = started.elapsed();
+
+        let runtime = super::runtime(PoolSize::default())?;
+        let settings = |reuse| WorkerSettings {
+            name: config.name.clone(),
+            vars_json: config.vars_json(),
+            dev: false,
+            limits: Limits::default(),
+            reuse_sandboxes: reuse,
+        };
+        let started = Instant::now();
+        let fresh_worker = Worker::load(&runtime, &outcome.artifact, settings(false))?;
+        let load_time = started.elapsed();
+        let warm_worker = Worker::load(&runtime, &outcome.artifact, settings(true))?;
+
+        let uri = format!("http://localhost{}", self.path);
+        let tokio = super::tokio()?;
+        let (instantiate, fresh, warm) = tokio.block_on(async {
+            let mut instantiate = Vec::with_capacity(self.fresh);
+            for _ in 0..self.fresh {
+                let started = Instant::now();
+                let sandbox = fresh_worker
+                    .fresh_sandbox()
+                    .await
+                    .map_err(anyhow::Error::from)?;
+                instantiate.push(started.elapsed());
+                drop(sandbox);
+            }
+            let mut fresh = Vec::with_capacity(self.fresh);
+            for _ in 0..self.fresh {
+                fresh.push(timed_request(&fresh_worker, &uri).await?);
+            }
+            for _ in 0..20 {
+                timed_request(&warm_worker, &uri).await?;
+            }
+            let mut warm = Vec::with_capacity(self.warm);
+            for _ in 0..self.warm {
+                warm.push(timed_request(&warm_worker, &uri).await?);
+            }
+            anyhow::Ok((instantiate, fresh, warm))
+        })?;
+
+        let report = Report {
+            build: build_time,
+            built: outcome.built,
+            load: load_time,
+            instantiate: Stats::of(instantiate),
+            fresh: Stats::of(fresh),
+            warm: Stats::of(warm),
+        };
+        if self.json {
+            report.print_json()
+        } else {
+            report.print_table()
+        }
+        Ok(())
+    }
+}
+
+async fn timed_request(worker: &Arc<Worker>, uri: &str) -> Result<Duration> {
+    let request = http::Request::get(uri)
+        .header("host", "localhost")
+        .body(Full::new(Bytes::new()))?;
+    let started = Instant::now();
+    let response = worker.handle(request).await;
+    let status = response.status();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| anyhow!("{e:?}"))?
+        .to_bytes();
+    let elapsed = started.elapsed();
+    if !status.is_success() {
+        bail!(
+            "the worker answered {status}: {}",
+            String::from_utf8_lossy(&body)
+        );
+    }
+    Ok(elapsed)
+}
+
+struct Stats {
+    p50: Duration,
+    p99: Duration,
+    mean: Duration,
+}
+
+impl Stats {
+    fn of(mut samples: Vec<Duration>) -> Self {
+        samples.sort();
+        let at = |q: f64| samples[((samples.len() - 1) as f64 * q).round() as usize];
+        let mean = samples.iter().sum::<Duration>() / samples.len() as u32;
+        Self {
+            p50: at(0.5),
+            p99: at(0.99),
+            mean,
+        }
+    }
+}
+
+struct Report {
+    build: Duration,
+    built: bool,
+    load: Duration,
+    instantiate: Stats,
+    fresh: Stats,
+    warm: Stats,
+}
+
+fn us(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e6
+}
+
+impl Report {
+    fn print_table(&self) {
+        let kind = if self.built { "cold" } else { "cached" };
+        println!(
+            "build ({kind}):                      {:>10.1} ms",
+            self.build.as_secs_f64() * 1e3
+        );
+        println!(
+            "compile or load compiled:            {:>10.1} ms",
+            self.load.as_secs_f64() * 1e3
+        );
+        println!(
+            "                                      {:>10} {:>10} {:>10}",
+            "p50 µs", "p99 µs", "mean µs"
+        );
+        for (name, s) in [
+            ("instantiate from snapshot", &self.instantiate),
+            ("fresh sandbox → first response", &self.fresh),
+            ("warm sandbox → response", &self.warm),
+        ] {
+            println!(
+                "{name:<37} {:>10.1} {:>10.1} {:>10.1}",
+                us(s.p50),
+                us(s.p99),
+                us(s.mean)
+            );
+        }
+        println!(
+            "warm requests/s (one sandbox, serial): {:>9.0}",
+            1.0 / self.warm.mean.as_secs_f64()
+        );
+    }
+
+    fn print_json(&self) {
+        let stats = |s: &Stats| serde_json::json!({"p50_us": us(s.p50), "p99_us": us(s.p99), "mean_us": us(s.mean)});
+        let report = serde_json::json!({
+            "build_ms": self.build.as_secs_f64() * 1e3,
+            "build_kind": if self.built { "cold" } else { "cached" },
+            "load_ms": self.load.as_secs_f64() * 1e3,
+            "instantiate": stats(&self.instantiate),
+            "fresh_first_response": stats(&self.fresh),
+            "warm_response": stats(&self.warm),
+        });
+        println!("{report}");
+    }
+}
