@@ -7,10 +7,12 @@
 pub mod error;
 pub mod raw;
 pub mod resolve;
+pub mod routes;
 pub mod runtimes;
 
 pub use error::ConfigError;
-pub use resolve::{SnapshotMode, WorkerConfig, load, load_at};
+pub use resolve::{ConfigLimits, SnapshotMode, WorkerConfig, load, load_at};
+pub use routes::RoutePattern;
 pub use runtimes::{PythonRuntime, RUNTIMES, RuntimeChoice};
 
 /// The config file names looked for in a project folder, in order.

@@ -9,6 +9,7 @@ use serde_json::Value;
 use crate::CONFIG_FILE_NAMES;
 use crate::error::ConfigError;
 use crate::raw::RawConfig;
+use crate::routes::RoutePattern;
 use crate::runtimes::{self, PythonRuntime, RUNTIMES};
 
 /// What the deploy-time snapshot contains.
@@ -49,8 +50,21 @@ pub struct WorkerConfig {
     pub vars: BTreeMap<String, Value>,
     pub runtime: &'static PythonRuntime,
     pub snapshot: SnapshotMode,
+    /// `routes` / `route`: where `taipan serve` sends requests to this worker.
+    pub routes: Vec<RoutePattern>,
+    /// `[limits]`: overrides of the server's per-worker defaults.
+    pub limits: ConfigLimits,
     /// Things worth telling the user that do not stop the worker.
     pub warnings: Vec<String>,
+}
+
+/// `[limits]` as written; `None` keeps the server's default.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ConfigLimits {
+    /// CPU time per request, in milliseconds (wrangler's `limits.cpu_ms`).
+    pub cpu_ms: Option<u64>,
+    /// Memory per sandbox, in MiB (a Taipan extension).
+    pub memory_mb: Option<u64>,
 }
 
 impl WorkerConfig {
@@ -349,6 +363,9 @@ pub fn resolve(raw: &RawConfig, today: Date) -> Result<WorkerConfig, ConfigError
         }
     };
 
+    let routes = parse_routes(raw)?;
+    let limits = parse_limits(raw)?;
+
     Ok(WorkerConfig {
         name,
         config_path: raw.path.clone(),
@@ -361,7 +378,73 @@ pub fn resolve(raw: &RawConfig, today: Date) -> Result<WorkerConfig, ConfigError
         vars,
         runtime: choice.runtime,
         snapshot,
+        routes,
+        limits,
         warnings,
+    })
+}
+
+fn parse_routes(raw: &RawConfig) -> Result<Vec<RoutePattern>, ConfigError> {
+    let mut routes = Vec::new();
+    for key in ["route", "routes"] {
+        let entries = match raw.get(key) {
+            None => continue,
+            Some(Value::Array(items)) => items.clone(),
+            Some(single) => vec![single.clone()],
+        };
+        for entry in entries {
+            let pattern = match &entry {
+                Value::String(s) => s.clone(),
+                Value::Object(map) => match map.get("pattern") {
+                    Some(Value::String(s)) => s.clone(),
+                    _ => {
+                        return Err(
+                            raw.error(key, format!("`{key}` entries need a `pattern` string"))
+                        );
+                    }
+                },
+                _ => {
+                    return Err(raw.error(
+                        key,
+                        format!("`{key}` must be a pattern or a list of patterns"),
+                    ));
+                }
+            };
+            let route = RoutePattern::parse(&pattern).map_err(|e| {
+                raw.error(key, e)
+                    .hint("write routes as host/path, e.g. \"api.example.com/v1/*\"")
+            })?;
+            routes.push(route);
+        }
+    }
+    Ok(routes)
+}
+
+fn parse_limits(raw: &RawConfig) -> Result<ConfigLimits, ConfigError> {
+    let Some(value) = raw.get("limits") else {
+        return Ok(ConfigLimits::default());
+    };
+    let Value::Object(map) = value else {
+        return Err(raw.error(
+            "limits",
+            "`limits` must be a table, e.g. `[limits]` with `cpu_ms = 50`",
+        ));
+    };
+    let number = |name: &str, min: u64, max: u64| -> Result<Option<u64>, ConfigError> {
+        match map.get(name) {
+            None => Ok(None),
+            Some(v) => match v.as_u64() {
+                Some(n) if (min..=max).contains(&n) => Ok(Some(n)),
+                _ => Err(raw.error(
+                    "limits",
+                    format!("`limits.{name}` must be a whole number from {min} to {max}"),
+                )),
+            },
+        }
+    };
+    Ok(ConfigLimits {
+        cpu_ms: number("cpu_ms", 1, 300_000)?,
+        memory_mb: number("memory_mb", 32, 4096)?,
     })
 }
 
@@ -438,6 +521,40 @@ mod tests {
         assert_eq!(cfg.vars["LIMITS"]["n"], 3);
         assert_eq!(cfg.warnings.len(), 1, "{:?}", cfg.warnings);
         assert!(cfg.warnings[0].contains("kv_namespaces"));
+        assert!(cfg.routes.is_empty());
+    }
+
+    #[test]
+    fn routes_and_limits() {
+        let dir = project(
+            "wrangler.toml",
+            "main = \"src/entry.py\"\nroutes = [\"a.test/*\", { pattern = \"b.test/api/*\", zone_name = \"b.test\" }]\n[limits]\ncpu_ms = 50\nmemory_mb = 64\n",
+        );
+        let cfg = load_at(dir.path(), TODAY).unwrap();
+        assert_eq!(cfg.routes.len(), 2);
+        assert_eq!(cfg.routes[1].path, "/api/*");
+        assert_eq!(
+            cfg.limits,
+            ConfigLimits {
+                cpu_ms: Some(50),
+                memory_mb: Some(64)
+            }
+        );
+        let dir = project(
+            "wrangler.toml",
+            "main = \"src/entry.py\"\nroute = \"a*b.test/*\"\n",
+        );
+        assert_eq!(load_at(dir.path(), TODAY).unwrap_err().line, Some(2));
+        let dir = project(
+            "wrangler.toml",
+            "main = \"src/entry.py\"\n[limits]\ncpu_ms = 0\n",
+        );
+        assert!(
+            load_at(dir.path(), TODAY)
+                .unwrap_err()
+                .message
+                .contains("cpu_ms")
+        );
     }
 
     #[test]

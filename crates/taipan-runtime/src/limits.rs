@@ -14,6 +14,8 @@ pub struct Limits {
     pub max_request_body: u64,
     /// Sandboxes one worker may run at once: its request concurrency.
     pub max_sandboxes: usize,
+    /// Requests that may wait for a sandbox; past that, 503 with Retry-After.
+    pub max_queue: usize,
     /// Requests a sandbox serves before it is replaced by a fresh one.
     pub max_requests_per_sandbox: u64,
     /// A warm sandbox unused this long is dropped.
@@ -29,6 +31,7 @@ impl Default for Limits {
             cpu_time: Duration::from_secs(30),
             max_request_body: 100 * 1000 * 1000,
             max_sandboxes: 16,
+            max_queue: 256,
             max_requests_per_sandbox: 10_000,
             idle_timeout: Duration::from_secs(300),
         }

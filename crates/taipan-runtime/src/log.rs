@@ -22,6 +22,24 @@ impl RequestTag {
     }
 }
 
+/// Where a sandbox's output lines go.
+pub trait LogSink: Send + Sync + 'static {
+    /// One line the guest wrote (without its newline), during request `tag`.
+    fn line(&self, worker: &str, tag: &str, stderr: bool, line: &str);
+}
+
+/// The terminal: `[worker] GET /path | line` (`!|` for stderr).
+pub struct TerminalSink;
+
+impl LogSink for TerminalSink {
+    fn line(&self, worker: &str, tag: &str, stderr: bool, line: &str) {
+        let mut out = std::io::stdout().lock();
+        let stream = if stderr { "!" } else { " " };
+        let _ = writeln!(out, "[{worker}] {tag}{stream}| {line}");
+        let _ = out.flush();
+    }
+}
+
 /// Longest line kept; longer output is split.
 const MAX_LINE: usize = 16 * 1024;
 
@@ -30,15 +48,17 @@ pub struct LogStream {
     worker: Arc<str>,
     tag: RequestTag,
     is_stderr: bool,
+    sink: Arc<dyn LogSink>,
     partial: Arc<Mutex<Vec<u8>>>,
 }
 
 impl LogStream {
-    pub fn new(worker: Arc<str>, tag: RequestTag, is_stderr: bool) -> Self {
+    pub fn new(worker: Arc<str>, tag: RequestTag, is_stderr: bool, sink: Arc<dyn LogSink>) -> Self {
         Self {
             worker,
             tag,
             is_stderr,
+            sink,
             partial: Arc::default(),
         }
     }
@@ -58,18 +78,15 @@ impl LogStream {
             return;
         }
         let tag = self.tag.get();
-        let mut out = std::io::stdout().lock();
         for line in lines {
             let text = String::from_utf8_lossy(&line);
-            let stream = if self.is_stderr { "!" } else { " " };
-            let _ = writeln!(
-                out,
-                "[{}] {tag}{stream}| {}",
-                self.worker,
-                text.trim_end_matches(['\n', '\r'])
+            self.sink.line(
+                &self.worker,
+                &tag,
+                self.is_stderr,
+                text.trim_end_matches(['\n', '\r']),
             );
         }
-        let _ = out.flush();
     }
 }
 

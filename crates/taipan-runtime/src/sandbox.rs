@@ -12,7 +12,7 @@ use wasmtime_wasi_http::p2::bindings::{Proxy, ProxyPre};
 use wasmtime_wasi_http::p2::{WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
 
 use crate::limits::Limits;
-use crate::log::{LogStream, RequestTag};
+use crate::log::{LogSink, LogStream, RequestTag};
 
 /// Request-lifetime host state, kept in the store.
 pub struct SandboxState {
@@ -68,6 +68,7 @@ pub struct SandboxTemplate {
     pub mounts: Vec<Mount>,
     pub env: Vec<(String, String)>,
     pub limits: Limits,
+    pub log: Arc<dyn LogSink>,
 }
 
 pub struct Sandbox {
@@ -85,9 +86,19 @@ impl Sandbox {
     ) -> wasmtime::Result<Self> {
         let tag = RequestTag::default();
         let mut wasi = WasiCtxBuilder::new();
-        wasi.stdout(LogStream::new(template.name.clone(), tag.clone(), false))
-            .stderr(LogStream::new(template.name.clone(), tag.clone(), true))
-            .envs(&template.env);
+        wasi.stdout(LogStream::new(
+            template.name.clone(),
+            tag.clone(),
+            false,
+            template.log.clone(),
+        ))
+        .stderr(LogStream::new(
+            template.name.clone(),
+            tag.clone(),
+            true,
+            template.log.clone(),
+        ))
+        .envs(&template.env);
         for mount in &template.mounts {
             wasi.preopened_dir(&mount.host, &mount.guest, DirPerms::READ, FilePerms::READ)?;
         }

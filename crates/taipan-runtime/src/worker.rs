@@ -1,5 +1,6 @@
 //! A deployed worker: its compiled component and a pool of warm sandboxes.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -17,10 +18,11 @@ use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
 use crate::engine::Runtime;
 use crate::limits::{EPOCH_TICK, Limits};
+use crate::log::LogSink;
 use crate::sandbox::{Sandbox, SandboxState, SandboxTemplate};
 
 /// How a worker runs, beyond its build.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct WorkerSettings {
     pub name: String,
     /// `vars` as a JSON object.
@@ -31,6 +33,8 @@ pub struct WorkerSettings {
     /// Reuse warm sandboxes across requests (the default, as Workers reuses
     /// isolates). Off: every request gets a fresh sandbox from the snapshot.
     pub reuse_sandboxes: bool,
+    /// Where the guest's output goes.
+    pub log: Arc<dyn LogSink>,
 }
 
 /// Worker-lifetime state: one per deployed build.
@@ -41,7 +45,28 @@ pub struct Worker {
     template: SandboxTemplate,
     idle: Mutex<Vec<Sandbox>>,
     permits: Arc<Semaphore>,
+    queued: Arc<AtomicUsize>,
     reuse: bool,
+}
+
+/// A place in a worker's wait queue, given back on drop.
+struct QueueSlot(Arc<AtomicUsize>);
+
+impl QueueSlot {
+    fn take(counter: &Arc<AtomicUsize>, max: usize) -> Option<Self> {
+        counter
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| Self(counter.clone()))
+    }
+}
+
+impl Drop for QueueSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 pub type Body = HyperOutgoingBody;
@@ -78,9 +103,11 @@ impl Worker {
                 mounts: artifact.mounts(&runtime.python),
                 env,
                 limits: settings.limits.clone(),
+                log: settings.log.clone(),
             },
             idle: Mutex::new(Vec::new()),
             permits: Arc::new(Semaphore::new(settings.limits.max_sandboxes)),
+            queued: Arc::default(),
             reuse: settings.reuse_sandboxes,
         }))
     }
@@ -146,8 +173,28 @@ impl Worker {
             request.uri().path_and_query().map_or("/", |p| p.as_str())
         );
 
-        let Ok(permit) = self.permits.clone().acquire_owned().await else {
-            return text_response(StatusCode::SERVICE_UNAVAILABLE, "worker is shutting down\n");
+        let permit = match self.permits.clone().try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(_) => {
+                // All sandboxes busy: wait in a bounded queue.
+                let queued = QueueSlot::take(&self.queued, limits.max_queue);
+                let Some(_slot) = queued else {
+                    tracing::warn!(worker = %self.name, "{tag}: over the max_queue limit ({}); 503", limits.max_queue);
+                    return text_response(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "the worker is at capacity, retry shortly\n",
+                    );
+                };
+                match self.permits.clone().acquire_owned().await {
+                    Ok(permit) => permit,
+                    Err(_) => {
+                        return text_response(
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            "worker is shutting down\n",
+                        );
+                    }
+                }
+            }
         };
         let mut sandbox = match self.take_idle() {
             Some(sandbox) => sandbox,

@@ -9,6 +9,7 @@ use anyhow::{Context, Result, anyhow};
 use hyper::body::Incoming;
 use taipan_build::BuildError;
 use taipan_config::WorkerConfig;
+use taipan_runtime::log::TerminalSink;
 use taipan_runtime::worker::Body;
 use taipan_runtime::{Limits, Runtime, Worker, WorkerSettings};
 use tokio::net::TcpListener;
@@ -145,6 +146,7 @@ async fn build_and_load(
             dev: true,
             limits,
             reuse_sandboxes: true,
+            log: Arc::new(TerminalSink),
         };
         let worker = Worker::load(&runtime, &outcome.artifact, settings)?;
         prune_builds(&builds, &outcome.artifact.id);

@@ -15,6 +15,18 @@ struct Cli {
 enum Command {
     /// Serve a worker locally, rebuilding on edits.
     Dev(commands::dev::DevArgs),
+    /// Run the multi-tenant server: many workers, deployed through its admin API.
+    Serve(commands::serve::ServeArgs),
+    /// Upload a project to a `taipan serve`, which builds and switches to it.
+    Deploy(commands::deploy::DeployArgs),
+    /// List a deployed worker's versions.
+    Versions(commands::versions::VersionsArgs),
+    /// Serve an earlier version of a deployed worker again.
+    Rollback(commands::versions::RollbackArgs),
+    /// Remove a deployed worker.
+    Delete(commands::versions::DeleteArgs),
+    /// Stream a deployed worker's requests and output as they happen.
+    Tail(commands::versions::TailArgs),
     /// Build a worker's snapshot without serving it.
     Build(commands::build::BuildArgs),
     /// Time a worker in-process: build, fresh sandboxes, warm requests.
@@ -29,6 +41,12 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Dev(args) => args.run(),
         Command::Build(args) => args.run(),
+        Command::Serve(args) => args.run(),
+        Command::Deploy(args) => args.run(),
+        Command::Versions(args) => args.run(),
+        Command::Rollback(args) => args.run(),
+        Command::Delete(args) => args.run(),
+        Command::Tail(args) => args.run(),
         Command::Bench(args) => args.run(),
         Command::Runtimes(args) => args.run(),
     };

@@ -12,6 +12,7 @@ use bytes::Bytes;
 use clap::Args;
 use http_body_util::{BodyExt, Full};
 use taipan_runtime::engine::PoolSize;
+use taipan_runtime::log::TerminalSink;
 use taipan_runtime::{Limits, Worker, WorkerSettings};
 
 #[derive(Args)]
@@ -51,6 +52,7 @@ impl BenchArgs {
             dev: false,
             limits: Limits::default(),
             reuse_sandboxes: reuse,
+            log: Arc::new(TerminalSink),
         };
         let started = Instant::now();
         let fresh_worker = Worker::load(&runtime, &outcome.artifact, settings(false))?;

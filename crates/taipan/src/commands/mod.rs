@@ -2,8 +2,12 @@
 
 pub mod bench;
 pub mod build;
+pub mod client;
+pub mod deploy;
 pub mod dev;
 pub mod runtimes;
+pub mod serve;
+pub mod versions;
 
 use anyhow::Result;
 use taipan_build::CacheDirs;

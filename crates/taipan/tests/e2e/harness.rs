@@ -39,6 +39,8 @@ pub fn run(args: &[&str]) -> Output {
 pub struct Server {
     child: Child,
     pub url: String,
+    /// The admin API (serve only).
+    pub admin: String,
     output: Arc<Mutex<String>>,
 }
 
@@ -49,17 +51,43 @@ impl Server {
     }
 
     pub fn dev_with_env(dir: &Path, args: &[&str], env: &[(&str, &Path)]) -> Server {
-        let mut child = taipan()
+        let mut command = taipan();
+        command
             .envs(env.iter().copied())
             .arg("dev")
             .arg(dir)
             .args(["--port", "0"])
-            .args(args)
+            .args(args);
+        Self::spawn(command, "Ready on ")
+    }
+
+    /// `taipan serve --data-dir DIR` on free ports; `url` is the public
+    /// address, `admin` the admin API's.
+    pub fn serve(data_dir: &Path, args: &[&str]) -> Server {
+        let mut command = taipan();
+        command
+            .arg("serve")
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+            .args(args);
+        let mut server = Self::spawn(command, "Admin API on ");
+        let output = server.output();
+        let line = output.lines().find(|l| l.starts_with("Serving ")).unwrap();
+        server.admin = std::mem::replace(
+            &mut server.url,
+            line.rsplit(' ').next().unwrap().to_string(),
+        );
+        server
+    }
+
+    fn spawn(mut command: Command, ready: &str) -> Server {
+        let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .expect("starting taipan dev");
+            .expect("starting taipan");
         let output = Arc::new(Mutex::new(String::new()));
         for stream in [
             Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
@@ -78,21 +106,22 @@ impl Server {
         let mut server = Server {
             child,
             url: String::new(),
+            admin: String::new(),
             output,
         };
         let started = Instant::now();
         loop {
             let text = server.output();
-            if let Some(line) = text.lines().find(|l| l.starts_with("Ready on ")) {
-                server.url = line.trim_start_matches("Ready on ").trim().to_string();
+            if let Some(line) = text.lines().find(|l| l.starts_with(ready)) {
+                server.url = line.trim_start_matches(ready).trim().to_string();
                 return server;
             }
             if let Ok(Some(status)) = server.child.try_wait() {
-                panic!("taipan dev exited ({status}) before it was ready:\n{text}");
+                panic!("taipan exited ({status}) before it was ready:\n{text}");
             }
             assert!(
                 started.elapsed() < READY_TIMEOUT,
-                "taipan dev was not ready in time:\n{text}"
+                "taipan was not ready in time:\n{text}"
             );
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -132,6 +161,29 @@ impl Server {
     pub fn text(&self, path: &str) -> (u16, String) {
         let response = self.get(path);
         (response.status().as_u16(), response.text().unwrap())
+    }
+}
+
+impl Server {
+    /// A request to the public listener with a Host header (for routing).
+    pub fn host_text(&self, host: &str, path: &str) -> (u16, String) {
+        let response = Self::client()
+            .get(format!("{}{path}", self.url))
+            .header("host", host)
+            .send()
+            .unwrap();
+        (response.status().as_u16(), response.text().unwrap())
+    }
+
+    /// Ask the server to stop (SIGTERM) and wait for it to exit.
+    pub fn stop(mut self) -> String {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let _ = self.child.wait();
+        std::thread::sleep(Duration::from_millis(100));
+        self.output()
     }
 }
 

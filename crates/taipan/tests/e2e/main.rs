@@ -9,3 +9,4 @@ mod isolation;
 mod limits;
 mod reload;
 mod sdk;
+mod serve;

@@ -1,0 +1,213 @@
+//! The admin API (documented in docs/admin-api.yaml): deploy, list, versions,
+//! rollback, delete, tail. Every request carries `Authorization: Bearer T`,
+//! checked in constant time; a wrong or missing token gets 401 and changes nothing.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{Method, StatusCode};
+use http_body_util::{BodyExt, Full, Limited, StreamBody};
+use hyper::body::{Frame, Incoming};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use taipan_runtime::worker::Body;
+use tokio::sync::broadcast::error::RecvError;
+use wasmtime_wasi_http::p2::bindings::http::types::ErrorCode;
+
+use crate::front::Handler;
+use crate::serve::{ApiError, ServeState};
+
+pub struct AdminFront {
+    state: Arc<ServeState>,
+    /// SHA-256 of the token: comparing digests keeps the time independent of
+    /// where, and whether, the lengths differ.
+    token: Option<[u8; 32]>,
+}
+
+impl AdminFront {
+    pub fn new(state: Arc<ServeState>) -> Self {
+        let token = state
+            .options
+            .admin_token
+            .as_deref()
+            .map(|t| Sha256::digest(t.as_bytes()).into());
+        Self { state, token }
+    }
+
+    fn authorized(&self, request: &http::Request<Incoming>) -> bool {
+        let Some(expected) = &self.token else {
+            return true;
+        };
+        let given = request
+            .headers()
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        let given: [u8; 32] = Sha256::digest(given.as_bytes()).into();
+        given.ct_eq(expected).into()
+    }
+
+    async fn route(
+        &self,
+        request: http::Request<Incoming>,
+    ) -> Result<http::Response<Body>, ApiError> {
+        let path = request.uri().path().trim_end_matches('/').to_string();
+        let segments: Vec<&str> = path.split('/').skip(1).collect();
+        let state = &self.state;
+        match (request.method().clone(), segments.as_slice()) {
+            (Method::POST, ["api", "deploy"]) => {
+                let limit = state.options.bundle_limits.max_bytes as usize + (1 << 20);
+                let body = Limited::new(request.into_body(), limit)
+                    .collect()
+                    .await
+                    .map_err(|e| {
+                        ApiError::new(
+                            StatusCode::PAYLOAD_TOO_LARGE,
+                            format!("reading the upload failed: {e}"),
+                        )
+                    })?;
+                let result = state.deploy(body.to_bytes()).await?;
+                Ok(json(
+                    StatusCode::CREATED,
+                    &serde_json::to_value(result).map_err(anyhow::Error::from)?,
+                ))
+            }
+            (Method::GET, ["api", "workers"]) => {
+                let workers: Vec<_> = state
+                    .registry
+                    .list()
+                    .iter()
+                    .map(|d| {
+                        serde_json::json!({
+                            "name": d.version.worker, "version": d.version.id, "routes": d.version.routes,
+                            "url": state.url_of(&d.version.worker, &d.version.routes), "created": d.version.created,
+                        })
+                    })
+                    .collect();
+                Ok(json(
+                    StatusCode::OK,
+                    &serde_json::json!({ "workers": workers }),
+                ))
+            }
+            (Method::GET, ["api", "workers", name, "versions"]) => {
+                let versions = state.data.versions(name)?;
+                if versions.is_empty() {
+                    return Err(not_found(name));
+                }
+                let current = state.data.current(name)?.map(|v| v.id);
+                Ok(json(
+                    StatusCode::OK,
+                    &serde_json::json!({ "current": current, "versions": versions }),
+                ))
+            }
+            (Method::POST, ["api", "workers", name, "rollback"]) => {
+                let name = name.to_string();
+                let body = Limited::new(request.into_body(), 64 * 1024)
+                    .collect()
+                    .await
+                    .map_err(|e| {
+                        ApiError::new(
+                            StatusCode::BAD_REQUEST,
+                            format!("reading the request failed: {e}"),
+                        )
+                    })?;
+                let version = serde_json::from_slice::<serde_json::Value>(&body.to_bytes())
+                    .ok()
+                    .and_then(|v| v["version"].as_str().map(str::to_string))
+                    .ok_or_else(|| {
+                        ApiError::new(StatusCode::BAD_REQUEST, "expected {\"version\": \"vN\"}")
+                    })?;
+                let record = state.rollback(&name, &version).await?;
+                Ok(json(
+                    StatusCode::OK,
+                    &serde_json::json!({ "worker": name, "version": record.id }),
+                ))
+            }
+            (Method::DELETE, ["api", "workers", name]) => {
+                state.delete(name).await?;
+                Ok(json(
+                    StatusCode::OK,
+                    &serde_json::json!({ "deleted": name }),
+                ))
+            }
+            (Method::GET, ["api", "workers", name, "tail"]) => {
+                if state.registry.get(name).is_none() {
+                    return Err(not_found(name));
+                }
+                Ok(tail(state.subscribe_logs(name), name))
+            }
+            _ => Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "no such endpoint; see docs/admin-api.yaml",
+            )),
+        }
+    }
+}
+
+impl Handler for AdminFront {
+    async fn handle(
+        self: Arc<Self>,
+        request: http::Request<Incoming>,
+        _peer: SocketAddr,
+    ) -> http::Response<Body> {
+        if !self.authorized(&request) {
+            return json(
+                StatusCode::UNAUTHORIZED,
+                &serde_json::json!({ "error": "missing or wrong admin token" }),
+            );
+        }
+        match self.route(request).await {
+            Ok(response) => response,
+            Err(e) => json(e.status, &serde_json::json!({ "error": e.message })),
+        }
+    }
+}
+
+fn not_found(name: &str) -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, format!("no worker named {name:?}"))
+}
+
+fn json(status: StatusCode, value: &serde_json::Value) -> http::Response<Body> {
+    let body = Full::new(Bytes::from(format!("{value}\n")))
+        .map_err(|never| match never {})
+        .boxed_unsync();
+    let mut response = http::Response::new(body);
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+/// A never-ending NDJSON stream of the worker's log events.
+fn tail(receiver: tokio::sync::broadcast::Receiver<String>, name: &str) -> http::Response<Body> {
+    let hello = serde_json::json!({ "type": "connected", "worker": name }).to_string();
+    let stream = futures::stream::unfold(
+        (Some(hello), receiver),
+        |(first, mut receiver)| async move {
+            if let Some(line) = first {
+                return Some((
+                    Ok::<_, ErrorCode>(Frame::data(Bytes::from(line + "\n"))),
+                    (None, receiver),
+                ));
+            }
+            let line = match receiver.recv().await {
+                Ok(line) => line,
+                Err(RecvError::Lagged(skipped)) => {
+                    serde_json::json!({ "type": "lagged", "skipped": skipped }).to_string()
+                }
+                Err(RecvError::Closed) => return None,
+            };
+            Some((Ok(Frame::data(Bytes::from(line + "\n"))), (None, receiver)))
+        },
+    );
+    let mut response = http::Response::new(StreamBody::new(stream).boxed_unsync());
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/x-ndjson"),
+    );
+    response
+}

@@ -1,0 +1,388 @@
+//! `taipan serve`: many workers, routed by host and path, deployed through
+//! the admin API, each version served from its snapshot.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow};
+use hyper::body::Incoming;
+use taipan_build::{Artifact, BuildError};
+use taipan_config::RoutePattern;
+use taipan_runtime::log::{LogSink, TerminalSink};
+use taipan_runtime::worker::{Body, text_response};
+use taipan_runtime::{Limits, Runtime, Worker, WorkerSettings};
+use tokio::net::TcpListener;
+use tokio::sync::broadcast;
+
+use crate::bundle::{self, BundleLimits};
+use crate::front::{self, Handler};
+use crate::registry::{Deployed, Registry};
+use crate::store::{DataDir, VersionRecord};
+
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    pub admin_listen: SocketAddr,
+    /// None only with `insecure_local` on a loopback admin address.
+    pub admin_token: Option<String>,
+    pub base_domain: String,
+    /// Defaults for every worker; a worker's `[limits]` overrides cpu and memory.
+    pub limits: Limits,
+    pub fresh_sandbox_per_request: bool,
+    pub bundle_limits: BundleLimits,
+}
+
+/// Process-lifetime state of the server.
+pub struct ServeState {
+    pub runtime: Runtime,
+    pub data: DataDir,
+    pub registry: Registry,
+    pub options: ServeOptions,
+    logs: Logs,
+    deploy_lock: tokio::sync::Mutex<()>,
+}
+
+/// A deploy or admin failure: an HTTP status and a message for the client.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: http::StatusCode,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: http::StatusCode, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<anyhow::Error> for ApiError {
+    fn from(e: anyhow::Error) -> Self {
+        Self::new(http::StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}"))
+    }
+}
+
+#[derive(Debug, serde::Serialize)]
+pub struct DeployResult {
+    pub worker: String,
+    pub version: String,
+    pub url: String,
+    pub build_ms: u64,
+    pub reused_build: bool,
+}
+
+impl ServeState {
+    pub fn new(runtime: Runtime, options: ServeOptions) -> Result<Arc<Self>> {
+        let data = DataDir::open(&options.data_dir)?;
+        let registry = Registry::new(&options.base_domain);
+        Ok(Arc::new(Self {
+            runtime,
+            data,
+            registry,
+            options,
+            logs: Logs::default(),
+            deploy_lock: tokio::sync::Mutex::new(()),
+        }))
+    }
+
+    /// Serve every worker's current version again (after a restart): no rebuilds.
+    pub fn restore(self: &Arc<Self>) -> Result<usize> {
+        let mut count = 0;
+        for name in self.data.worker_names()? {
+            let Some(record) = self.data.current(&name)? else {
+                continue;
+            };
+            match self.load(&record) {
+                Ok(deployed) => {
+                    self.registry.insert(deployed);
+                    count += 1;
+                }
+                Err(e) => {
+                    tracing::error!("worker {name} {}: could not be loaded: {e:#}", record.id)
+                }
+            }
+        }
+        Ok(count)
+    }
+
+    fn load(self: &Arc<Self>, record: &VersionRecord) -> Result<Deployed> {
+        let artifact =
+            Artifact::open(&self.data.artifacts().join(&record.artifact)).with_context(|| {
+                format!(
+                    "the build {} of {} is missing from the data dir",
+                    record.artifact, record.id
+                )
+            })?;
+        let defaults = &self.options.limits;
+        let limits = Limits {
+            cpu_time: record
+                .cpu_ms
+                .map_or(defaults.cpu_time, Duration::from_millis),
+            memory_bytes: record
+                .memory_mb
+                .map_or(defaults.memory_bytes, |mb| (mb as usize) << 20),
+            ..defaults.clone()
+        };
+        let settings = WorkerSettings {
+            name: record.worker.clone(),
+            vars_json: record.vars_json.clone(),
+            dev: false,
+            limits,
+            reuse_sandboxes: !self.options.fresh_sandbox_per_request,
+            log: self.logs.sink(&record.worker),
+        };
+        let worker = Worker::load(&self.runtime, &artifact, settings)?;
+        let routes = record
+            .routes
+            .iter()
+            .map(|r| RoutePattern::parse(r).map_err(|e| anyhow!(e)))
+            .collect::<Result<_>>()?;
+        Ok(Deployed {
+            version: record.clone(),
+            worker,
+            routes,
+        })
+    }
+
+    pub fn url_of(&self, name: &str, routes: &[String]) -> String {
+        match routes.first() {
+            Some(route) => format!("http://{}", route.trim_end_matches('*')),
+            None => format!(
+                "http://{name}.{}:{}/",
+                self.registry.base_domain(),
+                self.options.listen.port()
+            ),
+        }
+    }
+
+    /// Upload → validate → build → compile → record → switch. Any failure
+    /// leaves the previous version serving and nothing half-written visible.
+    pub async fn deploy(self: &Arc<Self>, upload: bytes::Bytes) -> Result<DeployResult, ApiError> {
+        let _one_at_a_time = self.deploy_lock.lock().await;
+        let state = self.clone();
+        tokio::task::spawn_blocking(move || state.deploy_blocking(upload))
+            .await
+            .map_err(|e| ApiError::from(anyhow!("the deploy task failed: {e}")))?
+    }
+
+    fn deploy_blocking(self: &Arc<Self>, upload: bytes::Bytes) -> Result<DeployResult, ApiError> {
+        let bad = |message: String| ApiError::new(http::StatusCode::BAD_REQUEST, message);
+        let staging = tempfile::tempdir_in(self.data.staging()).map_err(anyhow::Error::from)?;
+        bundle::unpack(&upload[..], staging.path(), self.options.bundle_limits)
+            .map_err(|e| bad(format!("{e:#}")))?;
+        let config = taipan_config::load(staging.path()).map_err(|e| {
+            // Paths in the message are the server's staging folder: show them relative.
+            bad(e
+                .to_string()
+                .replace(&format!("{}/", staging.path().display()), ""))
+        })?;
+        let started = Instant::now();
+        let outcome =
+            taipan_build::build(&config, &self.data.artifacts()).map_err(|e| match e {
+                BuildError::Worker(message) => {
+                    bad(format!("the worker failed to build:\n{message}"))
+                }
+                BuildError::Internal(e) => ApiError::from(e),
+            })?;
+        let record = VersionRecord {
+            id: self.data.next_version_id(&config.name)?,
+            worker: config.name.clone(),
+            created: jiff::Timestamp::now().to_string(),
+            artifact: outcome.artifact.id.clone(),
+            build_ms: 0,
+            reused_build: !outcome.built,
+            vars_json: config.vars_json(),
+            routes: config.routes.iter().map(ToString::to_string).collect(),
+            cpu_ms: config.limits.cpu_ms,
+            memory_mb: config.limits.memory_mb,
+            runtime: config.runtime.id.to_string(),
+        };
+        let mut deployed = self
+            .load(&record)
+            .map_err(|e| ApiError::from(e.context("compiling the worker")))?;
+        deployed.version.build_ms = started.elapsed().as_millis() as u64;
+        self.data.add_version(&deployed.version)?;
+        self.data.set_current(&record.worker, &record.id)?;
+        let result = DeployResult {
+            url: self.url_of(&record.worker, &record.routes),
+            worker: record.worker.clone(),
+            version: record.id.clone(),
+            build_ms: deployed.version.build_ms,
+            reused_build: record.reused_build,
+        };
+        self.registry.insert(deployed);
+        tracing::info!(
+            "deployed {} {} ({} ms)",
+            result.worker,
+            result.version,
+            result.build_ms
+        );
+        Ok(result)
+    }
+
+    pub async fn rollback(
+        self: &Arc<Self>,
+        name: &str,
+        version: &str,
+    ) -> Result<VersionRecord, ApiError> {
+        let _one_at_a_time = self.deploy_lock.lock().await;
+        let record = self.data.version(name, version)?.ok_or_else(|| {
+            ApiError::new(
+                http::StatusCode::NOT_FOUND,
+                format!("worker {name:?} has no version {version:?}"),
+            )
+        })?;
+        let state = self.clone();
+        let to_load = record.clone();
+        let deployed = tokio::task::spawn_blocking(move || state.load(&to_load))
+            .await
+            .map_err(|e| anyhow!("{e}"))??;
+        self.data.set_current(name, version)?;
+        self.registry.insert(deployed);
+        Ok(record)
+    }
+
+    pub async fn delete(self: &Arc<Self>, name: &str) -> Result<(), ApiError> {
+        let _one_at_a_time = self.deploy_lock.lock().await;
+        if !self.data.delete_worker(name)? {
+            return Err(ApiError::new(
+                http::StatusCode::NOT_FOUND,
+                format!("no worker named {name:?}"),
+            ));
+        }
+        self.registry.remove(name);
+        Ok(())
+    }
+
+    pub fn subscribe_logs(&self, name: &str) -> broadcast::Receiver<String> {
+        self.logs.sender(name).subscribe()
+    }
+
+    fn log_request(&self, name: &str, line: &str, status: u16, elapsed: Duration) {
+        let event = serde_json::json!({
+            "type": "request", "worker": name, "request": line, "status": status,
+            "duration_ms": (elapsed.as_secs_f64() * 1e6).round() / 1e3,
+        });
+        let _ = self.logs.sender(name).send(event.to_string());
+    }
+}
+
+/// Per-worker live log channels for `taipan tail`, fed beside the terminal.
+#[derive(Default)]
+struct Logs {
+    channels: Mutex<HashMap<String, broadcast::Sender<String>>>,
+}
+
+/// Lines a slow `tail` client may fall behind before it skips some.
+const TAIL_BUFFER: usize = 1024;
+
+impl Logs {
+    fn sender(&self, name: &str) -> broadcast::Sender<String> {
+        let mut channels = self.channels.lock().unwrap_or_else(|e| e.into_inner());
+        channels
+            .entry(name.to_string())
+            .or_insert_with(|| broadcast::channel(TAIL_BUFFER).0)
+            .clone()
+    }
+
+    fn sink(&self, name: &str) -> Arc<dyn LogSink> {
+        Arc::new(TailSink {
+            sender: self.sender(name),
+        })
+    }
+}
+
+struct TailSink {
+    sender: broadcast::Sender<String>,
+}
+
+impl LogSink for TailSink {
+    fn line(&self, worker: &str, tag: &str, stderr: bool, line: &str) {
+        TerminalSink.line(worker, tag, stderr, line);
+        let event = serde_json::json!({
+            "type": if stderr { "stderr" } else { "stdout" }, "worker": worker, "request": tag, "line": line,
+        });
+        let _ = self.sender.send(event.to_string());
+    }
+}
+
+/// The public listener: route, then hand over to the worker.
+struct PublicFront(Arc<ServeState>);
+
+impl Handler for PublicFront {
+    async fn handle(
+        self: Arc<Self>,
+        request: http::Request<Incoming>,
+        _peer: SocketAddr,
+    ) -> http::Response<Body> {
+        let host = request
+            .headers()
+            .get(http::header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .or_else(|| request.uri().authority().map(|a| a.as_str()))
+            .unwrap_or("")
+            .to_string();
+        let Some(deployed) = self.0.registry.route(&host, request.uri().path()) else {
+            return text_response(
+                http::StatusCode::NOT_FOUND,
+                "no worker is routed for this host and path\n",
+            );
+        };
+        let line = format!(
+            "{} {}",
+            request.method(),
+            request.uri().path_and_query().map_or("/", |p| p.as_str())
+        );
+        let started = Instant::now();
+        let response = deployed.worker.handle(request).await;
+        self.0.log_request(
+            &deployed.version.worker,
+            &line,
+            response.status().as_u16(),
+            started.elapsed(),
+        );
+        response
+    }
+}
+
+/// Run until SIGINT/SIGTERM, then stop accepting and let requests finish.
+pub async fn run_serve(state: Arc<ServeState>) -> Result<()> {
+    let restored = state.restore()?;
+    let public = TcpListener::bind(state.options.listen)
+        .await
+        .with_context(|| format!("could not listen on {}", state.options.listen))?;
+    let admin = TcpListener::bind(state.options.admin_listen)
+        .await
+        .with_context(|| format!("could not listen on {} (admin)", state.options.admin_listen))?;
+    println!(
+        "Serving {restored} worker(s) on http://{}",
+        public.local_addr()?
+    );
+    println!("Admin API on http://{}", admin.local_addr()?);
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let wait = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    let public_task = tokio::spawn(front::serve(
+        public,
+        Arc::new(PublicFront(state.clone())),
+        wait(stopped.clone()),
+    ));
+    let admin_task = tokio::spawn(front::serve(
+        admin,
+        Arc::new(crate::admin::AdminFront::new(state.clone())),
+        wait(stopped),
+    ));
+    front::shutdown_signal().await;
+    println!("Shutting down: finishing requests in flight...");
+    let _ = stop.send(true);
+    let _ = tokio::join!(public_task, admin_task);
+    println!("Stopped.");
+    Ok(())
+}

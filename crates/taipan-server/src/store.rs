@@ -1,0 +1,216 @@
+//! The data dir of `taipan serve`: content-addressed builds and, per worker,
+//! its versions and which one serves. Every write is atomic (write a temp
+//! file, fsync, rename, fsync the folder), so a crash leaves the old state or
+//! the new one, never half of either.
+//!
+//! ```text
+//! DATA/artifacts/<build id>/          builds, shared by identical deploys
+//! DATA/workers/<name>/versions/<v>.json
+//! DATA/workers/<name>/current         the serving version's id
+//! DATA/staging/                       uploads being unpacked (cleared on start)
+//! ```
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use serde::{Deserialize, Serialize};
+
+/// What a version records: enough to serve it again after a restart.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct VersionRecord {
+    pub id: String,
+    pub worker: String,
+    /// RFC 3339, UTC.
+    pub created: String,
+    pub artifact: String,
+    pub build_ms: u64,
+    /// True when an identical build already existed.
+    pub reused_build: bool,
+    pub vars_json: String,
+    pub routes: Vec<String>,
+    pub cpu_ms: Option<u64>,
+    pub memory_mb: Option<u64>,
+    pub runtime: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct DataDir {
+    root: PathBuf,
+}
+
+impl DataDir {
+    pub fn open(root: &Path) -> Result<Self> {
+        for dir in ["artifacts", "workers", "staging"] {
+            std::fs::create_dir_all(root.join(dir))
+                .with_context(|| format!("creating \"{}\"", root.join(dir).display()))?;
+        }
+        // Uploads that were being unpacked when the server stopped are garbage.
+        if let Ok(entries) = std::fs::read_dir(root.join("staging")) {
+            for entry in entries.flatten() {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
+        Ok(Self {
+            root: root.to_path_buf(),
+        })
+    }
+
+    pub fn artifacts(&self) -> PathBuf {
+        self.root.join("artifacts")
+    }
+
+    pub fn staging(&self) -> PathBuf {
+        self.root.join("staging")
+    }
+
+    fn worker_dir(&self, name: &str) -> PathBuf {
+        self.root.join("workers").join(name)
+    }
+
+    pub fn worker_names(&self) -> Result<Vec<String>> {
+        let mut names: Vec<String> = std::fs::read_dir(self.root.join("workers"))?
+            .flatten()
+            .filter(|e| e.path().join("current").is_file())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        Ok(names)
+    }
+
+    pub fn versions(&self, name: &str) -> Result<Vec<VersionRecord>> {
+        let dir = self.worker_dir(name).join("versions");
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            return Ok(Vec::new());
+        };
+        let mut versions = Vec::new();
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.extension().is_some_and(|e| e == "json") {
+                let record: VersionRecord = serde_json::from_slice(&std::fs::read(&path)?)
+                    .with_context(|| format!("reading \"{}\"", path.display()))?;
+                versions.push(record);
+            }
+        }
+        versions.sort_by_key(|v| version_number(&v.id));
+        Ok(versions)
+    }
+
+    pub fn version(&self, name: &str, id: &str) -> Result<Option<VersionRecord>> {
+        Ok(self.versions(name)?.into_iter().find(|v| v.id == id))
+    }
+
+    pub fn current(&self, name: &str) -> Result<Option<VersionRecord>> {
+        let Ok(id) = std::fs::read_to_string(self.worker_dir(name).join("current")) else {
+            return Ok(None);
+        };
+        self.version(name, id.trim())
+    }
+
+    /// The next version id of a worker: v1, v2, ...
+    pub fn next_version_id(&self, name: &str) -> Result<String> {
+        let last = self
+            .versions(name)?
+            .iter()
+            .map(|v| version_number(&v.id))
+            .max()
+            .unwrap_or(0);
+        Ok(format!("v{}", last + 1))
+    }
+
+    pub fn add_version(&self, record: &VersionRecord) -> Result<()> {
+        let dir = self.worker_dir(&record.worker).join("versions");
+        std::fs::create_dir_all(&dir)?;
+        write_atomic(
+            &dir.join(format!("{}.json", record.id)),
+            &serde_json::to_vec_pretty(record)?,
+        )
+    }
+
+    pub fn set_current(&self, name: &str, id: &str) -> Result<()> {
+        if self.version(name, id)?.is_none() {
+            bail!("worker {name:?} has no version {id:?}");
+        }
+        write_atomic(&self.worker_dir(name).join("current"), id.as_bytes())
+    }
+
+    /// Remove a worker's records (its builds stay: other workers may share them).
+    pub fn delete_worker(&self, name: &str) -> Result<bool> {
+        let dir = self.worker_dir(name);
+        if !dir.exists() {
+            return Ok(false);
+        }
+        // Rename first, so a crash midway leaves no half-deleted worker behind.
+        let trash = self
+            .staging()
+            .join(format!("deleted-{name}-{}", std::process::id()));
+        std::fs::rename(&dir, &trash)?;
+        sync_dir(&self.root.join("workers"));
+        std::fs::remove_dir_all(&trash)?;
+        Ok(true)
+    }
+}
+
+fn version_number(id: &str) -> u64 {
+    id.trim_start_matches('v').parse().unwrap_or(0)
+}
+
+/// Write, fsync, rename over the target, fsync the folder.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path.parent().context("a file path without a folder")?;
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+    tmp.write_all(bytes)?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(path)
+        .with_context(|| format!("writing \"{}\"", path.display()))?;
+    sync_dir(dir);
+    Ok(())
+}
+
+fn sync_dir(dir: &Path) {
+    if let Ok(handle) = std::fs::File::open(dir) {
+        let _ = handle.sync_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(worker: &str, id: &str) -> VersionRecord {
+        VersionRecord {
+            id: id.into(),
+            worker: worker.into(),
+            created: "2026-01-01T00:00:00Z".into(),
+            artifact: "abc".into(),
+            build_ms: 1,
+            reused_build: false,
+            vars_json: "{}".into(),
+            routes: vec![],
+            cpu_ms: None,
+            memory_mb: None,
+            runtime: "cpython-3.14".into(),
+        }
+    }
+
+    #[test]
+    fn versions_current_and_delete() {
+        let tmp = tempfile::tempdir().unwrap();
+        let data = DataDir::open(tmp.path()).unwrap();
+        assert_eq!(data.next_version_id("w").unwrap(), "v1");
+        data.add_version(&record("w", "v1")).unwrap();
+        data.add_version(&record("w", "v2")).unwrap();
+        assert!(data.worker_names().unwrap().is_empty(), "no current yet");
+        data.set_current("w", "v2").unwrap();
+        assert_eq!(data.current("w").unwrap().unwrap().id, "v2");
+        assert_eq!(data.next_version_id("w").unwrap(), "v3");
+        assert!(data.set_current("w", "v9").is_err());
+        data.set_current("w", "v1").unwrap();
+        let reopened = DataDir::open(tmp.path()).unwrap();
+        assert_eq!(reopened.current("w").unwrap().unwrap().id, "v1");
+        assert_eq!(reopened.worker_names().unwrap(), ["w"]);
+        assert!(reopened.delete_worker("w").unwrap());
+        assert!(reopened.worker_names().unwrap().is_empty());
+        assert!(!reopened.delete_worker("w").unwrap());
+    }
+}

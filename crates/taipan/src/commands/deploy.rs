@@ -1,0 +1,77 @@
+//! `taipan deploy [DIR]`: pack the project, upload it, print the version.
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{Result, anyhow};
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+
+use super::client::ServerArgs;
+
+#[derive(Args)]
+pub struct DeployArgs {
+    /// The worker's project folder.
+    #[arg(default_value = ".")]
+    dir: PathBuf,
+    #[command(flatten)]
+    server: ServerArgs,
+}
+
+impl DeployArgs {
+    pub fn run(self) -> Result<()> {
+        // Validate locally first: a config mistake never needs a round trip.
+        let config = taipan_config::load(&self.dir).map_err(|e| anyhow!("{e}"))?;
+        for warning in &config.warnings {
+            eprintln!("warning: {warning}");
+        }
+        let bundle = taipan_server::bundle::pack(&config.project_dir)?;
+        let progress = ProgressBar::new(bundle.len() as u64).with_style(
+            ProgressStyle::with_template("uploading {bytes}/{total_bytes} {wide_bar}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        let length = bundle.len() as u64;
+        let reader = ProgressReader {
+            inner: std::io::Cursor::new(bundle),
+            progress: progress.clone(),
+        };
+        let started = Instant::now();
+        let client = self.server.client(Some(Duration::from_secs(900)))?;
+        let request = client
+            .post(self.server.url("/api/deploy"))
+            .header("content-type", "application/x-tar")
+            .body(reqwest::blocking::Body::sized(reader, length));
+        progress.set_message("building");
+        let result = self.server.json(request);
+        progress.finish_and_clear();
+        let result = result?;
+        println!(
+            "Deployed {} {} in {:.1}s (build {} ms{})",
+            result["worker"].as_str().unwrap_or("?"),
+            result["version"].as_str().unwrap_or("?"),
+            started.elapsed().as_secs_f64(),
+            result["build_ms"],
+            if result["reused_build"] == true {
+                ", identical build reused"
+            } else {
+                ""
+            }
+        );
+        println!("  {}", result["url"].as_str().unwrap_or(""));
+        Ok(())
+    }
+}
+
+struct ProgressReader<R> {
+    inner: R,
+    progress: ProgressBar,
+}
+
+impl<R: Read> Read for ProgressReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.progress.inc(n as u64);
+        Ok(n)
+    }
+}

@@ -1,0 +1,110 @@
+//! `taipan serve`: the multi-tenant runtime.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Result, bail};
+use clap::Args;
+use taipan_runtime::Limits;
+use taipan_runtime::engine::PoolSize;
+use taipan_server::ServeOptions;
+use taipan_server::bundle::BundleLimits;
+
+#[derive(Args)]
+pub struct ServeArgs {
+    /// Where deployed versions and their builds are kept.
+    #[arg(long, default_value = "taipan-data")]
+    data_dir: PathBuf,
+    /// Address for the workers' traffic.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// Address for the admin API.
+    #[arg(long, default_value = "127.0.0.1:8081")]
+    admin_listen: SocketAddr,
+    /// Bearer token the admin API requires.
+    #[arg(long, env = "TAIPAN_ADMIN_TOKEN", hide_env_values = true)]
+    admin_token: Option<String>,
+    /// Run the admin API without a token (only on a loopback address).
+    #[arg(long)]
+    insecure_local: bool,
+    /// Workers without routes answer at <name>.<base-domain>.
+    #[arg(long, default_value = "localhost")]
+    base_domain: String,
+    /// Give every request a new sandbox from the snapshot (strictest isolation).
+    #[arg(long)]
+    fresh_sandbox_per_request: bool,
+    /// Default time limit per request, in ms (a worker's `limits.cpu_ms` overrides it).
+    #[arg(long, default_value_t = 30_000)]
+    cpu_ms: u64,
+    /// Default memory per sandbox, in MiB (a worker's `limits.memory_mb` overrides it).
+    #[arg(long, default_value_t = 128)]
+    memory_mb: usize,
+    /// Sandboxes one worker may run at once.
+    #[arg(long, default_value_t = 16)]
+    max_sandboxes: usize,
+    /// Largest upload accepted by `deploy`, in MB.
+    #[arg(long, default_value_t = 100)]
+    max_bundle_mb: u64,
+}
+
+/// The largest memory any sandbox may have (pool slots are sized for it).
+const MAX_MEMORY_MB: usize = 1024;
+
+impl ServeArgs {
+    pub fn run(self) -> Result<()> {
+        let admin_token = self.admin_token.filter(|t| !t.is_empty());
+        if admin_token.is_none() {
+            if !self.insecure_local {
+                bail!(
+                    "the admin API needs a token\nhint: pass --admin-token or set TAIPAN_ADMIN_TOKEN; \
+                     for a local test server, --insecure-local with a loopback --admin-listen"
+                );
+            }
+            if !self.admin_listen.ip().is_loopback() {
+                bail!(
+                    "--insecure-local needs a loopback --admin-listen, not {}",
+                    self.admin_listen
+                );
+            }
+        }
+        if admin_token.as_ref().is_some_and(|t| t.len() < 16) {
+            bail!("the admin token is too short: use at least 16 characters");
+        }
+        if !(32..=MAX_MEMORY_MB).contains(&self.memory_mb) {
+            bail!("--memory-mb must be from 32 to {MAX_MEMORY_MB}");
+        }
+        if self.cpu_ms == 0 || self.max_sandboxes == 0 || self.max_bundle_mb == 0 {
+            bail!("--cpu-ms, --max-sandboxes and --max-bundle-mb must be at least 1");
+        }
+        if self.listen == self.admin_listen && self.listen.port() != 0 {
+            bail!("--listen and --admin-listen must differ");
+        }
+        let limits = Limits {
+            memory_bytes: self.memory_mb << 20,
+            cpu_time: Duration::from_millis(self.cpu_ms),
+            max_sandboxes: self.max_sandboxes,
+            ..Limits::default()
+        };
+        let options = ServeOptions {
+            data_dir: self.data_dir,
+            listen: self.listen,
+            admin_listen: self.admin_listen,
+            admin_token,
+            base_domain: self.base_domain,
+            limits,
+            fresh_sandbox_per_request: self.fresh_sandbox_per_request,
+            bundle_limits: BundleLimits {
+                max_bytes: self.max_bundle_mb * 1_000_000,
+                ..BundleLimits::default()
+            },
+        };
+        let pool = PoolSize {
+            sandboxes: 256,
+            max_memory: MAX_MEMORY_MB << 20,
+        };
+        let runtime = super::runtime(pool)?;
+        let state = taipan_server::ServeState::new(runtime, options)?;
+        super::tokio()?.block_on(taipan_server::run_serve(state))
+    }
+}

@@ -1,0 +1,336 @@
+//! `taipan serve` and `taipan deploy` end to end: deploy with the CLI,
+//! routing, versions and rollback, failed deploys, restarts, limits, tokens,
+//! tenants that cannot see each other.
+
+use std::path::Path;
+use std::process::Output;
+use std::time::Duration;
+
+use crate::harness::{CONFIG, Server, project, taipan};
+
+const TOKEN: &str = "test-admin-token-0123456789";
+
+fn cli(admin: &str, args: &[&str], token: &str) -> Output {
+    taipan()
+        .args(args)
+        .args(["--server", admin, "--token", token])
+        .output()
+        .unwrap()
+}
+
+fn ok(output: Output) -> String {
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(output.status.success(), "{text}");
+    text
+}
+
+fn worker(name: &str, extra_config: &str, body: &str) -> tempfile::TempDir {
+    let config = CONFIG.replace("name = \"t\"", &format!("name = \"{name}\"")) + extra_config;
+    project(&[("wrangler.toml", &config), ("src/entry.py", body)])
+}
+
+fn saying(text: &str) -> String {
+    format!(
+        "from workers import Response\n\nasync def on_fetch(request):\n    return Response({text:?})\n"
+    )
+}
+
+#[test]
+fn deploy_versions_rollback_failed_deploy_restart_and_delete() {
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::serve(data.path(), &["--admin-token", TOKEN]);
+    let app = worker("app", "", &saying("one"));
+    let dir = app.path().to_str().unwrap();
+
+    let out = ok(cli(&server.admin, &["deploy", dir], TOKEN));
+    assert!(out.contains("Deployed app v1"), "{out}");
+    assert_eq!(server.host_text("app.localhost", "/"), (200, "one".into()));
+
+    // A wrong token changes nothing.
+    std::fs::write(app.path().join("src/entry.py"), saying("two")).unwrap();
+    let refused = cli(&server.admin, &["deploy", dir], "wrong-token-0123456789");
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("refused the admin token"));
+    assert_eq!(server.host_text("app.localhost", "/"), (200, "one".into()));
+
+    ok(cli(&server.admin, &["deploy", dir], TOKEN));
+    assert_eq!(server.host_text("app.localhost", "/"), (200, "two".into()));
+
+    // A deploy that fails to build leaves v2 serving and no v3 behind.
+    std::fs::write(app.path().join("src/entry.py"), "def on_fetch(request:\n").unwrap();
+    let failed = cli(&server.admin, &["deploy", dir], TOKEN);
+    assert!(!failed.status.success());
+    let message = String::from_utf8_lossy(&failed.stderr);
+    assert!(
+        message.contains("400") && message.contains("src/entry.py:1"),
+        "{message}"
+    );
+    assert_eq!(server.host_text("app.localhost", "/"), (200, "two".into()));
+
+    let versions = ok(cli(&server.admin, &["versions", "--name", "app"], TOKEN));
+    assert!(
+        versions.contains("v1") && versions.contains("v2") && !versions.contains("v3"),
+        "{versions}"
+    );
+    assert!(
+        versions
+            .lines()
+            .any(|l| l.starts_with("v2") && l.ends_with("(serving)")),
+        "{versions}"
+    );
+
+    ok(cli(
+        &server.admin,
+        &["rollback", "v1", "--name", "app"],
+        TOKEN,
+    ));
+    assert_eq!(server.host_text("app.localhost", "/"), (200, "one".into()));
+
+    // After a restart the current version serves again, without a rebuild.
+    let builds_before = std::fs::read_dir(data.path().join("artifacts"))
+        .unwrap()
+        .count();
+    let output = server.stop();
+    assert!(output.contains("Stopped."), "{output}");
+    let server = Server::serve(data.path(), &["--admin-token", TOKEN]);
+    assert!(
+        server.output().contains("Serving 1 worker(s)"),
+        "{}",
+        server.output()
+    );
+    assert_eq!(server.host_text("app.localhost", "/"), (200, "one".into()));
+    assert_eq!(
+        std::fs::read_dir(data.path().join("artifacts"))
+            .unwrap()
+            .count(),
+        builds_before
+    );
+
+    ok(cli(&server.admin, &["delete", "--name", "app"], TOKEN));
+    assert_eq!(server.host_text("app.localhost", "/").0, 404);
+}
+
+#[test]
+fn routes_by_host_and_path_and_tenants_are_isolated() {
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::serve(data.path(), &["--insecure-local"]);
+    let probe = r#"
+import os
+from workers import Response
+
+SECRET = "site-secret-of-" + __name__
+state = []
+
+async def on_fetch(request):
+    state.append(request.url)
+    seen = {}
+    for root in ("/", "/2", "/0"):
+        try:
+            seen[root] = sorted(os.listdir(root))
+        except OSError as e:
+            seen[root] = str(e)
+    try:
+        other = open("TARGET").read()
+    except OSError as e:
+        other = "refused: " + type(e).__name__
+    return Response.json({"who": "WHO", "requests_seen": len(state), "seen": seen, "other": other})
+"#;
+    let site = worker(
+        "site",
+        "routes = [\"site.test/*\"]\n",
+        &probe
+            .replace("WHO", "site")
+            .replace("TARGET", "/etc/hostname"),
+    );
+    let api_secret = "api secret file contents";
+    let api = worker(
+        "api",
+        "routes = [{ pattern = \"site.test/api/*\", zone_name = \"site.test\" }]\n",
+        &probe
+            .replace("WHO", "api")
+            .replace("TARGET", "/2/secret.txt"),
+    );
+    std::fs::write(api.path().join("src/secret.txt"), api_secret).unwrap();
+    let plain = worker("plain", "", &saying("plain"));
+    for w in [&site, &api, &plain] {
+        ok(cli(
+            &server.admin,
+            &["deploy", w.path().to_str().unwrap()],
+            "",
+        ));
+    }
+
+    let json = |host: &str, path: &str| -> serde_json::Value {
+        let (status, body) = server.host_text(host, path);
+        assert_eq!(status, 200, "{host}{path}: {body}");
+        serde_json::from_str(&body).unwrap()
+    };
+    assert_eq!(json("site.test", "/x")["who"], "site");
+    assert_eq!(
+        json("site.test:8080", "/api/v1")["who"],
+        "api",
+        "the longer route wins"
+    );
+    assert_eq!(
+        server.host_text("plain.localhost", "/"),
+        (200, "plain".into())
+    );
+    assert_eq!(
+        server.host_text("site.localhost", "/").0,
+        404,
+        "routed workers have no default host"
+    );
+    assert_eq!(server.host_text("nobody.test", "/").0, 404);
+
+    // The api worker reads its own file; the site worker cannot read the host's files.
+    let api_view = json("site.test", "/api/read");
+    assert_eq!(api_view["other"], api_secret);
+    let site_view = json("site.test", "/read");
+    assert!(
+        site_view["other"].as_str().unwrap().starts_with("refused"),
+        "{site_view}"
+    );
+    // Each sees only its own source under /2, and nothing of the other's state.
+    assert!(!site_view.to_string().contains("secret.txt"), "{site_view}");
+    assert!(
+        !site_view["seen"]
+            .to_string()
+            .contains(data.path().to_str().unwrap())
+    );
+}
+
+#[test]
+fn config_limits_fresh_sandboxes_tail_and_queue() {
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::serve(
+        data.path(),
+        &["--insecure-local", "--fresh-sandbox-per-request"],
+    );
+    let body = r#"
+from workers import Response
+
+hits = 0
+
+async def on_fetch(request):
+    global hits
+    hits += 1
+    if request.url.endswith("/loop"):
+        while True:
+            pass
+    print("handled", request.url.rsplit("/", 1)[-1])
+    return Response.json({"hits": hits})
+"#;
+    let app = worker("limited", "[limits]\ncpu_ms = 300\n", body);
+    ok(cli(
+        &server.admin,
+        &["deploy", app.path().to_str().unwrap()],
+        "",
+    ));
+
+    let mut tail = taipan()
+        .args(["tail", "--name", "limited", "--server", &server.admin])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+
+    // Every request gets a fresh sandbox: module state never carries over.
+    for _ in 0..3 {
+        let (status, body) = server.host_text("limited.localhost", "/count");
+        assert_eq!((status, body.trim()), (200, "{\"hits\":1}"));
+    }
+    let (status, body) = server.host_text("limited.localhost", "/loop");
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        server.wait_for(
+            "exceeded the cpu_time limit (300ms)",
+            1,
+            Duration::from_secs(10)
+        ),
+        "{}",
+        server.output()
+    );
+    assert_eq!(server.host_text("limited.localhost", "/count").0, 200);
+
+    std::thread::sleep(Duration::from_millis(500));
+    let _ = tail.kill();
+    let output = tail.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(text.contains("GET /count 200"), "{text}");
+    assert!(text.contains("GET /count | handled count"), "{text}");
+    assert!(text.contains("GET /loop 503"), "{text}");
+}
+
+#[test]
+fn admin_access_rules() {
+    let data = tempfile::tempdir().unwrap();
+    let refuse = |args: &[&str]| {
+        let out = taipan()
+            .arg("serve")
+            .arg("--data-dir")
+            .arg(data.path())
+            .args(args)
+            .env_remove("TAIPAN_ADMIN_TOKEN")
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    assert!(
+        refuse(&["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+            .contains("needs a token")
+    );
+    assert!(refuse(&["--insecure-local", "--admin-listen", "0.0.0.0:0"]).contains("loopback"));
+    assert!(refuse(&["--admin-token", "short"]).contains("too short"));
+
+    let server = Server::serve(data.path(), &["--admin-token", TOKEN]);
+    let client = Server::client();
+    let status =
+        |request: reqwest::blocking::RequestBuilder| request.send().unwrap().status().as_u16();
+    assert_eq!(
+        status(client.get(format!("{}/api/workers", server.admin))),
+        401
+    );
+    assert_eq!(
+        status(
+            client
+                .get(format!("{}/api/workers", server.admin))
+                .bearer_auth("nope")
+        ),
+        401
+    );
+    assert_eq!(
+        status(
+            client
+                .delete(format!("{}/api/workers/x", server.admin))
+                .bearer_auth("nope")
+        ),
+        401
+    );
+    assert_eq!(
+        status(
+            client
+                .get(format!("{}/api/workers", server.admin))
+                .bearer_auth(TOKEN)
+        ),
+        200
+    );
+    // Not a tar: a clean 400, nothing recorded.
+    let response = client
+        .post(format!("{}/api/deploy", server.admin))
+        .bearer_auth(TOKEN)
+        .body("not a tar")
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    assert!(
+        !Path::new(&data.path().join("workers"))
+            .read_dir()
+            .unwrap()
+            .any(|_| true)
+    );
+}
