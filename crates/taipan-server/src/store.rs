@@ -45,9 +45,15 @@ impl DataDir {
             std::fs::create_dir_all(root.join(dir))
                 .with_context(|| format!("creating \"{}\"", root.join(dir).display()))?;
         }
-        // Uploads that were being unpacked when the server stopped are garbage.
+        // Uploads being unpacked, and builds being staged, when the server
+        // stopped (or was killed) are garbage: they were never visible.
         if let Ok(entries) = std::fs::read_dir(root.join("staging")) {
             for entry in entries.flatten() {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
+        if let Ok(entries) = std::fs::read_dir(root.join("artifacts")) {
+            for entry in entries.flatten().filter(|e| e.file_name().to_string_lossy().starts_with(".staging-")) {
                 let _ = std::fs::remove_dir_all(entry.path());
             }
         }

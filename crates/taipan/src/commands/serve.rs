@@ -43,6 +43,9 @@ pub struct ServeArgs {
     /// Sandboxes one worker may run at once.
     #[arg(long, default_value_t = 16)]
     max_sandboxes: usize,
+    /// Requests that may wait for a busy worker's sandbox before getting 503.
+    #[arg(long, default_value_t = 256)]
+    max_queue: usize,
     /// Largest upload accepted by `deploy`, in MB.
     #[arg(long, default_value_t = 100)]
     max_bundle_mb: u64,
@@ -84,6 +87,7 @@ impl ServeArgs {
             memory_bytes: self.memory_mb << 20,
             cpu_time: Duration::from_millis(self.cpu_ms),
             max_sandboxes: self.max_sandboxes,
+            max_queue: self.max_queue,
             ..Limits::default()
         };
         let options = ServeOptions {

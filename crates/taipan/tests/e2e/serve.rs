@@ -204,7 +204,7 @@ async def on_fetch(request):
 }
 
 #[test]
-fn config_limits_fresh_sandboxes_tail_and_queue() {
+fn config_limits_fresh_sandboxes_and_tail() {
     let data = tempfile::tempdir().unwrap();
     let server = Server::serve(
         data.path(),
@@ -333,4 +333,60 @@ fn admin_access_rules() {
             .unwrap()
             .any(|_| true)
     );
+}
+
+#[test]
+fn saturated_workers_queue_then_answer_503_with_retry_after() {
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::serve(data.path(), &["--insecure-local", "--max-sandboxes", "1", "--max-queue", "1"]);
+    let body = "import asyncio\nfrom workers import Response\n\nasync def on_fetch(request):\n    await asyncio.sleep(1.5)\n    return Response('done')\n";
+    let app = worker("busy", "", body);
+    ok(cli(&server.admin, &["deploy", app.path().to_str().unwrap()], ""));
+    let url = server.url.clone();
+    let requests: Vec<_> = (0..3)
+        .map(|i| {
+            let url = url.clone();
+            std::thread::sleep(Duration::from_millis(100 * i));
+            std::thread::spawn(move || {
+                let response = Server::client().get(&url).header("host", "busy.localhost").send().unwrap();
+                (response.status().as_u16(), response.headers().get("retry-after").is_some())
+            })
+        })
+        .collect();
+    let mut results: Vec<(u16, bool)> = requests.into_iter().map(|r| r.join().unwrap()).collect();
+    results.sort();
+    // One runs, one waits its turn, one is over the queue bound.
+    assert_eq!(results, [(200, false), (200, false), (503, true)]);
+    assert!(server.output().contains("over the max_queue limit (1)"), "{}", server.output());
+}
+
+#[test]
+fn a_server_killed_mid_deploy_restarts_on_the_previous_version() {
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::serve(data.path(), &["--insecure-local"]);
+    let app = worker("durable", "", &saying("v1 here"));
+    ok(cli(&server.admin, &["deploy", app.path().to_str().unwrap()], ""));
+
+    std::fs::write(app.path().join("src/entry.py"), saying("v2 here")).unwrap();
+    let admin = server.admin.clone();
+    let dir = app.path().to_str().unwrap().to_string();
+    let deploy = std::thread::spawn(move || cli(&admin, &["deploy", &dir], ""));
+    // The build takes seconds: kill the server (SIGKILL) while it runs.
+    std::thread::sleep(Duration::from_millis(1500));
+    drop(server);
+    assert!(!deploy.join().unwrap().status.success());
+
+    let server = Server::serve(data.path(), &["--insecure-local"]);
+    assert_eq!(server.host_text("durable.localhost", "/"), (200, "v1 here".into()));
+    let versions = ok(cli(&server.admin, &["versions", "--name", "durable"], ""));
+    assert!(versions.contains("v1") && !versions.contains("v2"), "{versions}");
+    let leftovers: Vec<_> = std::fs::read_dir(data.path().join("artifacts"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with('.'))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    // And the next deploy works normally.
+    ok(cli(&server.admin, &["deploy", app.path().to_str().unwrap()], ""));
+    assert_eq!(server.host_text("durable.localhost", "/"), (200, "v2 here".into()));
 }
