@@ -16,6 +16,11 @@ from workers import Env, ExecutionContext, Response, WorkerEntrypoint
 # binding module the SDK uses must be imported at module level (snapshot time).
 
 
+# Must match WARMUP_AUTHORITY in crates/taipan-runtime/src/worker.rs; the
+# host refuses this host name from outside.
+WARMUP_URL = "http://__taipan-warmup__/"
+
+
 class Dispatcher:
     """One per sandbox. `fresh` is True in the snapshot, so each sandbox
     restored from it refreshes its per-sandbox state on its first request."""
@@ -40,27 +45,34 @@ class Dispatcher:
     def handle(self, incoming, response_out) -> None:
         out = Outparam(response_out)
         ctx = ExecutionContext()
-        head_only = False
         try:
-            if self.fresh:
-                self._start_sandbox()
-            request = to_request(incoming)
-            head_only = request.method == "HEAD"
-            response = self.call(request, self.env, ctx)
-            if inspect.isawaitable(response):
-                response = loop.run(response)
-            if not isinstance(response, Response):
-                raise TypeError(f"the handler returned {type(response).__name__}, expected a Response")
-            send_response(response, out, head_only)
+            self._respond(incoming, out, ctx)
         except BaseException as exc:  # noqa: BLE001 - every failure becomes a 500 and a log line
             self._fail(out, exc)
-        finally:
-            incoming.__exit__(None, None, None)
+        # The response is sent; waitUntil work runs now, and may still read
+        # the request, so the request resource is dropped only after it.
         for pending in ctx._take_pending():
             try:
                 loop.run(pending)
             except BaseException as exc:  # noqa: BLE001
                 _log_exception("ctx.waitUntil task failed", exc)
+        incoming.__exit__(None, None, None)
+
+    def _respond(self, incoming, out: Outparam, ctx: ExecutionContext) -> None:
+        if self.fresh:
+            self._start_sandbox()
+        request = to_request(incoming)
+        if request.url == WARMUP_URL:
+            # The host's internal warm-up of a fresh sandbox: start-up is done
+            # (above); no worker code runs for it.
+            send_response(Response(None, status=204), out, head_only=True)
+            return
+        response = self.call(request, self.env, ctx)
+        if inspect.isawaitable(response):
+            response = loop.run_fast(response)
+        if not isinstance(response, Response):
+            raise TypeError(f"the handler returned {type(response).__name__}, expected a Response")
+        send_response(response, out, head_only=request.method == "HEAD")
 
     def _fail(self, out: Outparam, exc: BaseException) -> None:
         text = _log_exception("Uncaught exception in the handler", exc)

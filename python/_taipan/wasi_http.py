@@ -6,6 +6,8 @@ from workers import Headers, Request, Response
 
 READ_CHUNK = 1 << 20
 NO_BODY_STATUSES = (101, 204, 205, 304)
+# wasi:io allows up to 4096 bytes in one blocking write-and-flush: one host call.
+SMALL_WRITE = 4096
 
 
 class IncomingBodyReader:
@@ -32,10 +34,39 @@ class IncomingBodyReader:
         return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
+class IncomingRequest(Request):
+    """A request from the host. Headers are fetched on first use: many
+    handlers never read them, and each host call costs."""
+
+    def __init__(self, incoming: "types.IncomingRequest", url: str, method: str):
+        # Request.__init__ would build an empty Headers first; set fields directly.
+        self.url = url
+        self.method = method
+        self.cf = {}
+        self._incoming = incoming
+        self._headers = None
+        self._body_source = IncomingBodyReader(incoming)
+
+    @property
+    def headers(self) -> Headers:
+        if self._headers is None:
+            fields = self._incoming.headers()
+            headers = Headers()
+            for name, value in fields.entries():
+                headers.append(name, value.decode("latin-1"))
+            fields.__exit__(None, None, None)
+            self._headers = headers
+        return self._headers
+
+    @headers.setter
+    def headers(self, value) -> None:
+        self._headers = Headers(value)
+
+
 def to_request(incoming: "types.IncomingRequest") -> Request:
     method = incoming.method()
     name = type(method).__name__
-    method = method.value if name == "Method_Other" else name[len("Method_") :].upper()
+    method = method.value if name == "Method_Other" else _METHODS.get(name) or name[len("Method_") :].upper()
 
     scheme = incoming.scheme()
     if scheme is None or type(scheme).__name__ == "Scheme_Http":
@@ -45,16 +76,10 @@ def to_request(incoming: "types.IncomingRequest") -> Request:
     else:
         scheme = scheme.value
     url = f"{scheme}://{incoming.authority() or 'localhost'}{incoming.path_with_query() or '/'}"
+    return IncomingRequest(incoming, url, method)
 
-    fields = incoming.headers()
-    headers = Headers()
-    for name, value in fields.entries():
-        headers.append(name, value.decode("latin-1"))
-    fields.__exit__(None, None, None)
 
-    request = Request(url, method=method, headers=headers)
-    request._body_source = IncomingBodyReader(incoming)
-    return request
+_METHODS = {f"Method_{m.title()}": m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH")}
 
 
 class Outparam:
@@ -91,7 +116,10 @@ def send_response(response: Response, out: Outparam, head_only: bool) -> None:
     stream = outgoing_body.write()
     try:
         if not head_only:
-            if isinstance(body, bytes):
+            if isinstance(body, bytes) and len(body) <= SMALL_WRITE:
+                if body:
+                    stream.blocking_write_and_flush(body)
+            elif isinstance(body, bytes):
                 _write_all(stream, body)
             elif body is not None:
                 _write_chunks(stream, body)

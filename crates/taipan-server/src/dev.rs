@@ -46,6 +46,7 @@ impl DevServer {
     }
 
     fn swap(&self, worker: Arc<Worker>) {
+        worker.start_standby();
         let old = std::mem::replace(
             &mut *self.current.write().unwrap_or_else(|e| e.into_inner()),
             worker,
@@ -93,6 +94,7 @@ pub async fn run_dev(options: DevOptions, runtime: Runtime) -> Result<()> {
     let built = build_and_load(&runtime, &config, &options.limits).await;
     spinner.finish_and_clear();
     let worker = built.map_err(|e| anyhow!("{e}"))?;
+    worker.start_standby();
     println!("Built {} in {}", config.name, fmt(started.elapsed()));
 
     let address = SocketAddr::new(options.ip, options.port);
@@ -146,6 +148,7 @@ async fn build_and_load(
             dev: true,
             limits,
             reuse_sandboxes: true,
+            standby_sandboxes: 1,
             log: Arc::new(TerminalSink),
         };
         let worker = Worker::load(&runtime, &outcome.artifact, settings)?;

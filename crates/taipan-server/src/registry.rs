@@ -55,6 +55,7 @@ impl Registry {
 
     /// Put `deployed` in service; the version it replaces finishes its requests.
     pub fn insert(&self, deployed: Deployed) {
+        deployed.worker.start_standby();
         let name = deployed.version.worker.clone();
         let old = self
             .workers

@@ -33,6 +33,8 @@ pub struct ServeOptions {
     /// Defaults for every worker; a worker's `[limits]` overrides cpu and memory.
     pub limits: Limits,
     pub fresh_sandbox_per_request: bool,
+    /// Fresh sandboxes each worker keeps warmed up ahead of demand.
+    pub standby_sandboxes: usize,
     pub bundle_limits: BundleLimits,
 }
 
@@ -135,6 +137,7 @@ impl ServeState {
             dev: false,
             limits,
             reuse_sandboxes: !self.options.fresh_sandbox_per_request,
+            standby_sandboxes: self.options.standby_sandboxes,
             log: self.logs.sink(&record.worker),
         };
         let worker = Worker::load(&self.runtime, &artifact, settings)?;

@@ -53,7 +53,10 @@ impl DataDir {
             }
         }
         if let Ok(entries) = std::fs::read_dir(root.join("artifacts")) {
-            for entry in entries.flatten().filter(|e| e.file_name().to_string_lossy().starts_with(".staging-")) {
+            for entry in entries
+                .flatten()
+                .filter(|e| e.file_name().to_string_lossy().starts_with(".staging-"))
+            {
                 let _ = std::fs::remove_dir_all(entry.path());
             }
         }

@@ -46,22 +46,24 @@ impl BenchArgs {
         let build_time = started.elapsed();
 
         let runtime = super::runtime(PoolSize::default())?;
-        let settings = |reuse| WorkerSettings {
+        let settings = |reuse, standby| WorkerSettings {
             name: config.name.clone(),
             vars_json: config.vars_json(),
             dev: false,
             limits: Limits::default(),
             reuse_sandboxes: reuse,
+            standby_sandboxes: standby,
             log: Arc::new(TerminalSink),
         };
         let started = Instant::now();
-        let fresh_worker = Worker::load(&runtime, &outcome.artifact, settings(false))?;
+        let fresh_worker = Worker::load(&runtime, &outcome.artifact, settings(false, 0))?;
         let load_time = started.elapsed();
-        let warm_worker = Worker::load(&runtime, &outcome.artifact, settings(true))?;
+        let standby_worker = Worker::load(&runtime, &outcome.artifact, settings(false, 1))?;
+        let warm_worker = Worker::load(&runtime, &outcome.artifact, settings(true, 0))?;
 
         let uri = format!("http://localhost{}", self.path);
         let tokio = super::tokio()?;
-        let (instantiate, fresh, warm) = tokio.block_on(async {
+        let (instantiate, fresh, standby, warm) = tokio.block_on(async {
             let mut instantiate = Vec::with_capacity(self.fresh);
             for _ in 0..self.fresh {
                 let started = Instant::now();
@@ -76,6 +78,16 @@ impl BenchArgs {
             for _ in 0..self.fresh {
                 fresh.push(timed_request(&fresh_worker, &uri).await?);
             }
+            // Fresh sandboxes from the standby: each request gets a sandbox
+            // no request has used, instantiated and started ahead of time.
+            standby_worker.start_standby();
+            let mut standby = Vec::with_capacity(self.fresh);
+            for _ in 0..self.fresh {
+                while standby_worker.standby_count() == 0 {
+                    tokio::time::sleep(Duration::from_micros(200)).await;
+                }
+                standby.push(timed_request(&standby_worker, &uri).await?);
+            }
             for _ in 0..20 {
                 timed_request(&warm_worker, &uri).await?;
             }
@@ -83,7 +95,7 @@ impl BenchArgs {
             for _ in 0..self.warm {
                 warm.push(timed_request(&warm_worker, &uri).await?);
             }
-            anyhow::Ok((instantiate, fresh, warm))
+            anyhow::Ok((instantiate, fresh, standby, warm))
         })?;
 
         let report = Report {
@@ -92,6 +104,7 @@ impl BenchArgs {
             load: load_time,
             instantiate: Stats::of(instantiate),
             fresh: Stats::of(fresh),
+            standby: Stats::of(standby),
             warm: Stats::of(warm),
         };
         if self.json {
@@ -151,6 +164,7 @@ struct Report {
     load: Duration,
     instantiate: Stats,
     fresh: Stats,
+    standby: Stats,
     warm: Stats,
 }
 
@@ -175,7 +189,8 @@ impl Report {
         );
         for (name, s) in [
             ("instantiate from snapshot", &self.instantiate),
-            ("fresh sandbox → first response", &self.fresh),
+            ("cold: instantiate → first response", &self.fresh),
+            ("fresh sandbox from standby → resp.", &self.standby),
             ("warm sandbox → response", &self.warm),
         ] {
             println!(
@@ -199,6 +214,7 @@ impl Report {
             "load_ms": self.load.as_secs_f64() * 1e3,
             "instantiate": stats(&self.instantiate),
             "fresh_first_response": stats(&self.fresh),
+            "standby_first_response": stats(&self.standby),
             "warm_response": stats(&self.warm),
         });
         println!("{report}");

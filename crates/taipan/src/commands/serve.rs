@@ -34,6 +34,10 @@ pub struct ServeArgs {
     /// Give every request a new sandbox from the snapshot (strictest isolation).
     #[arg(long)]
     fresh_sandbox_per_request: bool,
+    /// Fresh sandboxes each worker keeps instantiated and warmed up ahead of
+    /// demand (their start-up then costs a request nothing).
+    #[arg(long, default_value_t = 2)]
+    standby: usize,
     /// Default time limit per request, in ms (a worker's `limits.cpu_ms` overrides it).
     #[arg(long, default_value_t = 30_000)]
     cpu_ms: u64,
@@ -98,6 +102,7 @@ impl ServeArgs {
             base_domain: self.base_domain,
             limits,
             fresh_sandbox_per_request: self.fresh_sandbox_per_request,
+            standby_sandboxes: self.standby,
             bundle_limits: BundleLimits {
                 max_bytes: self.max_bundle_mb * 1_000_000,
                 ..BundleLimits::default()

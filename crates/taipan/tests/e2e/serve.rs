@@ -338,18 +338,38 @@ fn admin_access_rules() {
 #[test]
 fn saturated_workers_queue_then_answer_503_with_retry_after() {
     let data = tempfile::tempdir().unwrap();
-    let server = Server::serve(data.path(), &["--insecure-local", "--max-sandboxes", "1", "--max-queue", "1"]);
+    let server = Server::serve(
+        data.path(),
+        &[
+            "--insecure-local",
+            "--max-sandboxes",
+            "1",
+            "--max-queue",
+            "1",
+        ],
+    );
     let body = "import asyncio\nfrom workers import Response\n\nasync def on_fetch(request):\n    await asyncio.sleep(1.5)\n    return Response('done')\n";
     let app = worker("busy", "", body);
-    ok(cli(&server.admin, &["deploy", app.path().to_str().unwrap()], ""));
+    ok(cli(
+        &server.admin,
+        &["deploy", app.path().to_str().unwrap()],
+        "",
+    ));
     let url = server.url.clone();
     let requests: Vec<_> = (0..3)
         .map(|i| {
             let url = url.clone();
             std::thread::sleep(Duration::from_millis(100 * i));
             std::thread::spawn(move || {
-                let response = Server::client().get(&url).header("host", "busy.localhost").send().unwrap();
-                (response.status().as_u16(), response.headers().get("retry-after").is_some())
+                let response = Server::client()
+                    .get(&url)
+                    .header("host", "busy.localhost")
+                    .send()
+                    .unwrap();
+                (
+                    response.status().as_u16(),
+                    response.headers().get("retry-after").is_some(),
+                )
             })
         })
         .collect();
@@ -357,7 +377,11 @@ fn saturated_workers_queue_then_answer_503_with_retry_after() {
     results.sort();
     // One runs, one waits its turn, one is over the queue bound.
     assert_eq!(results, [(200, false), (200, false), (503, true)]);
-    assert!(server.output().contains("over the max_queue limit (1)"), "{}", server.output());
+    assert!(
+        server.output().contains("over the max_queue limit (1)"),
+        "{}",
+        server.output()
+    );
 }
 
 #[test]
@@ -365,7 +389,11 @@ fn a_server_killed_mid_deploy_restarts_on_the_previous_version() {
     let data = tempfile::tempdir().unwrap();
     let server = Server::serve(data.path(), &["--insecure-local"]);
     let app = worker("durable", "", &saying("v1 here"));
-    ok(cli(&server.admin, &["deploy", app.path().to_str().unwrap()], ""));
+    ok(cli(
+        &server.admin,
+        &["deploy", app.path().to_str().unwrap()],
+        "",
+    ));
 
     std::fs::write(app.path().join("src/entry.py"), saying("v2 here")).unwrap();
     let admin = server.admin.clone();
@@ -377,9 +405,15 @@ fn a_server_killed_mid_deploy_restarts_on_the_previous_version() {
     assert!(!deploy.join().unwrap().status.success());
 
     let server = Server::serve(data.path(), &["--insecure-local"]);
-    assert_eq!(server.host_text("durable.localhost", "/"), (200, "v1 here".into()));
+    assert_eq!(
+        server.host_text("durable.localhost", "/"),
+        (200, "v1 here".into())
+    );
     let versions = ok(cli(&server.admin, &["versions", "--name", "durable"], ""));
-    assert!(versions.contains("v1") && !versions.contains("v2"), "{versions}");
+    assert!(
+        versions.contains("v1") && !versions.contains("v2"),
+        "{versions}"
+    );
     let leftovers: Vec<_> = std::fs::read_dir(data.path().join("artifacts"))
         .unwrap()
         .flatten()
@@ -387,6 +421,13 @@ fn a_server_killed_mid_deploy_restarts_on_the_previous_version() {
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
     // And the next deploy works normally.
-    ok(cli(&server.admin, &["deploy", app.path().to_str().unwrap()], ""));
-    assert_eq!(server.host_text("durable.localhost", "/"), (200, "v2 here".into()));
+    ok(cli(
+        &server.admin,
+        &["deploy", app.path().to_str().unwrap()],
+        "",
+    ));
+    assert_eq!(
+        server.host_text("durable.localhost", "/"),
+        (200, "v2 here".into())
+    );
 }
