@@ -58,13 +58,21 @@ pub struct WorkerConfig {
     pub warnings: Vec<String>,
 }
 
-/// `[limits]` as written; `None` keeps the server's default.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// `[limits]` as written; `None` keeps the server's default. Stored with
+/// each deployed version, so new fields must default.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct ConfigLimits {
     /// CPU time per request, in milliseconds (wrangler's `limits.cpu_ms`).
     pub cpu_ms: Option<u64>,
     /// Memory per sandbox, in MiB (a Taipan extension).
     pub memory_mb: Option<u64>,
+    /// Largest request body, in MB (a Taipan extension).
+    pub request_body_mb: Option<u64>,
+    /// Largest response body, in MB (a Taipan extension).
+    pub response_body_mb: Option<u64>,
+    /// Sandboxes serving this worker at once (a Taipan extension).
+    pub max_sandboxes: Option<u64>,
 }
 
 impl WorkerConfig {
@@ -445,6 +453,9 @@ fn parse_limits(raw: &RawConfig) -> Result<ConfigLimits, ConfigError> {
     Ok(ConfigLimits {
         cpu_ms: number("cpu_ms", 1, 300_000)?,
         memory_mb: number("memory_mb", 32, 4096)?,
+        request_body_mb: number("request_body_mb", 1, 500)?,
+        response_body_mb: number("response_body_mb", 1, 4096)?,
+        max_sandboxes: number("max_sandboxes", 1, 64)?,
     })
 }
 
@@ -528,7 +539,7 @@ mod tests {
     fn routes_and_limits() {
         let dir = project(
             "wrangler.toml",
-            "main = \"src/entry.py\"\nroutes = [\"a.test/*\", { pattern = \"b.test/api/*\", zone_name = \"b.test\" }]\n[limits]\ncpu_ms = 50\nmemory_mb = 64\n",
+            "main = \"src/entry.py\"\nroutes = [\"a.test/*\", { pattern = \"b.test/api/*\", zone_name = \"b.test\" }]\n[limits]\ncpu_ms = 50\nmemory_mb = 64\nresponse_body_mb = 5\n",
         );
         let cfg = load_at(dir.path(), TODAY).unwrap();
         assert_eq!(cfg.routes.len(), 2);
@@ -537,7 +548,9 @@ mod tests {
             cfg.limits,
             ConfigLimits {
                 cpu_ms: Some(50),
-                memory_mb: Some(64)
+                memory_mb: Some(64),
+                response_body_mb: Some(5),
+                ..ConfigLimits::default()
             }
         );
         let dir = project(

@@ -6,6 +6,7 @@
 //! deployed build (compiled component, pre-linked instance, sandbox pool); a
 //! request gets one sandbox for its duration.
 
+pub mod body;
 pub mod engine;
 pub mod limits;
 pub mod log;

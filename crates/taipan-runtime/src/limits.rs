@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use taipan_config::ConfigLimits;
+
 /// Per-worker limits. Defaults follow Cloudflare Workers where it has one
 /// (128 MiB memory, 100 MB request bodies) and are documented in docs/config.md.
 #[derive(Debug, Clone)]
@@ -12,6 +14,9 @@ pub struct Limits {
     pub cpu_time: Duration,
     /// Largest request body accepted (larger gets 413 before the guest runs).
     pub max_request_body: u64,
+    /// Largest response body a worker may send: a larger declared length
+    /// gets a 500; a stream that grows past it is cut off.
+    pub max_response_body: u64,
     /// Sandboxes one worker may run at once: its request concurrency.
     pub max_sandboxes: usize,
     /// Requests that may wait for a sandbox; past that, 503 with Retry-After.
@@ -30,6 +35,7 @@ impl Default for Limits {
             memory_bytes: 128 * MIB,
             cpu_time: Duration::from_secs(30),
             max_request_body: 100 * 1000 * 1000,
+            max_response_body: 512 * 1000 * 1000,
             max_sandboxes: 16,
             max_queue: 256,
             max_requests_per_sandbox: 10_000,
@@ -39,6 +45,21 @@ impl Default for Limits {
 }
 
 impl Limits {
+    /// These limits with a worker's own `[limits]` (each `None` keeps ours).
+    pub fn with_overrides(&self, o: &ConfigLimits) -> Self {
+        let mb = |v: Option<u64>, default: u64| v.map_or(default, |mb| mb * 1000 * 1000);
+        Self {
+            cpu_time: o.cpu_ms.map_or(self.cpu_time, Duration::from_millis),
+            memory_bytes: o
+                .memory_mb
+                .map_or(self.memory_bytes, |mb| (mb as usize) << 20),
+            max_request_body: mb(o.request_body_mb, self.max_request_body),
+            max_response_body: mb(o.response_body_mb, self.max_response_body),
+            max_sandboxes: o.max_sandboxes.map_or(self.max_sandboxes, |n| n as usize),
+            ..self.clone()
+        }
+    }
+
     /// `taipan dev`: room for 100 MB bodies to pass through a handler that
     /// reads them whole (the body, its copy, and the interpreter).
     pub fn dev() -> Self {

@@ -16,6 +16,7 @@ use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::bindings::http::types::{ErrorCode, Scheme};
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
+use crate::body::LimitedResponse;
 use crate::engine::Runtime;
 use crate::limits::{EPOCH_TICK, Limits};
 use crate::log::LogSink;
@@ -356,8 +357,13 @@ impl Worker {
         let ticks = (limits.cpu_time.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64;
         sandbox.store.set_epoch_deadline(ticks);
 
+        // The guest call runs in this task (no hand-off to another thread for
+        // the common case of a handler that finishes with its response); it
+        // is detached to finish in the background only when the response
+        // arrives first (a streamed body, waitUntil work) or when the client
+        // goes away mid-request.
         let worker = self.clone();
-        let task = tokio::spawn(async move {
+        let mut call = Detached(Some(Box::pin(async move {
             let result = sandbox
                 .proxy
                 .wasi_http_incoming_handler()
@@ -374,43 +380,76 @@ impl Worker {
             };
             worker.refill_standby();
             outcome
-        });
-
-        match receiver.await {
-            Ok(Ok(response)) => {
-                // The guest may still be writing the body; a later trap is
-                // logged by the task and cuts the body short.
-                let worker = self.clone();
-                let tag = tag.clone();
-                tokio::spawn(async move {
-                    if let Ok(Err(e)) = task.await {
-                        worker.log_failure(&tag, &e);
-                    }
-                });
-                response
+        })));
+        let mut receiver = receiver;
+        let (response, finished) = tokio::select! {
+            biased;
+            outcome = call.run() => (receiver.await, Some(outcome)),
+            response = &mut receiver => (response, None),
+        };
+        let finished = match finished {
+            Some(outcome) => outcome,
+            None => {
+                if let Ok(Ok(response)) = response {
+                    // The guest may still be writing the body; a later trap is
+                    // logged and cuts the body short.
+                    let worker = self.clone();
+                    let response = self.limit_response(&tag, response);
+                    call.detach(move |outcome| {
+                        if let Err(e) = outcome {
+                            worker.log_failure(&tag, &e);
+                        }
+                    });
+                    return response;
+                }
+                call.run().await
             }
-            Ok(Err(code)) => {
+        };
+        match (response, finished) {
+            (Ok(Ok(response)), Ok(())) => self.limit_response(&tag, response),
+            (Ok(Ok(response)), Err(e)) => {
+                self.log_failure(&tag, &e);
+                self.limit_response(&tag, response)
+            }
+            (Ok(Err(code)), _) => {
                 tracing::warn!(worker = %self.name, "{tag}: the worker answered with an error: {code:?}");
                 text_response(
                     StatusCode::INTERNAL_SERVER_ERROR,
                     "the worker failed to produce a response\n",
                 )
             }
-            Err(_) => match task.await {
-                Ok(Err(e)) => self.failure_response(&tag, &e),
-                Ok(Ok(())) => {
-                    tracing::warn!(worker = %self.name, "{tag}: the worker returned without a response");
-                    text_response(
-                        StatusCode::INTERNAL_SERVER_ERROR,
-                        "the worker returned without a response\n",
-                    )
-                }
-                Err(e) => {
-                    tracing::error!(worker = %self.name, "{tag}: the sandbox task failed: {e}");
-                    text_response(StatusCode::INTERNAL_SERVER_ERROR, "internal error\n")
-                }
-            },
+            (Err(_), Err(e)) => self.failure_response(&tag, &e),
+            (Err(_), Ok(())) => {
+                tracing::warn!(worker = %self.name, "{tag}: the worker returned without a response");
+                text_response(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "the worker returned without a response\n",
+                )
+            }
         }
+    }
+
+    /// Hold a response to `max_response_body`: a declared length over it is
+    /// refused outright (500); a body that streams past it is cut off.
+    fn limit_response(&self, tag: &str, response: Response<Body>) -> Response<Body> {
+        let limit = self.template.limits.max_response_body;
+        let declared = response
+            .headers()
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > limit) {
+            tracing::warn!(worker = %self.name, "{tag}: the response body is over the max_response_body limit ({limit} bytes); 500");
+            return text_response(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the worker's response exceeds its max_response_body limit\n",
+            );
+        }
+        let (name, tag) = (self.name.clone(), tag.to_string());
+        response.map(|body| {
+            LimitedResponse::wrap(body, limit, move || {
+                tracing::warn!(worker = %name, "{tag}: the response body exceeded the max_response_body limit ({limit} bytes); cut off");
+            })
+        })
     }
 
     fn log_failure(&self, tag: &str, error: &wasmtime::Error) -> (StatusCode, &'static str) {
@@ -458,6 +497,42 @@ impl Worker {
 
     pub fn idle_count(&self) -> usize {
         self.idle.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+}
+
+type GuestCall = std::pin::Pin<Box<dyn Future<Output = wasmtime::Result<()>> + Send>>;
+
+/// A guest call that must run to completion: if whoever polls it goes away
+/// (the client disconnected), the rest of it is spawned rather than dropped
+/// mid-instruction, so the handler and its `waitUntil` work still finish.
+struct Detached(Option<GuestCall>);
+
+impl Detached {
+    /// Drive the call to its end (cancel-safe: dropping this future leaves
+    /// the call in place, to be resumed or detached).
+    async fn run(&mut self) -> wasmtime::Result<()> {
+        let Some(call) = self.0.as_mut() else {
+            return Ok(());
+        };
+        let outcome = call.await;
+        self.0 = None;
+        outcome
+    }
+
+    fn detach(mut self, then: impl FnOnce(wasmtime::Result<()>) + Send + 'static) {
+        if let Some(call) = self.0.take() {
+            tokio::spawn(async move { then(call.await) });
+        }
+    }
+}
+
+impl Drop for Detached {
+    fn drop(&mut self) {
+        if let Some(call) = self.0.take()
+            && tokio::runtime::Handle::try_current().is_ok()
+        {
+            tokio::spawn(call);
+        }
     }
 }
 

@@ -138,7 +138,8 @@ async fn build_and_load(
 ) -> Result<Arc<Worker>, BuildError> {
     let runtime = runtime.clone();
     let config = config.clone();
-    let limits = limits.clone();
+    // The worker's own `[limits]` apply over the command line's defaults.
+    let limits = limits.with_overrides(&config.limits);
     tokio::task::spawn_blocking(move || {
         let builds = config.project_dir.join(".taipan").join("builds");
         let outcome = taipan_build::build(&config, &builds)?;

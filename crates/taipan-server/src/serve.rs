@@ -121,16 +121,7 @@ impl ServeState {
                     record.artifact, record.id
                 )
             })?;
-        let defaults = &self.options.limits;
-        let limits = Limits {
-            cpu_time: record
-                .cpu_ms
-                .map_or(defaults.cpu_time, Duration::from_millis),
-            memory_bytes: record
-                .memory_mb
-                .map_or(defaults.memory_bytes, |mb| (mb as usize) << 20),
-            ..defaults.clone()
-        };
+        let limits = self.options.limits.with_overrides(&record.limits);
         let settings = WorkerSettings {
             name: record.worker.clone(),
             vars_json: record.vars_json.clone(),
@@ -202,8 +193,7 @@ impl ServeState {
             reused_build: !outcome.built,
             vars_json: config.vars_json(),
             routes: config.routes.iter().map(ToString::to_string).collect(),
-            cpu_ms: config.limits.cpu_ms,
-            memory_mb: config.limits.memory_mb,
+            limits: config.limits,
             runtime: config.runtime.id.to_string(),
         };
         let mut deployed = self

@@ -29,8 +29,9 @@ pub struct VersionRecord {
     pub reused_build: bool,
     pub vars_json: String,
     pub routes: Vec<String>,
-    pub cpu_ms: Option<u64>,
-    pub memory_mb: Option<u64>,
+    /// The worker's `[limits]` (stored flat: `cpu_ms`, `memory_mb`, …).
+    #[serde(flatten)]
+    pub limits: taipan_config::ConfigLimits,
     pub runtime: String,
 }
 
@@ -196,8 +197,7 @@ mod tests {
             reused_build: false,
             vars_json: "{}".into(),
             routes: vec![],
-            cpu_ms: None,
-            memory_mb: None,
+            limits: Default::default(),
             runtime: "cpython-3.14".into(),
         }
     }

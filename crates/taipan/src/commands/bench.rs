@@ -63,40 +63,63 @@ impl BenchArgs {
 
         let uri = format!("http://localhost{}", self.path);
         let tokio = super::tokio()?;
-        let (instantiate, fresh, standby, warm) = tokio.block_on(async {
-            let mut instantiate = Vec::with_capacity(self.fresh);
-            for _ in 0..self.fresh {
-                let started = Instant::now();
-                let sandbox = fresh_worker
-                    .fresh_sandbox()
-                    .await
-                    .map_err(anyhow::Error::from)?;
-                instantiate.push(started.elapsed());
-                drop(sandbox);
-            }
-            let mut fresh = Vec::with_capacity(self.fresh);
-            for _ in 0..self.fresh {
-                fresh.push(timed_request(&fresh_worker, &uri).await?);
-            }
-            // Fresh sandboxes from the standby: each request gets a sandbox
-            // no request has used, instantiated and started ahead of time.
-            standby_worker.start_standby();
-            let mut standby = Vec::with_capacity(self.fresh);
-            for _ in 0..self.fresh {
-                while standby_worker.standby_count() == 0 {
-                    tokio::time::sleep(Duration::from_micros(200)).await;
+        let (instantiate, fresh, standby, warm, sandbox_memory, faults) =
+            tokio.block_on(async {
+                let mut instantiate = Vec::with_capacity(self.fresh);
+                for _ in 0..self.fresh {
+                    let started = Instant::now();
+                    let sandbox = fresh_worker
+                        .fresh_sandbox()
+                        .await
+                        .map_err(anyhow::Error::from)?;
+                    instantiate.push(started.elapsed());
+                    drop(sandbox);
                 }
-                standby.push(timed_request(&standby_worker, &uri).await?);
-            }
-            for _ in 0..20 {
-                timed_request(&warm_worker, &uri).await?;
-            }
-            let mut warm = Vec::with_capacity(self.warm);
-            for _ in 0..self.warm {
-                warm.push(timed_request(&warm_worker, &uri).await?);
-            }
-            anyhow::Ok((instantiate, fresh, standby, warm))
-        })?;
+                let mut fresh = Vec::with_capacity(self.fresh);
+                for _ in 0..self.fresh {
+                    fresh.push(timed_request(&fresh_worker, &uri).await?);
+                }
+                // Fresh sandboxes from the standby: each request gets a sandbox
+                // no request has used, instantiated and started ahead of time.
+                standby_worker.start_standby();
+                let mut standby = Vec::with_capacity(self.fresh);
+                // Page faults a request takes (copy-on-write off the snapshot):
+                // the main cost of a fresh sandbox's first response.
+                let mut standby_faults = 0;
+                for _ in 0..self.fresh {
+                    while standby_worker.standby_count() == 0 {
+                        tokio::time::sleep(Duration::from_micros(200)).await;
+                    }
+                    let faults = minor_faults();
+                    standby.push(timed_request(&standby_worker, &uri).await?);
+                    standby_faults += minor_faults().saturating_sub(faults);
+                }
+                for _ in 0..20 {
+                    timed_request(&warm_worker, &uri).await?;
+                }
+                let mut warm = Vec::with_capacity(self.warm);
+                let warm_faults = minor_faults();
+                for _ in 0..self.warm {
+                    warm.push(timed_request(&warm_worker, &uri).await?);
+                }
+                let warm_faults = minor_faults().saturating_sub(warm_faults);
+                let faults = (
+                    standby_faults as f64 / self.fresh as f64,
+                    warm_faults as f64 / self.warm as f64,
+                );
+                // Private memory per warm sandbox: pages a started sandbox has
+                // written (copy-on-write faults off the snapshot image, heap,
+                // stacks), measured as the process's growth while they live.
+                let before = private_dirty_bytes()?;
+                let mut held = Vec::with_capacity(MEMORY_SANDBOXES);
+                for _ in 0..MEMORY_SANDBOXES {
+                    held.push(warm_worker.warmed_sandbox().await?);
+                }
+                let after = private_dirty_bytes()?;
+                drop(held);
+                let per_sandbox = after.saturating_sub(before) / MEMORY_SANDBOXES as u64;
+                anyhow::Ok((instantiate, fresh, standby, warm, per_sandbox, faults))
+            })?;
 
         let report = Report {
             build: build_time,
@@ -106,6 +129,8 @@ impl BenchArgs {
             fresh: Stats::of(fresh),
             standby: Stats::of(standby),
             warm: Stats::of(warm),
+            sandbox_memory,
+            faults,
         };
         if self.json {
             report.print_json()
@@ -114,6 +139,28 @@ impl BenchArgs {
         }
         Ok(())
     }
+}
+
+/// Sandboxes held at once to measure the memory each one costs.
+const MEMORY_SANDBOXES: usize = 16;
+
+/// The process's private dirty memory (Linux; 0 elsewhere).
+fn private_dirty_bytes() -> Result<u64> {
+    let Ok(rollup) = std::fs::read_to_string("/proc/self/smaps_rollup") else {
+        return Ok(0);
+    };
+    let kib: u64 = rollup
+        .lines()
+        .filter_map(|line| line.strip_prefix("Private_Dirty:"))
+        .filter_map(|rest| {
+            rest.trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse::<u64>()
+                .ok()
+        })
+        .sum();
+    Ok(kib * 1024)
 }
 
 async fn timed_request(worker: &Arc<Worker>, uri: &str) -> Result<Duration> {
@@ -166,6 +213,9 @@ struct Report {
     fresh: Stats,
     standby: Stats,
     warm: Stats,
+    sandbox_memory: u64,
+    /// Minor page faults per request: (fresh from standby, warm).
+    faults: (f64, f64),
 }
 
 fn us(d: Duration) -> f64 {
@@ -204,6 +254,14 @@ impl Report {
             "warm requests/s (one sandbox, serial): {:>9.0}",
             1.0 / self.warm.mean.as_secs_f64()
         );
+        println!(
+            "page faults per request: fresh {:.0}, warm {:.2}",
+            self.faults.0, self.faults.1
+        );
+        println!(
+            "private memory per started sandbox:   {:>9.2} MiB",
+            self.sandbox_memory as f64 / (1 << 20) as f64
+        );
     }
 
     fn print_json(&self) {
@@ -216,7 +274,21 @@ impl Report {
             "fresh_first_response": stats(&self.fresh),
             "standby_first_response": stats(&self.standby),
             "warm_response": stats(&self.warm),
+            "sandbox_private_bytes": self.sandbox_memory,
+            "faults_per_request": {"standby": self.faults.0, "warm": self.faults.1},
         });
         println!("{report}");
     }
+}
+
+/// The process's minor page faults so far (Linux; 0 elsewhere).
+fn minor_faults() -> u64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Field 10 (minflt); fields after the command name, which may hold spaces.
+    let after_name = stat.rsplit(')').next().unwrap_or("");
+    after_name
+        .split_whitespace()
+        .nth(7)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
 }

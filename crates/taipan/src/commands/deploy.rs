@@ -38,6 +38,11 @@ impl DeployArgs {
         };
         let started = Instant::now();
         let client = self.server.client(Some(Duration::from_secs(900)))?;
+        // Check the token with a small request first: a server refusing an
+        // upload mid-stream closes the connection, and the client would then
+        // report a broken pipe instead of the server's answer.
+        self.server
+            .json(client.get(self.server.url("/api/workers")))?;
         let request = client
             .post(self.server.url("/api/deploy"))
             .header("content-type", "application/x-tar")

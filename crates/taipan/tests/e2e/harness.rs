@@ -176,6 +176,22 @@ impl Server {
     }
 
     /// Ask the server to stop (SIGTERM) and wait for it to exit.
+    /// POST declaring a body of `len` bytes without sending it; the raw reply.
+    /// (A client that sends the body races the server's early 413 and may
+    /// see a broken pipe instead of the answer.)
+    pub fn declare_body(&self, host: &str, len: u64) -> String {
+        use std::io::{Read, Write};
+        let address = self.url.trim_start_matches("http://");
+        let mut stream = std::net::TcpStream::connect(address).unwrap();
+        let head = format!(
+            "POST / HTTP/1.1\r\nHost: {host}\r\nContent-Length: {len}\r\nConnection: close\r\n\r\n"
+        );
+        stream.write_all(head.as_bytes()).unwrap();
+        let mut reply = String::new();
+        stream.read_to_string(&mut reply).unwrap();
+        reply
+    }
+
     pub fn stop(mut self) -> String {
         let _ = Command::new("kill")
             .arg("-TERM")

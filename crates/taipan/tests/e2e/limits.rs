@@ -1,8 +1,5 @@
 //! A handler that loops forever or eats memory is stopped; the server carries on.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
-
 use crate::harness::{CONFIG, Server, project};
 
 const WORKER: &str = r#"
@@ -53,16 +50,7 @@ fn cpu_and_memory_limits() {
 fn oversized_request_body_is_refused_before_the_guest_runs() {
     let dir = project(&[("wrangler.toml", CONFIG), ("src/entry.py", WORKER)]);
     let server = Server::dev(dir.path(), &[]);
-    // A client that declares a body over the limit gets 413 without sending it.
-    let address = server.url.trim_start_matches("http://");
-    let mut stream = TcpStream::connect(address).unwrap();
-    stream
-        .write_all(
-            b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100000001\r\nConnection: close\r\n\r\n",
-        )
-        .unwrap();
-    let mut reply = String::new();
-    stream.read_to_string(&mut reply).unwrap();
+    let reply = server.declare_body("x", 100_000_001);
     assert!(reply.starts_with("HTTP/1.1 413"), "{reply}");
     assert!(
         server.wait_for("max_request_body", 1, std::time::Duration::from_secs(10)),

@@ -221,10 +221,20 @@ async def on_fetch(request):
     if request.url.endswith("/loop"):
         while True:
             pass
+    if request.url.endswith("/eat"):
+        hog = []
+        while True:
+            hog.append(bytearray(8 << 20))
+    if request.url.endswith("/big"):
+        return Response("x" * 2_000_000)
     print("handled", request.url.rsplit("/", 1)[-1])
     return Response.json({"hits": hits})
 "#;
-    let app = worker("limited", "[limits]\ncpu_ms = 300\n", body);
+    let app = worker(
+        "limited",
+        "[limits]\ncpu_ms = 300\nmemory_mb = 48\nrequest_body_mb = 1\nresponse_body_mb = 1\n",
+        body,
+    );
     ok(cli(
         &server.admin,
         &["deploy", app.path().to_str().unwrap()],
@@ -248,6 +258,26 @@ async def on_fetch(request):
     assert!(
         server.wait_for(
             "exceeded the cpu_time limit (300ms)",
+            1,
+            Duration::from_secs(10)
+        ),
+        "{}",
+        server.output()
+    );
+    assert_eq!(server.host_text("limited.localhost", "/count").0, 200);
+
+    // Memory: the sandbox's growth is refused at 48 MiB; Python sees MemoryError.
+    let (status, body) = server.host_text("limited.localhost", "/eat");
+    assert!(status == 500 || status == 503, "{status} {body}");
+    // Bodies: 1 MB each way, from the worker's own [limits].
+    let reply = server.declare_body("limited.localhost", 1_500_000);
+    assert!(reply.starts_with("HTTP/1.1 413"), "{reply}");
+    let (status, body) = server.host_text("limited.localhost", "/big");
+    assert_eq!(status, 500, "{body}");
+    assert!(body.contains("max_response_body"), "{body}");
+    assert!(
+        server.wait_for(
+            "over the max_response_body limit (1000000 bytes)",
             1,
             Duration::from_secs(10)
         ),
