@@ -45,6 +45,11 @@ impl Default for Limits {
 }
 
 impl Limits {
+    /// `cpu_time` in epoch ticks: the deadline a request's guest call gets.
+    pub fn epoch_ticks(&self) -> u64 {
+        (self.cpu_time.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64
+    }
+
     /// These limits with a worker's own `[limits]` (each `None` keeps ours).
     pub fn with_overrides(&self, o: &ConfigLimits) -> Self {
         let mb = |v: Option<u64>, default: u64| v.map_or(default, |mb| mb * 1000 * 1000);

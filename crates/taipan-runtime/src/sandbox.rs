@@ -3,12 +3,18 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use bytes::Bytes;
 use taipan_build::Mount;
+use tokio::sync::oneshot;
+use wasmtime::component::Resource;
 use wasmtime::component::ResourceTable;
 use wasmtime::{Store, StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::{DirPerms, FilePerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use wasmtime_wasi_http::WasiHttpCtx;
+use wasmtime_wasi_http::p2::bindings::http::types::{ErrorCode, Scheme};
 use wasmtime_wasi_http::p2::bindings::{Proxy, ProxyPre};
+use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
+use wasmtime_wasi_http::p2::types::{HostIncomingRequest, HostResponseOutparam};
 use wasmtime_wasi_http::p2::{WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
 
 use crate::limits::Limits;
@@ -71,6 +77,14 @@ pub struct SandboxTemplate {
     pub log: Arc<dyn LogSink>,
 }
 
+/// One request handed to a sandbox, ready for `incoming-handler.handle`.
+pub struct BoundRequest {
+    pub request: Resource<HostIncomingRequest>,
+    pub out: Resource<HostResponseOutparam>,
+    /// The guest's response (or its error), once it sets the outparam.
+    pub response: oneshot::Receiver<Result<http::Response<HyperOutgoingBody>, ErrorCode>>,
+}
+
 pub struct Sandbox {
     pub store: Store<SandboxState>,
     pub proxy: Proxy,
@@ -124,6 +138,30 @@ impl Sandbox {
             tag,
             requests: 0,
             last_used: Instant::now(),
+        })
+    }
+
+    /// Hand `request` to this sandbox's wasi:http context and arm the CPU
+    /// deadline: the guest resources for one `incoming-handler.handle` call,
+    /// and where its response will arrive.
+    pub fn bind_request<B>(
+        &mut self,
+        request: http::Request<B>,
+        limits: &Limits,
+    ) -> wasmtime::Result<BoundRequest>
+    where
+        B: hyper::body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<ErrorCode>,
+    {
+        let (sender, receiver) = oneshot::channel();
+        let mut http = self.store.data_mut().http();
+        let request = http.new_incoming_request(Scheme::Http, request)?;
+        let out = http.new_response_outparam(sender)?;
+        self.store.set_epoch_deadline(limits.epoch_ticks());
+        Ok(BoundRequest {
+            request,
+            out,
+            response: receiver,
         })
     }
 }

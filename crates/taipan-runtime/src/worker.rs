@@ -9,18 +9,17 @@ use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use taipan_build::Artifact;
-use tokio::sync::{Semaphore, oneshot};
+use tokio::sync::Semaphore;
 use wasmtime::component::Linker;
-use wasmtime_wasi_http::p2::WasiHttpView;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
-use wasmtime_wasi_http::p2::bindings::http::types::{ErrorCode, Scheme};
+use wasmtime_wasi_http::p2::bindings::http::types::ErrorCode;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
 use crate::body::LimitedResponse;
 use crate::engine::Runtime;
-use crate::limits::{EPOCH_TICK, Limits};
+use crate::limits::Limits;
 use crate::log::LogSink;
-use crate::sandbox::{Sandbox, SandboxState, SandboxTemplate};
+use crate::sandbox::{BoundRequest, Sandbox, SandboxState, SandboxTemplate};
 
 /// How a worker runs, beyond its build.
 #[derive(Clone)]
@@ -199,28 +198,16 @@ impl Worker {
         let mut sandbox = self.fresh_sandbox().await.map_err(anyhow::Error::from)?;
         let request = http::Request::get(format!("http://{WARMUP_AUTHORITY}/"))
             .body(Full::new(Bytes::new()).map_err(|never| -> ErrorCode { match never {} }))?;
-        let (sender, receiver) = oneshot::channel();
-        let (request, out) = {
-            let mut http = sandbox.store.data_mut().http();
-            let request = http
-                .new_incoming_request(Scheme::Http, request)
-                .map_err(anyhow::Error::from)?;
-            (
-                request,
-                http.new_response_outparam(sender)
-                    .map_err(anyhow::Error::from)?,
-            )
-        };
-        let ticks =
-            (self.template.limits.cpu_time.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64;
-        sandbox.store.set_epoch_deadline(ticks);
+        let bound = sandbox
+            .bind_request(request, &self.template.limits)
+            .map_err(anyhow::Error::from)?;
         sandbox
             .proxy
             .wasi_http_incoming_handler()
-            .call_handle(&mut sandbox.store, request, out)
+            .call_handle(&mut sandbox.store, bound.request, bound.out)
             .await
             .map_err(anyhow::Error::from)?;
-        match receiver.await {
+        match bound.response.await {
             Ok(Ok(response)) if response.status() == StatusCode::NO_CONTENT => Ok(sandbox),
             Ok(Ok(response)) => anyhow::bail!("the warm-up answered {}", response.status()),
             _ => anyhow::bail!("the warm-up sent no response"),
@@ -340,22 +327,17 @@ impl Worker {
                 }
             })
         });
-        let (sender, receiver) = oneshot::channel();
-        let prepared = (|| {
-            let mut http = sandbox.store.data_mut().http();
-            let request = http.new_incoming_request(Scheme::Http, request)?;
-            let out = http.new_response_outparam(sender)?;
-            Ok::<_, wasmtime::Error>((request, out))
-        })();
-        let (guest_request, out) = match prepared {
-            Ok(pair) => pair,
+        let BoundRequest {
+            request: guest_request,
+            out,
+            response: receiver,
+        } = match sandbox.bind_request(request, limits) {
+            Ok(bound) => bound,
             Err(e) => {
                 tracing::warn!(worker = %self.name, "{tag}: bad request: {e:#}");
                 return text_response(StatusCode::BAD_REQUEST, "bad request\n");
             }
         };
-        let ticks = (limits.cpu_time.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64;
-        sandbox.store.set_epoch_deadline(ticks);
 
         // The guest call runs in this task (no hand-off to another thread for
         // the common case of a handler that finishes with its response); it
