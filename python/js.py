@@ -6,11 +6,11 @@ from urllib.parse import parse_qsl as _parse_qsl
 from urllib.parse import urlsplit as _urlsplit
 
 from pyodide.ffi import JsArray, JsException, JsObject, JsProxy, to_js
-from workers import Headers, Request, Response
+from workers import Headers, Request, Response, fetch  # noqa: F401 - `from js import fetch`
 
 Error = JsException
 
-__all__ = ["JSON", "Error", "Headers", "Object", "Request", "Response", "URL", "URLSearchParams", "console"]
+__all__ = ["JSON", "Error", "Headers", "Object", "Request", "Response", "URL", "URLSearchParams", "console", "fetch"]
 
 
 class JSON:

@@ -6,11 +6,15 @@ import json
 import random
 import sys
 import traceback
+from urllib.parse import parse_qs, urlsplit
 
 from _taipan import loop
 from _taipan.wasi_http import Outparam, send_error, send_response, to_request
 from wit_world.imports import environment
-from workers import Env, ExecutionContext, Response, WorkerEntrypoint
+
+from workers import Env, ExecutionContext, Response, ScheduledController, WorkerEntrypoint
+from workers._bindings import make_bindings
+from workers._context import set_current_env
 
 # Note: the generated `wit_world` package exists only while building, so every
 # binding module the SDK uses must be imported at module level (snapshot time).
@@ -19,6 +23,8 @@ from workers import Env, ExecutionContext, Response, WorkerEntrypoint
 # Must match WARMUP_AUTHORITY in crates/taipan-runtime/src/worker.rs; the
 # host refuses this host name from outside.
 WARMUP_URL = "http://__taipan-warmup__/"
+# Must match SCHEDULED_AUTHORITY in worker.rs: a cron trigger firing.
+SCHEDULED_PREFIX = "http://__taipan-scheduled__/"
 
 
 class Dispatcher:
@@ -31,6 +37,7 @@ class Dispatcher:
         self.dev = False
         self.env = None
         self.call = None
+        self.module = None
 
     def _start_sandbox(self) -> None:
         # The snapshot carries the build machine's PRNG state: reseed from the
@@ -38,8 +45,12 @@ class Dispatcher:
         random.seed()
         host_env = dict(environment.get_environment())
         self.dev = host_env.get("TAIPAN_DEV") == "1"
-        self.env = Env(json.loads(host_env.get("TAIPAN_VARS") or "{}"))
-        self.call = _resolve_handler(importlib.import_module(self.main))
+        env = json.loads(host_env.get("TAIPAN_VARS") or "{}")
+        env.update(make_bindings(json.loads(host_env.get("TAIPAN_BINDINGS") or "{}")))
+        self.env = Env(env)
+        set_current_env(self.env)
+        self.module = importlib.import_module(self.main)
+        self.call = _resolve_handler(self.module)
         self.fresh = False
 
     def handle(self, incoming, response_out) -> None:
@@ -67,12 +78,27 @@ class Dispatcher:
             # (above); no worker code runs for it.
             send_response(Response(None, status=204), out, head_only=True)
             return
+        if request.url.startswith(SCHEDULED_PREFIX):
+            self._scheduled(request, ctx, out)
+            return
         response = self.call(request, self.env, ctx)
         if inspect.isawaitable(response):
             response = loop.run_fast(response)
         if not isinstance(response, Response):
             raise TypeError(f"the handler returned {type(response).__name__}, expected a Response")
         send_response(response, out, head_only=request.method == "HEAD")
+
+    def _scheduled(self, request, ctx: ExecutionContext, out: Outparam) -> None:
+        query = parse_qs(urlsplit(request.url).query)
+        controller = ScheduledController(query.get("cron", [""])[0], float(query.get("scheduledTime", ["0"])[0]))
+        handler = _resolve_scheduled(self.module)
+        if handler is None:
+            send_error(out, 501, "the worker has no scheduled handler (`on_scheduled` or `Default.scheduled`)\n")
+            return
+        result = handler(controller, self.env, ctx)
+        if inspect.isawaitable(result):
+            loop.run_fast(result)
+        send_response(Response("ok\n"), out, head_only=False)
 
     def _fail(self, out: Outparam, exc: BaseException) -> None:
         text = _log_exception("Uncaught exception in the handler", exc)
@@ -105,10 +131,37 @@ def _resolve_handler(module):
         if count == 2:
             return lambda request, env, ctx: on_fetch(request, env)
         return lambda request, env, ctx: on_fetch(request)
-    raise LookupError(
+    message = (
         f"{getattr(module, '__file__', module.__name__)} defines neither `on_fetch` nor a "
         "`Default(WorkerEntrypoint)` class with a `fetch` method"
     )
+
+    def no_fetch_handler(request, env, ctx):
+        raise LookupError(message)  # a cron-only worker still runs its scheduled handler
+
+    return no_fetch_handler
+
+
+def _resolve_scheduled(module):
+    """Return `call(controller, env, ctx)` for the worker's scheduled handler, if any."""
+    default = getattr(module, "Default", None)
+    if isinstance(default, type) and hasattr(default, "scheduled"):
+        count = _positional_count(default.scheduled)
+
+        def call_entrypoint(controller, env, ctx):
+            instance = default(ctx, env) if issubclass(default, WorkerEntrypoint) else default()
+            if not issubclass(default, WorkerEntrypoint):
+                instance.env, instance.ctx = env, ctx
+            if count >= 4:
+                return instance.scheduled(controller, env, ctx)
+            return instance.scheduled(controller)
+
+        return call_entrypoint
+    on_scheduled = getattr(module, "on_scheduled", None)
+    if callable(on_scheduled):
+        count = _positional_count(on_scheduled)
+        return lambda controller, env, ctx: on_scheduled(*(controller, env, ctx)[: max(1, min(count, 3))])
+    return None
 
 
 def _positional_count(func) -> int:

@@ -1,8 +1,9 @@
 """A small asyncio event loop for one request at a time, over `wasi:io/poll`.
 
 A sandbox serves one request at a time, so the loop only needs ready
-callbacks and timers (`asyncio.sleep`); body I/O blocks in the host instead of
-suspending the coroutine.
+callbacks, timers (`asyncio.sleep`) and host calls in flight (bindings,
+fetch: `wait_pollable`); body I/O blocks in the host instead of suspending
+the coroutine.
 """
 
 import asyncio
@@ -17,6 +18,7 @@ class Loop(asyncio.AbstractEventLoop):
     def __init__(self):
         self._ready = []
         self._timers = []  # heap of (when, seq, TimerHandle)
+        self._polls = []  # (pollable, future): host calls in flight
         self._seq = itertools.count()
         self._running = False
         self._exception = None
@@ -38,16 +40,15 @@ class Loop(asyncio.AbstractEventLoop):
             self._running = False
             asyncio.events._set_running_loop(None)
 
+    def wait_pollable(self, pollable) -> asyncio.Future:
+        """A future that completes when `pollable` is ready (the caller owns it)."""
+        future = self.create_future()
+        self._polls.append((pollable, future))
+        return future
+
     def _run_once(self):
         if not self._ready:
-            if not self._timers:
-                raise RuntimeError("the handler is awaiting something that can never complete")
-            when = self._timers[0][0]
-            delay = when - self.time()
-            if delay > 0:
-                pollable = monotonic_clock.subscribe_duration(int(delay * 1e9))
-                poll.poll([pollable])
-                pollable.__exit__(None, None, None)
+            self._wait_for_io()
         now = self.time()
         while self._timers and self._timers[0][0] <= now:
             _, _, handle = heapq.heappop(self._timers)
@@ -57,6 +58,29 @@ class Loop(asyncio.AbstractEventLoop):
         for handle in ready:
             if not handle._cancelled:
                 handle._run()
+
+    def _wait_for_io(self):
+        """Block until a host call or the next timer is ready."""
+        self._polls = [(p, f) for p, f in self._polls if not f.done()]
+        if not self._timers and not self._polls:
+            raise RuntimeError("the handler is awaiting something that can never complete")
+        pollables = [p for p, _ in self._polls]
+        timer = None
+        if self._timers:
+            delay = self._timers[0][0] - self.time()
+            if delay <= 0:
+                return
+            timer = monotonic_clock.subscribe_duration(int(delay * 1e9))
+            pollables.append(timer)
+        ready = poll.poll(pollables)
+        if timer is not None:
+            timer.__exit__(None, None, None)
+        done = {i for i in ready if i < len(self._polls)}
+        for i in done:
+            future = self._polls[i][1]
+            if not future.done():
+                future.set_result(None)
+        self._polls = [entry for i, entry in enumerate(self._polls) if i not in done]
 
     def time(self):
         return monotonic_clock.now() / 1e9

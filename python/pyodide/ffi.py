@@ -28,6 +28,15 @@ class JsObject(JsProxy, Mapping):
     def __init__(self, data=None):
         object.__setattr__(self, "_data", dict(data or {}))
 
+    def __getattribute__(self, name):
+        # A property of the object wins over Mapping's methods, as in JS:
+        # a KV list result's `.keys` is its list of keys.
+        if not name.startswith("_"):
+            data = object.__getattribute__(self, "_data")
+            if name in data:
+                return data[name]
+        return object.__getattribute__(self, name)
+
     def __getattr__(self, name):
         try:
             return self._data[name]
@@ -125,6 +134,13 @@ def destroy_proxies(proxies):
         proxy.destroy()
 
 
+def run_sync(awaitable):
+    """Run `awaitable` (a binding call, a fetch) to completion synchronously."""
+    from _taipan.host import run_sync as _run_sync
+
+    return _run_sync(awaitable)
+
+
 def _to_py(value, depth):
     return value.to_py(depth=depth) if isinstance(value, JsProxy) else value
 
@@ -137,5 +153,6 @@ __all__ = [
     "create_once_callable",
     "create_proxy",
     "destroy_proxies",
+    "run_sync",
     "to_js",
 ]

@@ -58,3 +58,21 @@ class JsTest(unittest.TestCase):
         from js import Headers
 
         self.assertEqual(Headers.new({"A": "1"}).get("a"), "1")
+
+
+class JsObjectPropertiesTest(unittest.TestCase):
+    def test_a_property_wins_over_mapping_methods(self):
+        # A KV list result has a `keys` property, as in JavaScript.
+        result = to_js({"keys": [{"name": "a"}], "list_complete": True})
+        self.assertEqual([k.name for k in result.keys], ["a"])
+        self.assertTrue(result.list_complete)
+        plain = to_js({"a": 1})
+        self.assertEqual(list(plain.keys()), ["a"])
+
+    def test_run_sync_returns_a_coroutines_value(self):
+        from pyodide.ffi import run_sync
+
+        async def answer():
+            return 42
+
+        self.assertEqual(run_sync(answer()), 42)

@@ -1,16 +1,24 @@
 """The `workers` module of Cloudflare Python Workers, as Taipan provides it."""
 
-from ._context import Env, ExecutionContext
+from ._bindings import D1Database, Fetcher, KVNamespace
+from ._context import Env, ExecutionContext, ScheduledController, import_from_javascript
+from ._fetch import fetch
 from ._headers import Headers
 from ._http import Request, Response
 
 __all__ = [
+    "D1Database",
     "Env",
     "ExecutionContext",
+    "Fetcher",
     "Headers",
+    "KVNamespace",
     "Request",
     "Response",
+    "ScheduledController",
     "WorkerEntrypoint",
+    "fetch",
+    "import_from_javascript",
 ]
 
 

@@ -48,3 +48,61 @@ class ExecutionContext:
     def _take_pending(self) -> list:
         pending, self._wait_until = self._wait_until, []
         return pending
+
+
+class ScheduledController:
+    """What a cron trigger's `scheduled` handler receives."""
+
+    type = "scheduled"
+
+    def __init__(self, cron: str, scheduled_time: float):
+        self.cron = cron
+        self.scheduledTime = scheduled_time
+        self.scheduled_time = scheduled_time
+
+    def noRetry(self) -> None:
+        """Accepted: Taipan does not retry failed scheduled events."""
+
+    no_retry = noRetry
+
+    def __repr__(self) -> str:
+        return f"ScheduledController(cron={self.cron!r}, scheduledTime={self.scheduledTime})"
+
+
+# The sandbox's env, set when the sandbox starts (before any handler runs).
+_current_env = None
+
+
+def set_current_env(env: "Env") -> None:
+    global _current_env
+    _current_env = env
+
+
+class _CloudflareWorkers:
+    """`import_from_javascript("cloudflare:workers")`: `.env` is the worker's
+    bindings, usable outside a handler (e.g. by a library's module-level code
+    that runs lazily)."""
+
+    @property
+    def env(self) -> "Env":
+        if _current_env is None:
+            raise RuntimeError(
+                "cloudflare:workers env is not available while the snapshot is taken; "
+                "read it inside a function that runs at request time"
+            )
+        return _current_env
+
+    @staticmethod
+    def waitUntil(awaitable) -> None:
+        raise RuntimeError("use ctx.waitUntil inside a handler")
+
+
+_MODULES = {"cloudflare:workers": _CloudflareWorkers()}
+
+
+def import_from_javascript(name: str):
+    """The JavaScript modules Python Workers can import: `cloudflare:workers`."""
+    try:
+        return _MODULES[name]
+    except KeyError:
+        raise ImportError(f"no JavaScript module named {name!r} in Taipan; available: {sorted(_MODULES)}") from None

@@ -114,9 +114,11 @@ class Response(_Body):
         return cls(body, **_init_kwargs(init, kwargs))
 
     def clone(self):
-        if isinstance(self._body_source, (bytes, type(None))):
-            return Response(self._body_source, status=self.status, statusText=self.statusText, headers=self.headers)
-        raise TypeError("only responses with a bytes body can be cloned")
+        if not isinstance(self._body_source, (bytes, type(None))):
+            if hasattr(self._body_source, "__aiter__"):
+                raise TypeError("a response with an async-iterable body cannot be cloned")
+            self._body_source, self._body_used = self._take_body(), False
+        return Response(self._body_source, status=self.status, statusText=self.statusText, headers=self.headers)
 
     def __repr__(self) -> str:
         return f"<Response {self.status}>"
@@ -169,7 +171,10 @@ class Request(_Body):
         return self._body_source
 
     def clone(self):
-        return Request(self.url, method=self.method, headers=self.headers, body=self._take_body())
+        # Read the body once and give both copies the bytes (a tee, as in JS).
+        body = self._take_body() if self._body_source is not None else None
+        self._body_source, self._body_used = body, False
+        return Request(self.url, method=self.method, headers=self.headers, body=body)
 
     def __repr__(self) -> str:
         return f"<Request {self.method} {self.url}>"

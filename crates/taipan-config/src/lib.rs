@@ -4,12 +4,15 @@
 //! the user wrote (with line numbers for errors), [`resolve`] turns it into a
 //! validated [`WorkerConfig`] the rest of Taipan can trust.
 
+pub mod bindings;
+pub mod cron;
 pub mod error;
 pub mod raw;
 pub mod resolve;
 pub mod routes;
 pub mod runtimes;
 
+pub use bindings::Bindings;
 pub use error::ConfigError;
 pub use resolve::{ConfigLimits, SnapshotMode, WorkerConfig, load, load_at};
 pub use routes::RoutePattern;

@@ -7,6 +7,7 @@ use jiff::civil::Date;
 use serde_json::Value;
 
 use crate::CONFIG_FILE_NAMES;
+use crate::bindings::Bindings;
 use crate::error::ConfigError;
 use crate::raw::RawConfig;
 use crate::routes::RoutePattern;
@@ -54,6 +55,8 @@ pub struct WorkerConfig {
     pub routes: Vec<RoutePattern>,
     /// `[limits]`: overrides of the server's per-worker defaults.
     pub limits: ConfigLimits,
+    /// KV, D1, R2, services and cron triggers.
+    pub bindings: Bindings,
     /// Things worth telling the user that do not stop the worker.
     pub warnings: Vec<String>,
 }
@@ -98,21 +101,22 @@ const USED_KEYS: &[&str] = &[
     "compatibility_flags",
     "vars",
     "snapshot",
-];
-
-/// Keys from wrangler that Taipan knows but does not act on yet: a warning, never an error.
-const LATER_KEYS: &[&str] = &[
+    "routes",
+    "route",
+    "limits",
     "kv_namespaces",
     "d1_databases",
     "r2_buckets",
     "services",
     "triggers",
+    "outbound_private_networks",
+];
+
+/// Keys from wrangler that Taipan knows but does not act on yet: a warning, never an error.
+const LATER_KEYS: &[&str] = &[
     "durable_objects",
     "assets",
-    "routes",
-    "route",
     "migrations",
-    "limits",
     "queues",
     "ai",
     "vectorize",
@@ -373,6 +377,14 @@ pub fn resolve(raw: &RawConfig, today: Date) -> Result<WorkerConfig, ConfigError
 
     let routes = parse_routes(raw)?;
     let limits = parse_limits(raw)?;
+    let bindings = crate::bindings::parse(raw, &vars.keys().cloned().collect())?;
+    if !bindings.r2.is_empty() {
+        warnings.push(format!(
+            "`r2_buckets` ({}:{}) is not supported by this version of Taipan yet; its bindings are not on `env`",
+            raw.path.display(),
+            raw.line_of("r2_buckets").unwrap_or(0)
+        ));
+    }
 
     Ok(WorkerConfig {
         name,
@@ -388,6 +400,7 @@ pub fn resolve(raw: &RawConfig, today: Date) -> Result<WorkerConfig, ConfigError
         snapshot,
         routes,
         limits,
+        bindings,
         warnings,
     })
 }
@@ -523,7 +536,7 @@ mod tests {
   "compatibility_date": "2025-11-01",
   "compatibility_flags": ["python_workers"], // trailing commas allowed
   "vars": { "GREETING": "hi", "LIMITS": { "n": 3 }, },
-  "kv_namespaces": [],
+  "durable_objects": {},
   "observability": { "enabled": true },
 }"#,
         );
@@ -531,7 +544,7 @@ mod tests {
         assert_eq!(cfg.vars["GREETING"], "hi");
         assert_eq!(cfg.vars["LIMITS"]["n"], 3);
         assert_eq!(cfg.warnings.len(), 1, "{:?}", cfg.warnings);
-        assert!(cfg.warnings[0].contains("kv_namespaces"));
+        assert!(cfg.warnings[0].contains("durable_objects"));
         assert!(cfg.routes.is_empty());
     }
 
@@ -607,6 +620,77 @@ mod tests {
         let err = load_at(dir.path(), TODAY).unwrap_err();
         assert!(err.to_string().contains("no wrangler.toml"), "{err}");
         assert!(err.hint.is_some());
+    }
+
+    #[test]
+    fn bindings_as_wrangler_writes_them() {
+        let dir = project(
+            "wrangler.toml",
+            r#"main = "src/entry.py"
+[vars]
+GREETING = "hi"
+[[kv_namespaces]]
+binding = "CACHE"
+id = "abc123"
+[[d1_databases]]
+binding = "DB"
+database_name = "app-db"
+database_id = "x-1"
+[[r2_buckets]]
+binding = "FILES"
+bucket_name = "files"
+[[services]]
+binding = "AUTH"
+service = "auth-worker"
+[triggers]
+crons = ["*/5 * * * *", "0 0 * * *"]
+"#,
+        );
+        let cfg = load_at(dir.path(), TODAY).unwrap();
+        let b = &cfg.bindings;
+        assert_eq!(b.kv[0].id, "abc123");
+        assert_eq!(
+            (b.d1[0].database_name.as_str(), b.d1[0].id.as_str()),
+            ("app-db", "x-1")
+        );
+        assert_eq!(b.d1[0].migrations_dir, PathBuf::from("migrations"));
+        assert_eq!(b.r2[0].bucket_name, "files");
+        assert_eq!(b.services[0].service, "auth-worker");
+        assert_eq!(b.crons.len(), 2);
+        assert!(
+            cfg.warnings.iter().all(|w| !w.contains("kv_namespaces")),
+            "{:?}",
+            cfg.warnings
+        );
+
+        let dir = project(
+            "wrangler.toml",
+            "main = \"src/entry.py\"\n[triggers]\ncrons = [\"every minute\"]\n",
+        );
+        let err = load_at(dir.path(), TODAY).unwrap_err();
+        assert_eq!(err.line, Some(2), "{err}");
+        assert!(err.message.contains("cron"), "{err}");
+
+        let dir = project(
+            "wrangler.toml",
+            "main = \"src/entry.py\"\n[vars]\nDB = \"x\"\n[[d1_databases]]\nbinding = \"DB\"\n",
+        );
+        assert!(
+            load_at(dir.path(), TODAY)
+                .unwrap_err()
+                .message
+                .contains("used twice")
+        );
+        let dir = project(
+            "wrangler.toml",
+            "main = \"src/entry.py\"\n[[kv_namespaces]]\nid = \"a\"\n",
+        );
+        assert!(
+            load_at(dir.path(), TODAY)
+                .unwrap_err()
+                .message
+                .contains("no `binding`")
+        );
     }
 
     #[test]

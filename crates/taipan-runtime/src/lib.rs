@@ -8,11 +8,13 @@
 
 pub mod body;
 pub mod engine;
+pub mod host;
 pub mod limits;
 pub mod log;
 pub mod sandbox;
 pub mod worker;
 
 pub use engine::Runtime;
+pub use host::{HostLimits, NoHost, WorkerHost};
 pub use limits::Limits;
 pub use worker::{Worker, WorkerSettings};

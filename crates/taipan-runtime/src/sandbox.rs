@@ -15,8 +15,9 @@ use wasmtime_wasi_http::p2::bindings::http::types::{ErrorCode, Scheme};
 use wasmtime_wasi_http::p2::bindings::{Proxy, ProxyPre};
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 use wasmtime_wasi_http::p2::types::{HostIncomingRequest, HostResponseOutparam};
-use wasmtime_wasi_http::p2::{WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
+use wasmtime_wasi_http::p2::{WasiHttpCtxView, WasiHttpView};
 
+use crate::host::{HostLimits, RequestView, WorkerHost};
 use crate::limits::Limits;
 use crate::log::{LogSink, LogStream, RequestTag};
 
@@ -24,29 +25,9 @@ use crate::log::{LogSink, LogStream, RequestTag};
 pub struct SandboxState {
     wasi: WasiCtx,
     http: WasiHttpCtx,
-    hooks: HttpHooks,
+    hooks: RequestView,
     table: ResourceTable,
     limits: StoreLimits,
-}
-
-/// Headers that describe one connection, not the request: never passed on.
-/// (wasmtime's default list also hides `host`, which Workers code reads.)
-const HOP_BY_HOP: [&str; 7] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "transfer-encoding",
-    "upgrade",
-    "te",
-    "http2-settings",
-];
-
-struct HttpHooks;
-
-impl WasiHttpHooks for HttpHooks {
-    fn is_forbidden_header(&mut self, name: &http::HeaderName) -> bool {
-        HOP_BY_HOP.contains(&name.as_str())
-    }
 }
 
 impl WasiView for SandboxState {
@@ -75,6 +56,9 @@ pub struct SandboxTemplate {
     pub env: Vec<(String, String)>,
     pub limits: Limits,
     pub log: Arc<dyn LogSink>,
+    /// The worker's bindings and outbound fetch.
+    pub host: Arc<dyn WorkerHost>,
+    pub host_limits: HostLimits,
 }
 
 /// One request handed to a sandbox, ready for `incoming-handler.handle`.
@@ -119,7 +103,7 @@ impl Sandbox {
         let state = SandboxState {
             wasi: wasi.build(),
             http: WasiHttpCtx::new(),
-            hooks: HttpHooks,
+            hooks: RequestView::new(template.host.clone(), template.host_limits),
             table: ResourceTable::new(),
             limits: StoreLimitsBuilder::new()
                 .memory_size(template.limits.memory_bytes)
@@ -154,8 +138,15 @@ impl Sandbox {
         B::Error: Into<ErrorCode>,
     {
         let (sender, receiver) = oneshot::channel();
+        self.store.data_mut().hooks.reset();
         let mut http = self.store.data_mut().http();
-        let request = http.new_incoming_request(Scheme::Http, request)?;
+        // A service binding's request keeps its URL's scheme; from the network it is http.
+        let scheme = if request.uri().scheme() == Some(&http::uri::Scheme::HTTPS) {
+            Scheme::Https
+        } else {
+            Scheme::Http
+        };
+        let request = http.new_incoming_request(scheme, request)?;
         let out = http.new_response_outparam(sender)?;
         self.store.set_epoch_deadline(limits.epoch_ticks());
         Ok(BoundRequest {

@@ -17,6 +17,7 @@ use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
 use crate::body::LimitedResponse;
 use crate::engine::Runtime;
+use crate::host::{HostLimits, INTERNAL_PREFIX, WorkerHost};
 use crate::limits::Limits;
 use crate::log::LogSink;
 use crate::sandbox::{BoundRequest, Sandbox, SandboxState, SandboxTemplate};
@@ -25,8 +26,13 @@ use crate::sandbox::{BoundRequest, Sandbox, SandboxState, SandboxTemplate};
 #[derive(Clone)]
 pub struct WorkerSettings {
     pub name: String,
-    /// `vars` as a JSON object.
+    /// `vars` (and secrets) as a JSON object: read by the guest, never logged.
     pub vars_json: String,
+    /// `{name: kind}` of the worker's bindings, as a JSON object.
+    pub bindings_json: String,
+    /// What the bindings and outbound fetch reach.
+    pub host: Arc<dyn WorkerHost>,
+    pub host_limits: HostLimits,
     /// Dev mode: tracebacks go into 500 responses too.
     pub dev: bool,
     pub limits: Limits,
@@ -85,6 +91,10 @@ pub type Body = HyperOutgoingBody;
 /// refused from outside): the guest answers it 204 without calling the worker.
 pub const WARMUP_AUTHORITY: &str = "__taipan-warmup__";
 
+/// The authority of a cron trigger's internal request: the guest calls the
+/// worker's `scheduled` handler. Refused from outside.
+pub const SCHEDULED_AUTHORITY: &str = "__taipan-scheduled__";
+
 impl Worker {
     /// Compile (or load the compiled) component and pre-link it. Blocking.
     pub fn load(
@@ -103,7 +113,13 @@ impl Worker {
         let pre = ProxyPre::new(pre)
             .map_err(anyhow::Error::from)
             .context("the component does not export wasi:http/incoming-handler")?;
-        let mut env = vec![("TAIPAN_VARS".to_string(), settings.vars_json.clone())];
+        let mut env = vec![
+            ("TAIPAN_VARS".to_string(), settings.vars_json.clone()),
+            (
+                "TAIPAN_BINDINGS".to_string(),
+                settings.bindings_json.clone(),
+            ),
+        ];
         if settings.dev {
             env.push(("TAIPAN_DEV".into(), "1".into()));
         }
@@ -118,6 +134,8 @@ impl Worker {
                 env,
                 limits: settings.limits.clone(),
                 log: settings.log.clone(),
+                host: settings.host.clone(),
+                host_limits: settings.host_limits,
             },
             idle: Mutex::new(Vec::new()),
             permits: Arc::new(Semaphore::new(settings.limits.max_sandboxes)),
@@ -239,8 +257,48 @@ impl Worker {
         }
     }
 
-    /// Serve one request in a warm sandbox, or a fresh one from the snapshot.
-    pub async fn handle<B>(self: &Arc<Self>, mut request: http::Request<B>) -> Response<Body>
+    /// Serve one request from outside in a warm sandbox, or a fresh one from
+    /// the snapshot. Internal host names are refused.
+    pub async fn handle<B>(self: &Arc<Self>, request: http::Request<B>) -> Response<Body>
+    where
+        B: hyper::body::Body<Data = Bytes> + Send + 'static,
+        B::Error: std::error::Error + Send + Sync + 'static,
+    {
+        let host = request
+            .headers()
+            .get(http::header::HOST)
+            .map(|h| h.as_bytes())
+            .or_else(|| request.uri().host().map(str::as_bytes));
+        if host.is_some_and(|h| h.starts_with(INTERNAL_PREFIX.as_bytes())) {
+            return text_response(StatusCode::BAD_REQUEST, "bad host\n");
+        }
+        self.serve(request).await
+    }
+
+    /// Fire a cron trigger: the worker's `scheduled` handler runs with
+    /// `cron` and `scheduled_time` (ms since the epoch). 2xx means it succeeded.
+    pub async fn scheduled(self: &Arc<Self>, cron: &str, scheduled_time_ms: i64) -> Response<Body> {
+        let query: String = cron
+            .bytes()
+            .map(|b| match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => {
+                    (b as char).to_string()
+                }
+                _ => format!("%{b:02X}"),
+            })
+            .collect();
+        let request = http::Request::get(format!(
+            "http://{SCHEDULED_AUTHORITY}/?cron={query}&scheduledTime={scheduled_time_ms}"
+        ))
+        .header(http::header::HOST, SCHEDULED_AUTHORITY)
+        .body(Full::new(Bytes::new()));
+        match request {
+            Ok(request) => self.serve(request).await,
+            Err(_) => text_response(StatusCode::BAD_REQUEST, "bad cron expression\n"),
+        }
+    }
+
+    async fn serve<B>(self: &Arc<Self>, mut request: http::Request<B>) -> Response<Body>
     where
         B: hyper::body::Body<Data = Bytes> + Send + 'static,
         B::Error: std::error::Error + Send + Sync + 'static,
@@ -256,13 +314,6 @@ impl Worker {
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "request body exceeds the worker's max_request_body limit\n",
             );
-        }
-        if request
-            .headers()
-            .get(http::header::HOST)
-            .is_some_and(|h| h.as_bytes() == WARMUP_AUTHORITY.as_bytes())
-        {
-            return text_response(StatusCode::BAD_REQUEST, "bad host\n");
         }
         if request.uri().authority().is_none()
             && !request.headers().contains_key(http::header::HOST)

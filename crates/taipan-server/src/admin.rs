@@ -132,6 +132,47 @@ impl AdminFront {
                     &serde_json::json!({ "deleted": name }),
                 ))
             }
+            (Method::GET, ["api", "workers", name, "secrets"]) => {
+                // Names only: a secret's value never leaves the server.
+                let names: Vec<String> = state.data.secrets(name)?.into_keys().collect();
+                Ok(json(
+                    StatusCode::OK,
+                    &serde_json::json!({ "secrets": names }),
+                ))
+            }
+            (Method::PUT, ["api", "workers", name, "secrets", secret]) => {
+                let (name, secret) = (name.to_string(), secret.to_string());
+                let body = Limited::new(request.into_body(), MAX_SECRET_BYTES)
+                    .collect()
+                    .await
+                    .map_err(|_| {
+                        ApiError::new(
+                            StatusCode::PAYLOAD_TOO_LARGE,
+                            format!("a secret is at most {MAX_SECRET_BYTES} bytes"),
+                        )
+                    })?
+                    .to_bytes();
+                let value = std::str::from_utf8(&body).map_err(|_| {
+                    ApiError::new(StatusCode::BAD_REQUEST, "a secret must be UTF-8 text")
+                })?;
+                state.set_secret(&name, &secret, Some(value)).await?;
+                Ok(json(
+                    StatusCode::OK,
+                    &serde_json::json!({ "worker": name, "secret": secret }),
+                ))
+            }
+            (Method::DELETE, ["api", "workers", name, "secrets", secret]) => {
+                if !state.set_secret(name, secret, None).await? {
+                    return Err(ApiError::new(
+                        StatusCode::NOT_FOUND,
+                        format!("worker {name:?} has no secret {secret:?}"),
+                    ));
+                }
+                Ok(json(
+                    StatusCode::OK,
+                    &serde_json::json!({ "deleted": secret }),
+                ))
+            }
             (Method::GET, ["api", "workers", name, "tail"]) => {
                 if state.registry.get(name).is_none() {
                     return Err(not_found(name));
@@ -164,6 +205,9 @@ impl Handler for AdminFront {
         }
     }
 }
+
+/// Cloudflare's limit on one secret's size (5 KiB).
+const MAX_SECRET_BYTES: usize = 5 * 1024;
 
 fn not_found(name: &str) -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, format!("no worker named {name:?}"))

@@ -1,58 +1,81 @@
-//! `taipan dev`: one worker, built from a project folder, rebuilt on edits.
+//! `taipan dev`: workers built from project folders, rebuilt on edits. The
+//! first project is served; the others are reachable through its service
+//! bindings (`taipan dev -c a/wrangler.toml -c b/wrangler.toml`).
 
+use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, RwLock, Weak};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow};
 use hyper::body::Incoming;
+use taipan_bindings::{Services, Stores};
 use taipan_build::BuildError;
 use taipan_config::WorkerConfig;
 use taipan_runtime::log::TerminalSink;
-use taipan_runtime::worker::Body;
-use taipan_runtime::{Limits, Runtime, Worker, WorkerSettings};
+use taipan_runtime::worker::{Body, text_response};
+use taipan_runtime::{HostLimits, Limits, Runtime, Worker, WorkerSettings};
 use tokio::net::TcpListener;
 
 use crate::front::{self, Handler};
+use crate::host::{WorkerEnv, read_dev_vars};
 use crate::watch::ProjectWatcher;
 
 #[derive(Debug, Clone)]
 pub struct DevOptions {
-    /// The project folder, or its config file.
-    pub project: PathBuf,
+    /// Project folders or config files; the first is the one served.
+    pub projects: Vec<PathBuf>,
     pub ip: IpAddr,
     pub port: u16,
     pub watch: bool,
     pub limits: Limits,
     /// Print a line per request (the worker's own output is always shown).
     pub log_requests: bool,
+    /// Serve `/__scheduled?cron=...` to fire the worker's scheduled handler.
+    pub test_scheduled: bool,
 }
 
 /// Builds kept in `.taipan/builds` besides the one serving.
 const KEEP_BUILDS: usize = 4;
 
 struct DevServer {
-    current: RwLock<Arc<Worker>>,
+    /// Every worker by name; `primary` is the one on the port.
+    workers: RwLock<BTreeMap<String, Arc<Worker>>>,
+    primary: String,
     log_requests: bool,
+    test_scheduled: bool,
 }
 
 impl DevServer {
-    fn worker(&self) -> Arc<Worker> {
-        self.current
+    fn worker(&self, name: &str) -> Option<Arc<Worker>> {
+        self.workers
             .read()
             .unwrap_or_else(|e| e.into_inner())
-            .clone()
+            .get(name)
+            .cloned()
     }
 
     fn swap(&self, worker: Arc<Worker>) {
         worker.start_standby();
-        let old = std::mem::replace(
-            &mut *self.current.write().unwrap_or_else(|e| e.into_inner()),
-            worker,
-        );
+        let old = self
+            .workers
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(worker.name.to_string(), worker);
         // Requests in flight hold their own reference and finish on the old build.
-        old.drain_idle();
+        if let Some(old) = old {
+            old.drain_idle();
+        }
+    }
+}
+
+/// Service bindings in dev reach the other projects of the same `taipan dev`.
+struct DevServices(Weak<DevServer>);
+
+impl Services for DevServices {
+    fn worker(&self, name: &str) -> Option<Arc<Worker>> {
+        self.0.upgrade()?.worker(name)
     }
 }
 
@@ -68,53 +91,91 @@ impl Handler for DevServer {
             request.method(),
             request.uri().path_and_query().map_or("/", |p| p.as_str())
         );
-        let worker = self.worker();
-        let response = worker.handle(request).await;
-        if !self.log_requests {
-            return response;
+        let Some(worker) = self.worker(&self.primary) else {
+            return text_response(http::StatusCode::SERVICE_UNAVAILABLE, "no worker\n");
+        };
+        let response = if self.test_scheduled && request.uri().path() == "/__scheduled" {
+            scheduled(&worker, request.uri().query().unwrap_or("")).await
+        } else {
+            worker.handle(request).await
+        };
+        if self.log_requests {
+            println!(
+                "[{}] {line} {} ({:.1}ms)",
+                worker.name,
+                response.status().as_u16(),
+                started.elapsed().as_secs_f64() * 1e3
+            );
         }
-        println!(
-            "[{}] {line} {} ({:.1}ms)",
-            worker.name,
-            response.status().as_u16(),
-            started.elapsed().as_secs_f64() * 1e3
-        );
+        response
+    }
+}
+
+/// `/__scheduled?cron=...`, as wrangler's `--test-scheduled`.
+async fn scheduled(worker: &Arc<Worker>, query: &str) -> http::Response<Body> {
+    let cron = form_urlencoded::parse(query.as_bytes())
+        .find(|(k, _)| k == "cron")
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_default();
+    let now = jiff::Timestamp::now().as_millisecond();
+    let response = worker.scheduled(&cron, now).await;
+    if response.status().is_success() {
+        text_response(http::StatusCode::OK, "Ran scheduled event\n")
+    } else {
         response
     }
 }
 
 /// Run the dev server until Ctrl-C. Errors here are for the user (exit non-zero).
 pub async fn run_dev(options: DevOptions, runtime: Runtime) -> Result<()> {
-    let config = load_config(&options.project)?;
-    let project_dir = config.project_dir.clone();
-    let started = Instant::now();
-    let spinner =
-        indicatif::ProgressBar::new_spinner().with_message(format!("Building {}...", config.name));
-    spinner.enable_steady_tick(Duration::from_millis(120));
-    let built = build_and_load(&runtime, &config, &options.limits).await;
-    spinner.finish_and_clear();
-    let worker = built.map_err(|e| anyhow!("{e}"))?;
-    worker.start_standby();
-    println!("Built {} in {}", config.name, fmt(started.elapsed()));
+    let configs = options
+        .projects
+        .iter()
+        .map(|p| load_config(p))
+        .collect::<Result<Vec<_>>>()?;
+    let primary = configs
+        .first()
+        .map(|c| c.name.clone())
+        .context("no project to serve")?;
+    let server = Arc::new(DevServer {
+        workers: RwLock::default(),
+        primary,
+        log_requests: options.log_requests,
+        test_scheduled: options.test_scheduled,
+    });
+    let services: Arc<dyn Services> = Arc::new(DevServices(Arc::downgrade(&server)));
+    for config in &configs {
+        let started = Instant::now();
+        let spinner = indicatif::ProgressBar::new_spinner()
+            .with_message(format!("Building {}...", config.name));
+        spinner.enable_steady_tick(Duration::from_millis(120));
+        let built = build_and_load(&runtime, config, &options.limits, &services).await;
+        spinner.finish_and_clear();
+        server.swap(built.map_err(|e| anyhow!("{e}"))?);
+        println!("Built {} in {}", config.name, fmt(started.elapsed()));
+    }
 
     let address = SocketAddr::new(options.ip, options.port);
     let listener = TcpListener::bind(address).await.with_context(|| {
         format!("could not listen on {address}\nhint: is another server using the port? pass --port to pick another")
     })?;
     let address = listener.local_addr()?;
-    let server = Arc::new(DevServer {
-        current: RwLock::new(worker),
-        log_requests: options.log_requests,
-    });
     if options.watch {
-        let watcher =
-            ProjectWatcher::new(&project_dir).context("watching the project for changes")?;
-        tokio::spawn(reload_loop(
-            watcher,
-            options.clone(),
-            runtime.clone(),
-            server.clone(),
-        ));
+        for (project, config) in options.projects.iter().zip(&configs) {
+            let watcher = ProjectWatcher::new(&config.project_dir)
+                .context("watching the project for changes")?;
+            tokio::spawn(reload_loop(
+                watcher,
+                project.clone(),
+                options.limits.clone(),
+                runtime.clone(),
+                server.clone(),
+                services.clone(),
+            ));
+        }
+    }
+    if options.test_scheduled {
+        println!("Scheduled events: http://{address}/__scheduled?cron=*+*+*+*+*");
     }
     println!("Ready on http://{address}");
     front::serve(listener, server, front::shutdown_signal()).await;
@@ -135,17 +196,34 @@ async fn build_and_load(
     runtime: &Runtime,
     config: &WorkerConfig,
     limits: &Limits,
+    services: &Arc<dyn Services>,
 ) -> Result<Arc<Worker>, BuildError> {
     let runtime = runtime.clone();
     let config = config.clone();
+    let services = services.clone();
     // The worker's own `[limits]` apply over the command line's defaults.
     let limits = limits.with_overrides(&config.limits);
     tokio::task::spawn_blocking(move || {
-        let builds = config.project_dir.join(".taipan").join("builds");
+        let dot = config.project_dir.join(".taipan");
+        let builds = dot.join("builds");
+        let secrets = read_dev_vars(&config.project_dir).map_err(BuildError::Internal)?;
+        let stores = Stores::new(dot.join("state"));
+        let env = WorkerEnv::open(
+            &config.vars_json(),
+            &secrets,
+            &config.bindings,
+            &stores,
+            services,
+            true,
+        )
+        .map_err(BuildError::Internal)?;
         let outcome = taipan_build::build(&config, &builds)?;
         let settings = WorkerSettings {
             name: config.name.clone(),
-            vars_json: config.vars_json(),
+            vars_json: env.vars_json,
+            bindings_json: env.bindings_json,
+            host: env.host,
+            host_limits: HostLimits::default(),
             dev: true,
             limits,
             reuse_sandboxes: true,
@@ -162,21 +240,23 @@ async fn build_and_load(
 
 async fn reload_loop(
     mut watcher: ProjectWatcher,
-    options: DevOptions,
+    project: PathBuf,
+    limits: Limits,
     runtime: Runtime,
     server: Arc<DevServer>,
+    services: Arc<dyn Services>,
 ) {
     while let Some(path) = watcher.next_change().await {
         let started = Instant::now();
         println!("Change in {}; rebuilding...", path.display());
-        let config = match load_config(&options.project) {
+        let config = match load_config(&project) {
             Ok(config) => config,
             Err(e) => {
                 println!("error: {e:#}\nThe previous build keeps serving.");
                 continue;
             }
         };
-        match build_and_load(&runtime, &config, &options.limits).await {
+        match build_and_load(&runtime, &config, &limits, &services).await {
             Ok(worker) => {
                 server.swap(worker);
                 println!("Reloaded {} in {}", config.name, fmt(started.elapsed()));

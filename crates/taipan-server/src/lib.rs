@@ -4,6 +4,7 @@ pub mod admin;
 pub mod bundle;
 pub mod dev;
 pub mod front;
+pub mod host;
 pub mod registry;
 pub mod serve;
 pub mod store;

@@ -9,16 +9,18 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow};
 use hyper::body::Incoming;
+use taipan_bindings::{Services, Stores};
 use taipan_build::{Artifact, BuildError};
 use taipan_config::RoutePattern;
 use taipan_runtime::log::{LogSink, TerminalSink};
 use taipan_runtime::worker::{Body, text_response};
-use taipan_runtime::{Limits, Runtime, Worker, WorkerSettings};
+use taipan_runtime::{HostLimits, Limits, Runtime, Worker, WorkerSettings};
 use tokio::net::TcpListener;
 use tokio::sync::broadcast;
 
 use crate::bundle::{self, BundleLimits};
 use crate::front::{self, Handler};
+use crate::host::WorkerEnv;
 use crate::registry::{Deployed, Registry};
 use crate::store::{DataDir, VersionRecord};
 
@@ -44,6 +46,8 @@ pub struct ServeState {
     pub data: DataDir,
     pub registry: Registry,
     pub options: ServeOptions,
+    /// Binding state (KV, D1), shared by every worker that binds the same id.
+    pub stores: Arc<Stores>,
     logs: Logs,
     deploy_lock: tokio::sync::Mutex<()>,
 }
@@ -83,11 +87,13 @@ impl ServeState {
     pub fn new(runtime: Runtime, options: ServeOptions) -> Result<Arc<Self>> {
         let data = DataDir::open(&options.data_dir)?;
         let registry = Registry::new(&options.base_domain);
+        let stores = Stores::new(data.state());
         Ok(Arc::new(Self {
             runtime,
             data,
             registry,
             options,
+            stores,
             logs: Logs::default(),
             deploy_lock: tokio::sync::Mutex::new(()),
         }))
@@ -122,9 +128,21 @@ impl ServeState {
                 )
             })?;
         let limits = self.options.limits.with_overrides(&record.limits);
+        let services: Arc<dyn Services> = Arc::new(RegistryServices(Arc::downgrade(self)));
+        let env = WorkerEnv::open(
+            &record.vars_json,
+            &self.data.secrets(&record.worker)?,
+            &record.bindings,
+            &self.stores,
+            services,
+            false,
+        )?;
         let settings = WorkerSettings {
             name: record.worker.clone(),
-            vars_json: record.vars_json.clone(),
+            vars_json: env.vars_json,
+            bindings_json: env.bindings_json,
+            host: env.host,
+            host_limits: HostLimits::default(),
             dev: false,
             limits,
             reuse_sandboxes: !self.options.fresh_sandbox_per_request,
@@ -195,6 +213,7 @@ impl ServeState {
             routes: config.routes.iter().map(ToString::to_string).collect(),
             limits: config.limits,
             runtime: config.runtime.id.to_string(),
+            bindings: config.bindings.clone(),
         };
         let mut deployed = self
             .load(&record)
@@ -253,6 +272,66 @@ impl ServeState {
         Ok(())
     }
 
+    /// Set or remove a secret; the serving version picks it up at once.
+    pub async fn set_secret(
+        self: &Arc<Self>,
+        name: &str,
+        secret: &str,
+        value: Option<&str>,
+    ) -> Result<bool, ApiError> {
+        if !valid_secret_name(secret) {
+            return Err(ApiError::new(
+                http::StatusCode::BAD_REQUEST,
+                format!(
+                    "{secret:?} is not a valid secret name; use letters, digits and underscores"
+                ),
+            ));
+        }
+        let _one_at_a_time = self.deploy_lock.lock().await;
+        let changed = self.data.set_secret(name, secret, value)?;
+        if changed && let Some(record) = self.data.current(name)? {
+            let state = self.clone();
+            let deployed = tokio::task::spawn_blocking(move || state.load(&record))
+                .await
+                .map_err(|e| anyhow!("{e}"))??;
+            self.registry.insert(deployed);
+        }
+        Ok(changed)
+    }
+
+    /// Fire every cron trigger due at `minute` (a whole UTC minute).
+    pub async fn fire_crons(self: &Arc<Self>, minute: jiff::Timestamp) {
+        let just_before = minute - jiff::SignedDuration::from_secs(1);
+        for deployed in self.registry.list() {
+            for expr in &deployed.version.bindings.crons {
+                let Ok(schedule) = taipan_config::cron::Schedule::parse(expr) else {
+                    continue;
+                };
+                if schedule.next_after(just_before) != Some(minute) {
+                    continue;
+                }
+                let (state, deployed, expr) = (self.clone(), deployed.clone(), expr.clone());
+                tokio::spawn(async move {
+                    let started = Instant::now();
+                    let response = deployed
+                        .worker
+                        .scheduled(&expr, minute.as_millisecond())
+                        .await;
+                    let status = response.status().as_u16();
+                    if status >= 300 {
+                        tracing::warn!(worker = %deployed.version.worker, "scheduled event {expr:?} failed ({status})");
+                    }
+                    state.log_request(
+                        &deployed.version.worker,
+                        &format!("scheduled {expr}"),
+                        status,
+                        started.elapsed(),
+                    );
+                });
+            }
+        }
+    }
+
     pub fn subscribe_logs(&self, name: &str) -> broadcast::Receiver<String> {
         self.logs.sender(name).subscribe()
     }
@@ -263,6 +342,36 @@ impl ServeState {
             "duration_ms": (elapsed.as_secs_f64() * 1e6).round() / 1e3,
         });
         let _ = self.logs.sender(name).send(event.to_string());
+    }
+}
+
+/// Service bindings in serve reach the workers deployed on this server.
+struct RegistryServices(std::sync::Weak<ServeState>);
+
+impl Services for RegistryServices {
+    fn worker(&self, name: &str) -> Option<Arc<Worker>> {
+        Some(self.0.upgrade()?.registry.get(name)?.worker.clone())
+    }
+}
+
+fn valid_secret_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 256
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && !name.starts_with(|c: char| c.is_ascii_digit())
+}
+
+/// Wake at each UTC minute and fire the cron triggers due then.
+async fn cron_loop(state: Arc<ServeState>) {
+    loop {
+        let now = jiff::Timestamp::now();
+        let next = (now.as_second() / 60 + 1) * 60;
+        let Ok(minute) = jiff::Timestamp::from_second(next) else {
+            return;
+        };
+        let wait = minute.duration_since(now).unsigned_abs();
+        tokio::time::sleep(wait).await;
+        state.fire_crons(minute).await;
     }
 }
 
@@ -372,7 +481,9 @@ pub async fn run_serve(state: Arc<ServeState>) -> Result<()> {
         Arc::new(crate::admin::AdminFront::new(state.clone())),
         wait(stopped),
     ));
+    let crons = tokio::spawn(cron_loop(state.clone()));
     front::shutdown_signal().await;
+    crons.abort();
     println!("Shutting down: finishing requests in flight...");
     let _ = stop.send(true);
     let _ = tokio::join!(public_task, admin_task);

@@ -7,9 +7,12 @@
 //! DATA/artifacts/<build id>/          builds, shared by identical deploys
 //! DATA/workers/<name>/versions/<v>.json
 //! DATA/workers/<name>/current         the serving version's id
+//! DATA/workers/<name>/secrets.json    its secrets (mode 0600; never listed)
+//! DATA/state/                         binding state: kv/, d1/ (SQLite)
 //! DATA/staging/                       uploads being unpacked (cleared on start)
 //! ```
 
+use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
@@ -33,6 +36,9 @@ pub struct VersionRecord {
     #[serde(flatten)]
     pub limits: taipan_config::ConfigLimits,
     pub runtime: String,
+    /// KV, D1, services, crons (absent in records from before bindings).
+    #[serde(default)]
+    pub bindings: taipan_config::Bindings,
 }
 
 #[derive(Debug, Clone)]
@@ -42,7 +48,7 @@ pub struct DataDir {
 
 impl DataDir {
     pub fn open(root: &Path) -> Result<Self> {
-        for dir in ["artifacts", "workers", "staging"] {
+        for dir in ["artifacts", "workers", "staging", "state"] {
             std::fs::create_dir_all(root.join(dir))
                 .with_context(|| format!("creating \"{}\"", root.join(dir).display()))?;
         }
@@ -72,6 +78,40 @@ impl DataDir {
 
     pub fn staging(&self) -> PathBuf {
         self.root.join("staging")
+    }
+
+    pub fn state(&self) -> PathBuf {
+        self.root.join("state")
+    }
+
+    /// A worker's secrets, by name.
+    pub fn secrets(&self, name: &str) -> Result<BTreeMap<String, String>> {
+        let path = self.worker_dir(name).join("secrets.json");
+        match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .with_context(|| format!("reading \"{}\"", path.display())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(BTreeMap::new()),
+            Err(e) => Err(e).with_context(|| format!("reading \"{}\"", path.display())),
+        }
+    }
+
+    /// Set (`Some`) or remove (`None`) one secret; true if something changed.
+    pub fn set_secret(&self, name: &str, secret: &str, value: Option<&str>) -> Result<bool> {
+        let mut secrets = self.secrets(name)?;
+        let changed = match value {
+            Some(v) => secrets.insert(secret.to_string(), v.to_string()).as_deref() != Some(v),
+            None => secrets.remove(secret).is_some(),
+        };
+        let dir = self.worker_dir(name);
+        std::fs::create_dir_all(&dir)?;
+        let path = dir.join("secrets.json");
+        write_atomic(&path, &serde_json::to_vec(&secrets)?)?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+        }
+        Ok(changed)
     }
 
     fn worker_dir(&self, name: &str) -> PathBuf {
@@ -199,6 +239,7 @@ mod tests {
             routes: vec![],
             limits: Default::default(),
             runtime: "cpython-3.14".into(),
+            bindings: Default::default(),
         }
     }
 
@@ -221,5 +262,18 @@ mod tests {
         assert!(reopened.delete_worker("w").unwrap());
         assert!(reopened.worker_names().unwrap().is_empty());
         assert!(!reopened.delete_worker("w").unwrap());
+    }
+
+    #[test]
+    fn secrets_are_kept_per_worker() {
+        let tmp = tempfile::tempdir().unwrap();
+        let data = DataDir::open(tmp.path()).unwrap();
+        assert!(data.secrets("w").unwrap().is_empty());
+        assert!(data.set_secret("w", "KEY", Some("v1")).unwrap());
+        assert!(!data.set_secret("w", "KEY", Some("v1")).unwrap());
+        assert_eq!(data.secrets("w").unwrap()["KEY"], "v1");
+        assert!(data.secrets("other").unwrap().is_empty());
+        assert!(data.set_secret("w", "KEY", None).unwrap());
+        assert!(data.secrets("w").unwrap().is_empty());
     }
 }

@@ -56,6 +56,10 @@ fn is_relevant(root: &Path, path: &Path) -> bool {
     let Ok(rel) = path.strip_prefix(root) else {
         return false;
     };
+    // `.dev.vars` holds dev secrets: editing it reloads, like the code.
+    if rel == Path::new(".dev.vars") {
+        return true;
+    }
     !rel.components().any(|c| {
         let name = c.as_os_str().to_string_lossy();
         name.starts_with('.')

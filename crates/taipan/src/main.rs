@@ -31,6 +31,10 @@ enum Command {
     Build(commands::build::BuildArgs),
     /// Time a worker in-process: build, fresh sandboxes, warm requests.
     Bench(commands::bench::BenchArgs),
+    /// Set, list or delete a deployed worker's secrets.
+    Secret(commands::secret::SecretArgs),
+    /// Run SQL and migrations against a D1 database's local state.
+    D1(commands::d1::D1Args),
     /// List the Python runtimes and the compatibility dates that select them.
     Runtimes(commands::runtimes::RuntimesArgs),
 }
@@ -49,6 +53,8 @@ fn main() -> std::process::ExitCode {
         Command::Tail(args) => args.run(),
         Command::Bench(args) => args.run(),
         Command::Runtimes(args) => args.run(),
+        Command::Secret(args) => args.run(),
+        Command::D1(args) => args.run(),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

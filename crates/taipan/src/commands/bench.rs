@@ -13,7 +13,7 @@ use clap::Args;
 use http_body_util::{BodyExt, Full};
 use taipan_runtime::engine::PoolSize;
 use taipan_runtime::log::TerminalSink;
-use taipan_runtime::{Limits, Worker, WorkerSettings};
+use taipan_runtime::{HostLimits, Limits, NoHost, Worker, WorkerSettings};
 
 #[derive(Args)]
 pub struct BenchArgs {
@@ -49,6 +49,10 @@ impl BenchArgs {
         let settings = |reuse, standby| WorkerSettings {
             name: config.name.clone(),
             vars_json: config.vars_json(),
+            // The bench measures the sandbox itself: no bindings.
+            bindings_json: "{}".into(),
+            host: Arc::new(NoHost),
+            host_limits: HostLimits::default(),
             dev: false,
             limits: Limits::default(),
             reuse_sandboxes: reuse,

@@ -16,8 +16,13 @@ pub struct DevArgs {
     #[arg(default_value = ".")]
     dir: PathBuf,
     /// Config file to use instead of the folder's wrangler.toml/json/jsonc.
+    /// Repeat it to run several workers: the first is served, the others are
+    /// reachable through its service bindings.
     #[arg(short = 'c', long = "config")]
-    config: Option<PathBuf>,
+    config: Vec<PathBuf>,
+    /// Serve /__scheduled?cron=... to fire the worker's scheduled handler.
+    #[arg(long)]
+    test_scheduled: bool,
     #[arg(long, default_value = "127.0.0.1")]
     ip: IpAddr,
     /// Port to listen on; 0 picks a free one (printed in the Ready line).
@@ -54,7 +59,12 @@ impl DevArgs {
             ..Limits::dev()
         };
         let options = DevOptions {
-            project: self.config.unwrap_or(self.dir),
+            projects: if self.config.is_empty() {
+                vec![self.dir]
+            } else {
+                self.config
+            },
+            test_scheduled: self.test_scheduled,
             ip: self.ip,
             port: self.port,
             watch: !self.no_watch,

@@ -3,9 +3,11 @@
 pub mod bench;
 pub mod build;
 pub mod client;
+pub mod d1;
 pub mod deploy;
 pub mod dev;
 pub mod runtimes;
+pub mod secret;
 pub mod serve;
 pub mod versions;
 

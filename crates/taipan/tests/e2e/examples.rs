@@ -175,3 +175,98 @@ fn raising_handler_gives_500_with_traceback_and_keeps_serving() {
         server.output()
     );
 }
+
+/// A copy of an example in a temporary folder, so its `.taipan/state` starts empty.
+fn example_copy(name: &str) -> tempfile::TempDir {
+    let source = repo_root().join("examples").join(name);
+    let copy = tempfile::tempdir().unwrap();
+    let mut stack = vec![source.clone()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+            let path = entry.path();
+            if entry.file_name().to_string_lossy().starts_with('.') {
+                continue;
+            }
+            let target = copy.path().join(path.strip_prefix(&source).unwrap());
+            if path.is_dir() {
+                std::fs::create_dir_all(&target).unwrap();
+                stack.push(path);
+            } else {
+                std::fs::copy(&path, &target).unwrap();
+            }
+        }
+    }
+    copy
+}
+
+#[test]
+fn kv_example_stores_lists_and_deletes_notes() {
+    let dir = example_copy("kv");
+    let server = Server::dev(dir.path(), &[]);
+    let client = Server::client();
+    for (key, text) in [("a", "first"), ("b", "second")] {
+        let response = client
+            .put(format!("{}/notes/{key}", server.url))
+            .body(text)
+            .send()
+            .unwrap();
+        assert_eq!(response.status(), 201);
+    }
+    let response = server.get("/notes/a");
+    assert_eq!(response.headers()["x-metadata"], "{\"length\": 5}");
+    assert_eq!(response.text().unwrap(), "first");
+    assert_eq!(
+        server.text("/notes?limit=1"),
+        (
+            200,
+            "{\"keys\":[\"a\"],\"list_complete\":false,\"cursor\":\"YQ\"}".to_string()
+        )
+    );
+    let response = client
+        .delete(format!("{}/notes/a", server.url))
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), 204);
+    assert_eq!(server.text("/notes/a").0, 404);
+}
+
+#[test]
+fn d1_example_after_migrations() {
+    let dir = example_copy("d1");
+    let output = crate::harness::taipan()
+        .args(["d1", "migrations", "apply", "notes-db", "-c"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let server = Server::dev(dir.path(), &[]);
+    let response = Server::client()
+        .post(format!("{}/notes", server.url))
+        .body(r#"{"author": "ann", "body": "hi"}"#)
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    assert_eq!(response.text().unwrap(), "{\"id\":1}");
+    assert_eq!(
+        server.text("/notes"),
+        (
+            200,
+            "[{\"id\":1,\"author\":\"ann\",\"body\":\"hi\"}]".to_string()
+        )
+    );
+    assert_eq!(server.text("/notes/count").1, "{\"count\":1}");
+}
+
+#[test]
+fn cron_example_runs_when_scheduled() {
+    let dir = example_copy("cron");
+    let server = Server::dev(dir.path(), &["--test-scheduled"]);
+    assert_eq!(server.text("/").1, "runs: 0\nlast: None\n");
+    assert_eq!(
+        server.text("/__scheduled?cron=*+*+*+*+*"),
+        (200, "Ran scheduled event\n".to_string())
+    );
+    let (status, body) = server.text("/");
+    assert_eq!(status, 200);
+    assert!(body.starts_with("runs: 1\nlast: * * * * * at "), "{body}");
+}

@@ -1,0 +1,141 @@
+//! The bindings on a worker's `env`, and its outbound `fetch`.
+//!
+//! Every binding follows one template (as wasmtime's `wasi-keyvalue` does):
+//! its config (`taipan_config::bindings`) → worker-lifetime state opened
+//! from it (a [`Binding`], storage behind [`store::Database`]) → the
+//! per-request view (`taipan_runtime::host::RequestView`, which counts calls)
+//! → registration in [`WorkerBindings`], which the runtime calls through the
+//! [`WorkerHost`] trait.
+
+pub mod d1;
+pub mod kv;
+pub mod outbound;
+pub mod protocol;
+pub mod service;
+pub mod store;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+use taipan_config::Bindings;
+use taipan_runtime::WorkerHost;
+use taipan_runtime::host::HostFuture;
+use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
+use wasmtime_wasi_http::p2::types::OutgoingRequestConfig;
+
+pub use outbound::{FetchLimits, Outbound};
+use protocol::{BindingError, Call, Reply};
+pub use service::{NoServices, Services};
+pub use store::Stores;
+
+/// A binding's worker-lifetime state: answers calls by operation name.
+pub trait Binding: Send + Sync + 'static {
+    fn call(
+        self: Arc<Self>,
+        op: &str,
+        call: Call,
+    ) -> BoxFuture<'static, Result<Reply, BindingError>>;
+}
+
+enum Entry {
+    Stored(Arc<dyn Binding>),
+    Service(String),
+}
+
+/// How a worker's outbound requests are treated.
+#[derive(Debug, Clone, Copy)]
+pub struct FetchPolicy {
+    /// Reach loopback/private/link-local addresses (dev, or a config that allows it).
+    pub allow_private: bool,
+    pub limits: FetchLimits,
+}
+
+/// Worker-lifetime: every binding of one worker, opened.
+pub struct WorkerBindings {
+    entries: HashMap<String, Entry>,
+    outbound: Arc<Outbound>,
+    services: Arc<dyn Services>,
+}
+
+impl WorkerBindings {
+    pub fn open(
+        config: &Bindings,
+        stores: &Stores,
+        services: Arc<dyn Services>,
+        policy: FetchPolicy,
+    ) -> anyhow::Result<Arc<Self>> {
+        let mut entries = HashMap::new();
+        for kv in &config.kv {
+            let db = stores.database(&stores.kv_path(&kv.id))?;
+            let binding: Arc<dyn Binding> = Arc::new(kv::KvNamespace::open(db)?);
+            entries.insert(kv.binding.clone(), Entry::Stored(binding));
+        }
+        for d1 in &config.d1 {
+            let db = stores.database(&stores.d1_path(&d1.id))?;
+            let binding: Arc<dyn Binding> = Arc::new(d1::D1Database::open(db));
+            entries.insert(d1.binding.clone(), Entry::Stored(binding));
+        }
+        for service in &config.services {
+            entries.insert(
+                service.binding.clone(),
+                Entry::Service(service.service.clone()),
+            );
+        }
+        let allow_private = policy.allow_private || config.allow_private_fetch;
+        Ok(Arc::new(Self {
+            entries,
+            outbound: Outbound::new(allow_private, policy.limits)?,
+            services,
+        }))
+    }
+}
+
+/// `{name: kind}` for the guest, which builds `env` from it.
+pub fn kinds_json(config: &Bindings) -> String {
+    let kinds: serde_json::Map<String, serde_json::Value> = config
+        .kinds()
+        .into_iter()
+        .map(|(name, kind)| (name.to_string(), kind.into()))
+        .collect();
+    serde_json::Value::Object(kinds).to_string()
+}
+
+impl WorkerHost for WorkerBindings {
+    fn binding(
+        &self,
+        name: &str,
+        op: &str,
+        request: http::Request<HyperOutgoingBody>,
+    ) -> HostFuture {
+        match self.entries.get(name) {
+            Some(Entry::Service(service)) => service::forward(&self.services, service, request),
+            Some(Entry::Stored(binding)) => {
+                let binding = binding.clone();
+                let op = op.to_string();
+                Box::pin(async move {
+                    let reply = match Call::from_request(request) {
+                        Ok(call) => binding.call(&op, call).await,
+                        Err(e) => Err(e),
+                    };
+                    Ok(match reply {
+                        Ok(reply) => reply.into_response(),
+                        Err(e) => e.into_response(),
+                    })
+                })
+            }
+            None => {
+                let message = format!("the worker has no binding named {name:?}");
+                Box::pin(async move { Ok(BindingError::type_error(message).into_response()) })
+            }
+        }
+    }
+
+    fn fetch(
+        &self,
+        request: http::Request<HyperOutgoingBody>,
+        config: OutgoingRequestConfig,
+    ) -> HostFuture {
+        self.outbound.fetch(request, config)
+    }
+}

@@ -1,0 +1,198 @@
+//! The wire format of a binding call (see `python/_taipan/host.py`):
+//! arguments as JSON in `x-taipan-args`, an optional payload as the body;
+//! the reply is a JSON body, or a payload with JSON in `x-taipan-meta`;
+//! failures are 4xx/5xx with `{"name", "message"}`.
+
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use serde_json::Value;
+use taipan_runtime::host::{HostResponse, full_body};
+use wasmtime_wasi_http::p2::body::{HyperIncomingBody, HyperOutgoingBody};
+
+pub const ARGS_HEADER: &str = "x-taipan-args";
+pub const META_HEADER: &str = "x-taipan-meta";
+
+/// One call as the binding sees it.
+pub struct Call {
+    pub args: Value,
+    pub headers: http::HeaderMap,
+    pub method: http::Method,
+    pub body: HyperOutgoingBody,
+}
+
+impl Call {
+    pub fn from_request(request: http::Request<HyperOutgoingBody>) -> Result<Self, BindingError> {
+        let (parts, body) = request.into_parts();
+        let args = match parts.headers.get(ARGS_HEADER) {
+            None => Value::Object(Default::default()),
+            Some(v) => serde_json::from_slice(v.as_bytes()).map_err(|e| {
+                BindingError::type_error(format!("malformed binding arguments: {e}"))
+            })?,
+        };
+        Ok(Self {
+            args,
+            headers: parts.headers,
+            method: parts.method,
+            body,
+        })
+    }
+
+    /// The payload, whole, refused past `limit` bytes.
+    pub async fn payload(self, limit: usize, what: &str) -> Result<Bytes, BindingError> {
+        let limited = http_body_util::Limited::new(self.body, limit);
+        match limited.collect().await {
+            Ok(collected) => Ok(collected.to_bytes()),
+            Err(e)
+                if e.downcast_ref::<http_body_util::LengthLimitError>()
+                    .is_some() =>
+            {
+                Err(BindingError::range_error(format!(
+                    "{what} is over the limit of {limit} bytes"
+                )))
+            }
+            Err(e) => Err(BindingError::error(format!("reading {what} failed: {e}"))),
+        }
+    }
+
+    pub fn str_arg(&self, name: &str) -> Result<&str, BindingError> {
+        self.args
+            .get(name)
+            .and_then(Value::as_str)
+            .ok_or_else(|| BindingError::type_error(format!("`{name}` must be a string")))
+    }
+
+    pub fn opt_i64(&self, name: &str) -> Result<Option<i64>, BindingError> {
+        match self.args.get(name) {
+            None | Some(Value::Null) => Ok(None),
+            Some(v) => v
+                .as_i64()
+                .map(Some)
+                .ok_or_else(|| BindingError::type_error(format!("`{name}` must be an integer"))),
+        }
+    }
+}
+
+/// A binding's answer.
+pub enum Reply {
+    Json(Value),
+    /// A payload, with metadata about it.
+    Payload {
+        meta: Value,
+        body: HyperIncomingBody,
+    },
+}
+
+impl Reply {
+    pub fn into_response(self) -> HostResponse {
+        match self {
+            Reply::Json(value) => http::Response::new(full_body(value.to_string())),
+            Reply::Payload { meta, body } => {
+                let mut response = http::Response::new(body);
+                // serde_json escapes nothing outside ASCII by default; make it header-safe.
+                let meta = ascii_json(&meta);
+                if let Ok(value) = http::HeaderValue::from_str(&meta) {
+                    response.headers_mut().insert(META_HEADER, value);
+                }
+                response
+            }
+        }
+    }
+}
+
+/// An error the worker sees as a Python exception (`JsException`), with the
+/// name Workers would give it.
+#[derive(Debug, Clone)]
+pub struct BindingError {
+    pub name: &'static str,
+    pub message: String,
+    pub status: http::StatusCode,
+}
+
+impl BindingError {
+    pub fn error(message: impl Into<String>) -> Self {
+        Self {
+            name: "Error",
+            message: message.into(),
+            status: http::StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    pub fn type_error(message: impl Into<String>) -> Self {
+        Self {
+            name: "TypeError",
+            message: message.into(),
+            status: http::StatusCode::BAD_REQUEST,
+        }
+    }
+
+    pub fn range_error(message: impl Into<String>) -> Self {
+        Self {
+            name: "RangeError",
+            message: message.into(),
+            status: http::StatusCode::BAD_REQUEST,
+        }
+    }
+
+    pub fn into_response(self) -> HostResponse {
+        let body = serde_json::json!({"name": self.name, "message": self.message});
+        let mut response = http::Response::new(full_body(body.to_string()));
+        *response.status_mut() = self.status;
+        response
+    }
+}
+
+impl From<rusqlite::Error> for BindingError {
+    fn from(e: rusqlite::Error) -> Self {
+        Self::error(e.to_string())
+    }
+}
+
+/// JSON with every non-ASCII character escaped, for a header value.
+pub fn ascii_json(value: &Value) -> String {
+    let text = value.to_string();
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_ascii() {
+            out.push(c);
+        } else {
+            let mut units = [0u16; 2];
+            for unit in c.encode_utf16(&mut units) {
+                out.push_str(&format!("\\u{unit:04x}"));
+            }
+        }
+    }
+    out
+}
+
+/// A body that streams bytes from any chunk stream.
+pub fn stream_body<S>(stream: S) -> HyperIncomingBody
+where
+    S: futures::Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static,
+{
+    use futures::StreamExt;
+    let frames = stream.map(|chunk| {
+        chunk.map(hyper_frame).map_err(|e| {
+            wasmtime_wasi_http::p2::bindings::http::types::ErrorCode::InternalError(Some(
+                e.to_string(),
+            ))
+        })
+    });
+    http_body_util::StreamBody::new(frames).boxed_unsync()
+}
+
+fn hyper_frame(bytes: Bytes) -> http_body::Frame<Bytes> {
+    http_body::Frame::data(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_json_is_ascii() {
+        let v = serde_json::json!({"k": "héllo ☃ 😀"});
+        let s = ascii_json(&v);
+        assert!(s.is_ascii());
+        assert_eq!(serde_json::from_str::<Value>(&s).unwrap(), v);
+    }
+}

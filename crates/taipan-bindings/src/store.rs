@@ -1,0 +1,103 @@
+//! Where binding state lives: a state folder (`.taipan/state` in dev, the
+//! data dir's `state` in serve) holding one SQLite file per KV namespace and
+//! D1 database, and one folder per R2 bucket.
+//!
+//! A process opens each database file once ([`Stores`]), so every worker
+//! version and request bound to it shares one connection and its writes are
+//! serialized; WAL mode lets the `taipan d1` CLI read and write alongside.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context;
+use rusqlite::Connection;
+
+use crate::protocol::BindingError;
+
+/// How long a write waits for another process holding the database.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// One SQLite database, shared by everything in the process that binds it.
+#[derive(Clone)]
+pub struct Database {
+    conn: Arc<Mutex<Connection>>,
+}
+
+impl Database {
+    pub fn open(path: &Path) -> anyhow::Result<Self> {
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("creating \"{}\"", parent.display()))?;
+        }
+        let conn = Connection::open(path)
+            .with_context(|| format!("opening the database \"{}\"", path.display()))?;
+        conn.busy_timeout(BUSY_TIMEOUT)?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        Ok(Self {
+            conn: Arc::new(Mutex::new(conn)),
+        })
+    }
+
+    /// Run `f` on the connection on a blocking thread.
+    pub async fn with<T, F>(&self, f: F) -> Result<T, BindingError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
+    {
+        let conn = self.conn.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut conn = conn.lock().unwrap_or_else(|e| e.into_inner());
+            f(&mut conn)
+        })
+        .await
+        .map_err(|e| BindingError::error(format!("the storage task failed: {e}")))?
+        .map_err(BindingError::from)
+    }
+
+    /// Run `f` on the connection here (setup, CLI).
+    pub fn with_blocking<T>(&self, f: impl FnOnce(&mut Connection) -> T) -> T {
+        let mut conn = self.conn.lock().unwrap_or_else(|e| e.into_inner());
+        f(&mut conn)
+    }
+}
+
+/// Process-lifetime: the state folder and the databases opened in it.
+pub struct Stores {
+    root: PathBuf,
+    open: Mutex<HashMap<PathBuf, Database>>,
+}
+
+impl Stores {
+    pub fn new(root: impl Into<PathBuf>) -> Arc<Self> {
+        Arc::new(Self {
+            root: root.into(),
+            open: Mutex::default(),
+        })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn kv_path(&self, id: &str) -> PathBuf {
+        self.root.join("kv").join(format!("{id}.sqlite"))
+    }
+
+    pub fn d1_path(&self, id: &str) -> PathBuf {
+        self.root.join("d1").join(format!("{id}.sqlite"))
+    }
+
+    pub fn database(&self, path: &Path) -> anyhow::Result<Database> {
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(db) = open.get(path) {
+            return Ok(db.clone());
+        }
+        let db = Database::open(path)?;
+        open.insert(path.to_path_buf(), db.clone());
+        Ok(db)
+    }
+}

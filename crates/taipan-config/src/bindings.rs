@@ -1,0 +1,263 @@
+//! Bindings declared in the config, as wrangler writes them: what `env.NAME`
+//! gives the worker, and the cron schedules that trigger it.
+//!
+//! Stored with each deployed version (serde), so every field defaults.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::error::ConfigError;
+use crate::raw::RawConfig;
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Bindings {
+    /// `kv_namespaces`: `{ binding, id }`.
+    pub kv: Vec<KvNamespace>,
+    /// `d1_databases`: `{ binding, database_name, database_id, migrations_dir }`.
+    pub d1: Vec<D1Database>,
+    /// `r2_buckets`: `{ binding, bucket_name }`.
+    pub r2: Vec<R2Bucket>,
+    /// `services`: `{ binding, service }`: another worker on the same server.
+    pub services: Vec<ServiceBinding>,
+    /// `triggers.crons`: five-field cron expressions, in UTC.
+    pub crons: Vec<String>,
+    /// `outbound_private_networks` (a Taipan extension): let `fetch` reach
+    /// loopback, private and link-local addresses under `taipan serve`.
+    pub allow_private_fetch: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KvNamespace {
+    pub binding: String,
+    /// Storage identity: the namespace `id` (or the binding name when absent).
+    pub id: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct D1Database {
+    pub binding: String,
+    pub database_name: String,
+    /// Storage identity: `database_id`, else `database_name`.
+    pub id: String,
+    /// Relative to the project: `migrations_dir` (default `migrations`).
+    pub migrations_dir: PathBuf,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct R2Bucket {
+    pub binding: String,
+    pub bucket_name: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceBinding {
+    pub binding: String,
+    pub service: String,
+}
+
+impl Bindings {
+    /// `(binding name, kind)` for every binding: what the guest builds `env` from.
+    pub fn kinds(&self) -> Vec<(&str, &'static str)> {
+        let mut kinds = Vec::new();
+        kinds.extend(self.kv.iter().map(|b| (b.binding.as_str(), "kv")));
+        kinds.extend(self.d1.iter().map(|b| (b.binding.as_str(), "d1")));
+        kinds.extend(self.r2.iter().map(|b| (b.binding.as_str(), "r2")));
+        kinds.extend(
+            self.services
+                .iter()
+                .map(|b| (b.binding.as_str(), "service")),
+        );
+        kinds
+    }
+
+    pub fn d1_by_name(&self, name: &str) -> Option<&D1Database> {
+        self.d1
+            .iter()
+            .find(|d| d.database_name == name || d.binding == name || d.id == name)
+    }
+}
+
+/// Read every binding table of `raw`; names must be unique across kinds and vars.
+pub fn parse(raw: &RawConfig, vars: &BTreeSet<String>) -> Result<Bindings, ConfigError> {
+    let mut bindings = Bindings::default();
+    for entry in entries(raw, "kv_namespaces")? {
+        let binding = binding_name(raw, "kv_namespaces", &entry)?;
+        let id =
+            optional_string(raw, "kv_namespaces", &entry, "id")?.unwrap_or_else(|| binding.clone());
+        check_storage_id(raw, "kv_namespaces", &id)?;
+        bindings.kv.push(KvNamespace { binding, id });
+    }
+    for entry in entries(raw, "d1_databases")? {
+        let binding = binding_name(raw, "d1_databases", &entry)?;
+        let database_name = optional_string(raw, "d1_databases", &entry, "database_name")?
+            .unwrap_or_else(|| binding.clone());
+        let id = optional_string(raw, "d1_databases", &entry, "database_id")?
+            .unwrap_or_else(|| database_name.clone());
+        check_storage_id(raw, "d1_databases", &id)?;
+        let migrations_dir = optional_string(raw, "d1_databases", &entry, "migrations_dir")?
+            .unwrap_or_else(|| "migrations".into());
+        bindings.d1.push(D1Database {
+            binding,
+            database_name,
+            id,
+            migrations_dir: migrations_dir.into(),
+        });
+    }
+    for entry in entries(raw, "r2_buckets")? {
+        let binding = binding_name(raw, "r2_buckets", &entry)?;
+        let bucket_name = optional_string(raw, "r2_buckets", &entry, "bucket_name")?
+            .unwrap_or_else(|| binding.clone());
+        check_storage_id(raw, "r2_buckets", &bucket_name)?;
+        bindings.r2.push(R2Bucket {
+            binding,
+            bucket_name,
+        });
+    }
+    for entry in entries(raw, "services")? {
+        let binding = binding_name(raw, "services", &entry)?;
+        let service = optional_string(raw, "services", &entry, "service")?.ok_or_else(|| {
+            raw.error(
+                "services",
+                format!("service binding `{binding}` has no `service`"),
+            )
+            .hint("name the worker it calls: { binding = \"API\", service = \"api-worker\" }")
+        })?;
+        bindings.services.push(ServiceBinding { binding, service });
+    }
+    bindings.crons = parse_crons(raw)?;
+    bindings.allow_private_fetch = match raw.get("outbound_private_networks") {
+        None => false,
+        Some(Value::Bool(b)) => *b,
+        Some(_) => {
+            return Err(raw.error(
+                "outbound_private_networks",
+                "`outbound_private_networks` must be true or false",
+            ));
+        }
+    };
+
+    let mut seen: BTreeSet<&str> = BTreeSet::new();
+    for (name, kind) in bindings.kinds() {
+        if vars.contains(name) || !seen.insert(name) {
+            return Err(ConfigError::new(
+                &raw.path,
+                format!("the binding name `{name}` ({kind}) is used twice"),
+            )
+            .hint("every var and binding needs its own name on `env`"));
+        }
+    }
+    Ok(bindings)
+}
+
+fn entries(raw: &RawConfig, key: &str) -> Result<Vec<serde_json::Map<String, Value>>, ConfigError> {
+    match raw.get(key) {
+        None => Ok(Vec::new()),
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|item| match item {
+                Value::Object(map) => Ok(map.clone()),
+                _ => Err(raw.error(key, format!("each entry of `{key}` must be a table"))),
+            })
+            .collect(),
+        Some(_) => Err(raw
+            .error(key, format!("`{key}` must be a list of tables"))
+            .hint(format!("write [[{key}]] entries in TOML, or a JSON array"))),
+    }
+}
+
+fn optional_string(
+    raw: &RawConfig,
+    key: &str,
+    entry: &serde_json::Map<String, Value>,
+    field: &str,
+) -> Result<Option<String>, ConfigError> {
+    match entry.get(field) {
+        None => Ok(None),
+        Some(Value::String(s)) if !s.is_empty() => Ok(Some(s.clone())),
+        Some(_) => Err(raw.error(
+            key,
+            format!("`{field}` in `{key}` must be a non-empty string"),
+        )),
+    }
+}
+
+fn binding_name(
+    raw: &RawConfig,
+    key: &str,
+    entry: &serde_json::Map<String, Value>,
+) -> Result<String, ConfigError> {
+    let name = optional_string(raw, key, entry, "binding")?.ok_or_else(|| {
+        raw.error(key, format!("an entry of `{key}` has no `binding`"))
+            .hint("`binding` is the name the worker reads: env.MY_BINDING")
+    })?;
+    if !is_identifier(&name) {
+        return Err(raw
+            .error(
+                key,
+                format!("the binding name {name:?} is not a valid identifier"),
+            )
+            .hint("use letters, digits and underscores, e.g. MY_KV"));
+    }
+    Ok(name)
+}
+
+/// Storage ids become file names: keep them to a safe alphabet.
+fn check_storage_id(raw: &RawConfig, key: &str, id: &str) -> Result<(), ConfigError> {
+    let ok = !id.is_empty()
+        && id.len() <= 128
+        && !id.starts_with('.')
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(raw
+            .error(
+                key,
+                format!("the id or name {id:?} in `{key}` has characters Taipan cannot store"),
+            )
+            .hint("use letters, digits, '-', '_' and '.', up to 128 characters"))
+    }
+}
+
+fn parse_crons(raw: &RawConfig) -> Result<Vec<String>, ConfigError> {
+    let Some(triggers) = raw.get("triggers") else {
+        return Ok(Vec::new());
+    };
+    let crons = match triggers {
+        Value::Object(map) => map.get("crons"),
+        _ => return Err(raw.error("triggers", "`triggers` must be a table with `crons`")),
+    };
+    let Some(crons) = crons else {
+        return Ok(Vec::new());
+    };
+    let Value::Array(items) = crons else {
+        return Err(raw.error("triggers", "`triggers.crons` must be a list of strings"));
+    };
+    items
+        .iter()
+        .map(|item| {
+            let expr = item.as_str().ok_or_else(|| {
+                raw.error("triggers", "`triggers.crons` must be a list of strings")
+            })?;
+            crate::cron::Schedule::parse(expr).map_err(|e| {
+                raw.error("triggers", format!("the cron expression {expr:?} is invalid: {e}"))
+                    .hint("use five fields, minute hour day-of-month month day-of-week, e.g. \"*/5 * * * *\"")
+            })?;
+            Ok(expr.to_string())
+        })
+        .collect()
+}
+
+fn is_identifier(s: &str) -> bool {
+    let mut chars = s.chars();
+    chars
+        .next()
+        .is_some_and(|c| c == '_' || c.is_ascii_alphabetic())
+        && chars.all(|c| c == '_' || c.is_ascii_alphanumeric())
+}

@@ -1,0 +1,184 @@
+//! What a sandbox reaches outside itself: its worker's bindings and the
+//! internet. Both arrive as `wasi:http` outgoing requests, so the guest's
+//! world stays the standard `wasi:http/proxy` (a Taipan component still runs
+//! under `wasmtime serve`):
+//!
+//! - `POST http://__taipan__/<BINDING>/<op>`: a binding call, handed to
+//!   [`WorkerHost::binding`];
+//! - anything else: an outbound subrequest, handed to [`WorkerHost::fetch`].
+//!
+//! The per-request view ([`RequestView`]) counts both against named limits.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use http_body_util::BodyExt;
+use wasmtime_wasi_http::p2::bindings::http::types::ErrorCode;
+use wasmtime_wasi_http::p2::body::{HyperIncomingBody, HyperOutgoingBody};
+use wasmtime_wasi_http::p2::types::{
+    HostFutureIncomingResponse, IncomingResponse, OutgoingRequestConfig,
+};
+use wasmtime_wasi_http::p2::{HttpResult, WasiHttpHooks};
+
+/// The authority of binding calls; the public front refuses it from outside.
+pub const BINDING_AUTHORITY: &str = "__taipan__";
+
+/// Host names starting with this are internal (bindings, warm-up, cron).
+pub const INTERNAL_PREFIX: &str = "__taipan";
+
+pub type HostResponse = http::Response<HyperIncomingBody>;
+pub type HostFuture = Pin<Box<dyn Future<Output = Result<HostResponse, ErrorCode>> + Send>>;
+
+/// Worker-lifetime services a sandbox can call. Implemented by
+/// `taipan-bindings`; the runtime only routes to it.
+pub trait WorkerHost: Send + Sync + 'static {
+    /// A call to binding `name`, operation `op`.
+    fn binding(
+        &self,
+        name: &str,
+        op: &str,
+        request: http::Request<HyperOutgoingBody>,
+    ) -> HostFuture;
+
+    /// An outbound subrequest (`fetch`).
+    fn fetch(
+        &self,
+        request: http::Request<HyperOutgoingBody>,
+        config: OutgoingRequestConfig,
+    ) -> HostFuture;
+}
+
+/// A worker without bindings; outbound fetch is refused.
+pub struct NoHost;
+
+impl WorkerHost for NoHost {
+    fn binding(&self, name: &str, _: &str, _: http::Request<HyperOutgoingBody>) -> HostFuture {
+        let message = format!("this worker has no binding named {name:?}");
+        Box::pin(async move { Err(ErrorCode::InternalError(Some(message))) })
+    }
+
+    fn fetch(&self, _: http::Request<HyperOutgoingBody>, _: OutgoingRequestConfig) -> HostFuture {
+        Box::pin(async {
+            Err(ErrorCode::InternalError(Some(
+                "outbound fetch is not available here".into(),
+            )))
+        })
+    }
+}
+
+/// Per-request limits on what the guest may ask of the host.
+#[derive(Debug, Clone, Copy)]
+pub struct HostLimits {
+    /// Outbound `fetch` calls per request (Workers' free-plan default: 50).
+    pub max_subrequests: u32,
+    /// Binding calls per request (Workers allows 1,000 to its own services).
+    pub max_binding_calls: u32,
+}
+
+impl Default for HostLimits {
+    fn default() -> Self {
+        Self {
+            max_subrequests: 50,
+            max_binding_calls: 1000,
+        }
+    }
+}
+
+/// The request-lifetime view: the worker's host plus this request's counters.
+pub struct RequestView {
+    host: Arc<dyn WorkerHost>,
+    limits: HostLimits,
+    subrequests: u32,
+    binding_calls: u32,
+}
+
+impl RequestView {
+    pub fn new(host: Arc<dyn WorkerHost>, limits: HostLimits) -> Self {
+        Self {
+            host,
+            limits,
+            subrequests: 0,
+            binding_calls: 0,
+        }
+    }
+
+    /// A new request starts with fresh counters.
+    pub fn reset(&mut self) {
+        self.subrequests = 0;
+        self.binding_calls = 0;
+    }
+
+    fn route(
+        &mut self,
+        request: http::Request<HyperOutgoingBody>,
+        config: OutgoingRequestConfig,
+    ) -> Result<HostFuture, ErrorCode> {
+        let internal = request
+            .uri()
+            .authority()
+            .is_some_and(|a| a.as_str() == BINDING_AUTHORITY);
+        if internal {
+            self.binding_calls += 1;
+            if self.binding_calls > self.limits.max_binding_calls {
+                return Err(ErrorCode::InternalError(Some(format!(
+                    "too many binding calls in one request (the max_binding_calls limit is {})",
+                    self.limits.max_binding_calls
+                ))));
+            }
+            let path = request.uri().path().trim_start_matches('/').to_string();
+            let (name, op) = path.split_once('/').unwrap_or((&path, ""));
+            return Ok(self.host.binding(name, op, request));
+        }
+        self.subrequests += 1;
+        if self.subrequests > self.limits.max_subrequests {
+            return Err(ErrorCode::InternalError(Some(format!(
+                "too many subrequests in one request (the max_subrequests limit is {})",
+                self.limits.max_subrequests
+            ))));
+        }
+        Ok(self.host.fetch(request, config))
+    }
+}
+
+/// Headers that describe one connection, not the request: never passed on.
+/// (wasmtime's default list also hides `host`, which Workers code reads.)
+const HOP_BY_HOP: [&str; 7] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "transfer-encoding",
+    "upgrade",
+    "te",
+    "http2-settings",
+];
+
+impl WasiHttpHooks for RequestView {
+    fn is_forbidden_header(&mut self, name: &http::HeaderName) -> bool {
+        HOP_BY_HOP.contains(&name.as_str())
+    }
+
+    fn send_request(
+        &mut self,
+        request: http::Request<HyperOutgoingBody>,
+        config: OutgoingRequestConfig,
+    ) -> HttpResult<HostFutureIncomingResponse> {
+        let between_bytes_timeout = config.between_bytes_timeout;
+        let future = self.route(request, config)?;
+        let handle = wasmtime_wasi::runtime::spawn(async move {
+            Ok(future.await.map(|resp| IncomingResponse {
+                resp,
+                worker: None,
+                between_bytes_timeout,
+            }))
+        });
+        Ok(HostFutureIncomingResponse::pending(handle))
+    }
+}
+
+/// A complete body for a host response.
+pub fn full_body(bytes: impl Into<bytes::Bytes>) -> HyperIncomingBody {
+    http_body_util::Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed_unsync()
+}

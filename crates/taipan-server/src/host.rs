@@ -1,0 +1,99 @@
+//! Giving a worker its `env`: vars, secrets and bindings, opened against a
+//! state folder. Shared by `taipan dev` and `taipan serve`.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use serde_json::Value;
+use taipan_bindings::{FetchLimits, FetchPolicy, Services, Stores, WorkerBindings};
+use taipan_config::Bindings;
+use taipan_runtime::WorkerHost;
+
+/// What a worker's sandboxes get besides the build.
+pub struct WorkerEnv {
+    /// vars with secrets over them, as the JSON object the guest reads.
+    pub vars_json: String,
+    /// `{name: kind}` of the bindings.
+    pub bindings_json: String,
+    pub host: Arc<dyn WorkerHost>,
+}
+
+impl WorkerEnv {
+    pub fn open(
+        vars_json: &str,
+        secrets: &BTreeMap<String, String>,
+        bindings: &Bindings,
+        stores: &Stores,
+        services: Arc<dyn Services>,
+        dev: bool,
+    ) -> Result<Self> {
+        let policy = FetchPolicy {
+            allow_private: dev,
+            limits: FetchLimits::default(),
+        };
+        let host = WorkerBindings::open(bindings, stores, services, policy)
+            .context("opening the worker's bindings")?;
+        Ok(Self {
+            vars_json: with_secrets(vars_json, secrets),
+            bindings_json: taipan_bindings::kinds_json(bindings),
+            host,
+        })
+    }
+}
+
+/// Secrets are strings on `env` beside vars; a secret wins over a var of the same name.
+pub fn with_secrets(vars_json: &str, secrets: &BTreeMap<String, String>) -> String {
+    let mut vars: serde_json::Map<String, Value> =
+        serde_json::from_str(vars_json).unwrap_or_default();
+    for (name, value) in secrets {
+        vars.insert(name.clone(), Value::String(value.clone()));
+    }
+    Value::Object(vars).to_string()
+}
+
+/// `.dev.vars` in the project: `NAME=value` lines (dotenv syntax), the
+/// secrets of `taipan dev`. Missing is fine; malformed is an error.
+pub fn read_dev_vars(project_dir: &Path) -> Result<BTreeMap<String, String>> {
+    let path = project_dir.join(".dev.vars");
+    if !path.is_file() {
+        return Ok(BTreeMap::new());
+    }
+    let mut secrets = BTreeMap::new();
+    for item in
+        dotenvy::from_path_iter(&path).with_context(|| format!("reading \"{}\"", path.display()))?
+    {
+        let (name, value) = item.with_context(|| {
+            format!(
+                "\"{}\" is not valid: write one NAME=value per line",
+                path.display()
+            )
+        })?;
+        secrets.insert(name, value);
+    }
+    Ok(secrets)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dev_vars_and_secrets_over_vars() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join(".dev.vars"),
+            "# local secrets\nAPI_KEY=abc\nQUOTED=\"a b\"\n",
+        )
+        .unwrap();
+        let secrets = read_dev_vars(dir.path()).unwrap();
+        assert_eq!(secrets["API_KEY"], "abc");
+        assert_eq!(secrets["QUOTED"], "a b");
+        let merged: Value =
+            serde_json::from_str(&with_secrets(r#"{"API_KEY":"var","N":1}"#, &secrets)).unwrap();
+        assert_eq!(merged["API_KEY"], "abc");
+        assert_eq!(merged["N"], 1);
+        assert!(read_dev_vars(&dir.path().join("none")).unwrap().is_empty());
+    }
+}

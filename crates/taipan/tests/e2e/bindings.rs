@@ -1,0 +1,469 @@
+//! Bindings end to end: vars, secrets, KV, D1, waitUntil, fetch, service
+//! bindings and cron, against a real `taipan dev` and `taipan serve`; state
+//! survives restarts; parallel writers lose nothing.
+
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::process::Stdio;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::harness::{CONFIG, Server, project, taipan};
+
+const WORKER: &str = include_str!("bindings_worker.py");
+
+const BINDINGS: &str = r#"
+[vars]
+GREETING = "hello"
+LIMITS = { n = 3 }
+
+[[kv_namespaces]]
+binding = "KV"
+id = "test-kv"
+
+[[d1_databases]]
+binding = "DB"
+database_name = "test-db"
+database_id = "test-db-id"
+
+[[services]]
+binding = "API"
+service = "api"
+
+[triggers]
+crons = ["* * * * *"]
+"#;
+
+const MIGRATION: &str = "CREATE TABLE notes (id INTEGER PRIMARY KEY AUTOINCREMENT, author TEXT NOT NULL, body TEXT NOT NULL);\n";
+
+const API_WORKER: &str = r#"
+from workers import Response
+
+async def on_fetch(request):
+    return Response(f"api saw {request.method} {request.url} from {request.headers.get('x-from')}")
+"#;
+
+fn json(server: &Server, path: &str) -> Value {
+    let (status, body) = server.text(path);
+    assert_eq!(status, 200, "{path}: {body}\n{}", server.output());
+    serde_json::from_str(&body).unwrap_or_else(|e| panic!("{path}: {e}: {body}"))
+}
+
+fn front_project() -> tempfile::TempDir {
+    let config = CONFIG.replace("name = \"t\"", "name = \"front\"") + BINDINGS;
+    project(&[
+        ("wrangler.toml", &config),
+        ("src/entry.py", WORKER),
+        ("migrations/0001_notes.sql", MIGRATION),
+        (".dev.vars", "API_KEY=\"dev-secret-value\"\n"),
+    ])
+}
+
+fn api_project() -> tempfile::TempDir {
+    let config = CONFIG.replace("name = \"t\"", "name = \"api\"");
+    project(&[("wrangler.toml", &config), ("src/entry.py", API_WORKER)])
+}
+
+fn d1(dir: &std::path::Path, args: &[&str]) -> String {
+    let output = taipan()
+        .arg("d1")
+        .args(args)
+        .arg("-c")
+        .arg(dir)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(output.status.success(), "taipan d1 {args:?}: {text}");
+    text
+}
+
+/// A one-connection-at-a-time HTTP upstream on loopback, answering every
+/// request with its method and body.
+fn upstream() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut request = Vec::new();
+            let mut buf = [0u8; 4096];
+            // Read the head, then the declared body.
+            loop {
+                let n = stream.read(&mut buf).unwrap_or(0);
+                if n == 0 {
+                    break;
+                }
+                request.extend_from_slice(&buf[..n]);
+                let text = String::from_utf8_lossy(&request);
+                if let Some(end) = text.find("\r\n\r\n") {
+                    let length = text[..end]
+                        .lines()
+                        .find_map(|l| {
+                            l.to_ascii_lowercase()
+                                .strip_prefix("content-length:")
+                                .map(|v| v.trim().parse::<usize>().unwrap_or(0))
+                        })
+                        .unwrap_or(0);
+                    if request.len() >= end + 4 + length {
+                        break;
+                    }
+                }
+            }
+            let text = String::from_utf8_lossy(&request).to_string();
+            let method = text.split(' ').next().unwrap_or("").to_string();
+            let body = text.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
+            let answer = format!("upstream {method} {body}");
+            let reply = format!(
+                "HTTP/1.1 201 Created\r\nx-upstream: yes\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{answer}",
+                answer.len()
+            );
+            let _ = stream.write_all(reply.as_bytes());
+        }
+    });
+    format!("http://{address}/")
+}
+
+#[test]
+fn kv_d1_secrets_wait_until_fetch_services_and_cron_in_dev() {
+    let front = front_project();
+    let api = api_project();
+    assert!(
+        d1(front.path(), &["migrations", "apply", "test-db"]).contains("Applied 0001_notes.sql")
+    );
+    let config = front.path().join("wrangler.toml");
+    let api_config = api.path().join("wrangler.toml");
+    let server = Server::dev(
+        front.path(),
+        &[
+            "-c",
+            config.to_str().unwrap(),
+            "-c",
+            api_config.to_str().unwrap(),
+            "--test-scheduled",
+        ],
+    );
+
+    // vars (strings and JSON) and .dev.vars secrets
+    let env = json(&server, "/env?expect=eulav-terces-ved");
+    assert_eq!(env["greeting"], "hello");
+    assert_eq!(env["limits"]["n"], 3);
+    assert_eq!(env["secret_ok"], true, "{env}");
+
+    // KV: types, metadata, list with prefix/limit/cursor, errors
+    let types = json(&server, "/kv/types");
+    assert_eq!(types["json_n"], 1);
+    assert_eq!(types["json_s"], "é");
+    assert_eq!(types["json_opts"]["n"], 1);
+    assert_eq!(types["bytes"], serde_json::json!([0, 255, 16]));
+    assert_eq!(types["stream"], serde_json::json!([0, 255, 16]));
+    assert_eq!(types["meta_value"], "v");
+    assert_eq!(types["meta"]["a"], serde_json::json!([1, 2]));
+    assert_eq!(types["missing"], serde_json::json!([null, null]));
+    for i in 0..5 {
+        json(&server, &format!("/kv/put?k=list:{i}&v=x{i}&meta=m{i}"));
+    }
+    let page = json(&server, "/kv/list?prefix=list:&limit=2");
+    assert_eq!(page["keys"], serde_json::json!(["list:0", "list:1"]));
+    assert_eq!(page["complete"], false);
+    let cursor = page["cursor"].as_str().unwrap().to_string();
+    let next = json(
+        &server,
+        &format!("/kv/list?prefix=list:&limit=10&cursor={cursor}"),
+    );
+    assert_eq!(
+        next["keys"],
+        serde_json::json!(["list:2", "list:3", "list:4"])
+    );
+    assert_eq!(next["complete"], true);
+    let bad = json(&server, "/kv/bad");
+    for (case, needle) in [
+        ("put_int", "TypeError"),
+        ("key_int", "TypeError"),
+        ("bad_type", "TypeError"),
+        ("short_ttl", "at least 60"),
+        ("empty_key", "not allowed"),
+        ("long_key", "512"),
+        ("big_meta", "1024"),
+        ("bad_limit", "1000"),
+    ] {
+        let message = bad[case].as_str().unwrap();
+        assert!(message.contains(needle), "{case}: {message}");
+    }
+
+    // D1: run/all/first/raw/batch; types; errors are Python exceptions
+    let added = json(&server, "/d1/add?author=ann&body=first%20note");
+    assert_eq!(
+        (added["id"].as_i64(), added["changes"].as_i64()),
+        (Some(1), Some(1))
+    );
+    json(&server, "/d1/add?author=bob&body=second");
+    let read = json(&server, "/d1/read");
+    assert_eq!(read["authors"], serde_json::json!(["ann", "bob"]));
+    assert_eq!(read["first"]["author"], "ann");
+    assert_eq!(read["first_results0"], "first note");
+    assert_eq!(read["count"], 2);
+    assert_eq!(
+        read["raw"],
+        serde_json::json!([["id", "author"], [1, "ann"], [2, "bob"]])
+    );
+    assert_eq!(read["nothing"], Value::Null);
+    let typed = json(&server, "/d1/types");
+    assert_eq!(
+        typed,
+        serde_json::json!({"i": 7, "r": 2.5, "t": "ü", "b": [1, 2], "n": null, "bool": 1})
+    );
+    let batch = json(&server, "/d1/batch");
+    assert!(
+        batch["failed"]
+            .as_str()
+            .unwrap()
+            .contains("no such table: nowhere"),
+        "{batch}"
+    );
+    assert_eq!(batch["unchanged"], true, "a failed batch must roll back");
+    assert_eq!(batch["count_after"], 3);
+    assert!(
+        batch["bad_bind"]
+            .as_str()
+            .unwrap()
+            .contains("D1_TYPE_ERROR"),
+        "{batch}"
+    );
+    let caught = json(&server, "/d1/error-class");
+    assert_eq!(caught["caught"], "js.Error");
+    assert!(
+        caught["message"]
+            .as_str()
+            .unwrap()
+            .contains("D1_ERROR: no such table: nope")
+    );
+
+    // run_sync + cloudflare:workers env; gather runs host calls concurrently
+    assert_eq!(json(&server, "/sync")["value"], "ran");
+    assert_eq!(
+        json(&server, "/gather")["values"],
+        serde_json::json!(["0", "1", "2", "3", "4"])
+    );
+
+    // waitUntil runs after the response is sent
+    let (status, body) = server.text("/wait?v=later");
+    assert_eq!((status, body.as_str()), (200, "sent before the work\n"));
+    let mut waited = Value::Null;
+    for _ in 0..100 {
+        waited = json(&server, "/kv/get?k=waited")["value"].clone();
+        if waited == "later" {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(waited, "later");
+
+    // outbound fetch (dev may reach loopback), js.fetch, the subrequest limit
+    let upstream = upstream();
+    let fetched = json(&server, &format!("/fetch?url={upstream}echo"));
+    assert_eq!(fetched["status"], 201);
+    assert_eq!(fetched["body"], "upstream POST ping");
+    assert_eq!(fetched["header"], "yes");
+    assert_eq!(
+        server.text(&format!("/jsfetch?url={upstream}")).1,
+        "upstream GET "
+    );
+    let many = json(&server, &format!("/fetch-many?n=51&url={upstream}"));
+    assert_eq!(many["done"], 50);
+    assert!(
+        many["error"].as_str().unwrap().contains("max_subrequests"),
+        "{many}"
+    );
+
+    // service binding to the second config's worker
+    let service = json(&server, "/service");
+    assert_eq!(service["status"], 200);
+    assert_eq!(
+        service["body"],
+        "api saw GET https://api.internal/hello?who=front from front"
+    );
+
+    // cron through --test-scheduled
+    let (status, body) = server.text("/__scheduled?cron=*+*+*+*+*");
+    assert_eq!(
+        (status, body.as_str()),
+        (200, "Ran scheduled event\n"),
+        "{}",
+        server.output()
+    );
+    assert_eq!(json(&server, "/kv/get?k=cron_last")["value"], "* * * * *");
+
+    // The secret's value never shows in the server's output.
+    assert!(!server.output().contains("dev-secret-value"));
+
+    // Parallel writers: KV and D1 lose nothing.
+    let url = server.url.clone();
+    let writers: Vec<_> = (0..8)
+        .map(|t| {
+            let url = url.clone();
+            std::thread::spawn(move || {
+                let client = Server::client();
+                for i in 0..20 {
+                    for path in [
+                        format!("/kv/put?k=par:{t}:{i}&v={i}"),
+                        format!("/d1/add?author=w{t}&body={i}"),
+                    ] {
+                        let response = client.get(format!("{url}{path}")).send().unwrap();
+                        assert_eq!(response.status(), 200, "{path}");
+                    }
+                }
+            })
+        })
+        .collect();
+    for writer in writers {
+        writer.join().unwrap();
+    }
+    assert_eq!(json(&server, "/kv/count?prefix=par:")["count"], 160);
+    assert_eq!(json(&server, "/d1/read")["count"], 163);
+
+    // Restart: everything written is still there.
+    server.stop();
+    let count = d1(
+        front.path(),
+        &[
+            "execute",
+            "test-db",
+            "--command",
+            "SELECT count(*) AS n FROM notes",
+        ],
+    );
+    assert!(count.contains("163"), "{count}");
+    let server = Server::dev(front.path(), &["--no-watch"]);
+    assert_eq!(json(&server, "/kv/count?prefix=par:")["count"], 160);
+    assert_eq!(json(&server, "/kv/get?k=waited")["value"], "later");
+    assert_eq!(json(&server, "/d1/read")["count"], 163);
+}
+
+#[test]
+fn serve_refuses_private_fetch_keeps_secrets_and_fires_crons() {
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::serve(data.path(), &["--insecure-local"]);
+    let front = front_project();
+    let deploy = |dir: &std::path::Path| {
+        let output = taipan()
+            .arg("deploy")
+            .arg(dir)
+            .args(["--server", &server.admin])
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    };
+    deploy(front.path());
+    deploy(api_project().path());
+    let host = |path: &str| server.host_text("front.localhost", path);
+
+    // secret put through the CLI, read by the worker, never listed with its value
+    let mut put = taipan()
+        .args([
+            "secret",
+            "put",
+            "API_KEY",
+            "--name",
+            "front",
+            "--server",
+            &server.admin,
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    put.stdin
+        .take()
+        .unwrap()
+        .write_all(b"serve-secret\n")
+        .unwrap();
+    let output = put.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let (status, body) = host("/env?expect=terces-evres");
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"secret_ok\":true"), "{body}");
+    let list = taipan()
+        .args([
+            "secret",
+            "list",
+            "--name",
+            "front",
+            "--server",
+            &server.admin,
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&list.stdout), "API_KEY\n");
+
+    // The SSRF rule: loopback is refused in serve.
+    let upstream = upstream();
+    let (status, body) = host(&format!("/fetch?url={upstream}"));
+    assert_eq!(status, 502, "{body}");
+    assert!(body.contains("prohibited"), "{body}");
+    let (status, body) = host("/fetch?url=http://localhost:1/");
+    assert_eq!(status, 502, "{body}");
+
+    // Service bindings reach the other deployed worker; D1 needs its table first.
+    let (status, body) = host("/service");
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("api saw GET"), "{body}");
+    d1(
+        front.path(),
+        &[
+            "execute",
+            "test-db",
+            "--data-dir",
+            data.path().to_str().unwrap(),
+            "--file",
+            front
+                .path()
+                .join("migrations/0001_notes.sql")
+                .to_str()
+                .unwrap(),
+        ],
+    );
+    assert_eq!(host("/d1/add?author=s&body=b").0, 200);
+    assert_eq!(host("/kv/put?k=kept&v=1").0, 200);
+
+    // The cron trigger fires on its own at the next minute.
+    let mut fired = String::new();
+    for _ in 0..150 {
+        fired = host("/kv/get?k=cron_last").1;
+        if fired.contains("* * * * *") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert!(
+        fired.contains("* * * * *"),
+        "no cron run: {fired}\n{}",
+        server.output()
+    );
+    assert!(!server.output().contains("serve-secret"));
+
+    // Restart: secrets, KV and D1 are still there.
+    server.stop();
+    let server = Server::serve(data.path(), &["--insecure-local"]);
+    let host = |path: &str| server.host_text("front.localhost", path);
+    assert!(
+        host("/env?expect=terces-evres")
+            .1
+            .contains("\"secret_ok\":true")
+    );
+    assert!(host("/kv/get?k=kept").1.contains("\"1\""));
+    assert!(host("/d1/read").1.contains("\"count\":1"));
+}

@@ -1,0 +1,235 @@
+"""The worker the bindings tests drive: one route per behaviour under test."""
+
+import asyncio
+import json
+from urllib.parse import parse_qs, urlsplit
+
+import js
+from pyodide.ffi import run_sync, to_js
+from workers import Response, WorkerEntrypoint, fetch, import_from_javascript
+
+
+def describe(exc):
+    return f"{type(exc).__name__}: {exc}"
+
+
+class Default(WorkerEntrypoint):
+    async def fetch(self, request):
+        url = urlsplit(request.url)
+        q = {k: v[0] for k, v in parse_qs(url.query, keep_blank_values=True).items()}
+        route = getattr(self, "route_" + url.path.strip("/").replace("/", "_").replace("-", "_"), None)
+        if route is None:
+            return Response("no such route\n", status=404)
+        result = await route(request, q)
+        return result if isinstance(result, Response) else Response.json(result)
+
+    # -- vars and secrets ---------------------------------------------------
+
+    async def route_env(self, request, q):
+        env = self.env
+        return {
+            "greeting": env.GREETING,
+            "limits": env.LIMITS.to_py() if hasattr(env.LIMITS, "to_py") else env.LIMITS,
+            "secret_len": len(getattr(env, "API_KEY", "") or ""),
+            # The test sends the value reversed, so the request log never shows it.
+            "secret_ok": (getattr(env, "API_KEY", None) or "")[::-1] == q.get("expect"),
+        }
+
+    # -- KV -----------------------------------------------------------------
+
+    async def route_kv_put(self, request, q):
+        options = {}
+        if "ttl" in q:
+            options["expirationTtl"] = int(q["ttl"])
+        if "meta" in q:
+            options["metadata"] = {"tag": q["meta"]}
+        await self.env.KV.put(q["k"], q["v"], **options)
+        return {"stored": q["k"]}
+
+    async def route_kv_get(self, request, q):
+        return {"value": await self.env.KV.get(q["k"])}
+
+    async def route_kv_types(self, request, q):
+        kv = self.env.KV
+        await kv.put("json", json.dumps({"n": 1, "s": "é"}))
+        await kv.put("bytes", b"\x00\xff\x10")
+        await kv.put("meta", "v", metadata=to_js({"a": [1, 2]}))
+        as_json = await kv.get("json", type="json")
+        as_json_opts = await kv.get("json", {"type": "json"})
+        as_bytes = await kv.get("bytes", type="arrayBuffer")
+        stream = await kv.get("bytes", type="stream")
+        with_meta = await kv.getWithMetadata("meta")
+        missing = await kv.getWithMetadata("missing")
+        return {
+            "json_n": as_json.n,
+            "json_s": as_json["s"],
+            "json_opts": as_json_opts.to_py(),
+            "bytes": list(as_bytes),
+            "stream": list(b"".join(stream)),
+            "meta_value": with_meta.value,
+            "meta": with_meta.metadata.to_py(),
+            "missing": [missing.value, missing.metadata],
+        }
+
+    async def route_kv_list(self, request, q):
+        options = {k: q[k] for k in ("prefix", "cursor") if q.get(k)}
+        if "limit" in q:
+            options["limit"] = int(q["limit"])
+        listing = await self.env.KV.list(**options)
+        return {
+            "keys": [k.name for k in listing.keys],
+            "complete": listing.list_complete,
+            "cursor": getattr(listing, "cursor", None),
+        }
+
+    async def route_kv_bad(self, request, q):
+        kv = self.env.KV
+        errors = {}
+        for name, call in {
+            "put_int": lambda: kv.put("k", 123),
+            "key_int": lambda: kv.get(5),
+            "bad_type": lambda: kv.get("k", type="xml"),
+            "short_ttl": lambda: kv.put("k", "v", expirationTtl=5),
+            "empty_key": lambda: kv.put("", "v"),
+            "long_key": lambda: kv.get("k" * 600),
+            "big_meta": lambda: kv.put("k", "v", metadata={"x": "y" * 2000}),
+            "bad_limit": lambda: kv.list(limit=5000),
+        }.items():
+            try:
+                await call()
+                errors[name] = "no error"
+            except Exception as exc:  # noqa: BLE001
+                errors[name] = describe(exc)
+        return errors
+
+    async def route_kv_count(self, request, q):
+        total, cursor = 0, None
+        while True:
+            listing = await self.env.KV.list(prefix=q.get("prefix", ""), cursor=cursor)
+            total += len(listing.keys)
+            if listing.list_complete:
+                return {"count": total}
+            cursor = listing.cursor
+
+    # -- D1 -----------------------------------------------------------------
+
+    async def route_d1_add(self, request, q):
+        result = await self.env.DB.prepare("INSERT INTO notes (author, body) VALUES (?1, ?2)").bind(q["author"], q["body"]).run()
+        return {"id": result.meta.last_row_id, "changes": result.meta.changes, "success": result.success}
+
+    async def route_d1_read(self, request, q):
+        db = self.env.DB
+        rows = await db.prepare("SELECT id, author, body FROM notes ORDER BY id").all()
+        first = await db.prepare("SELECT author FROM notes ORDER BY id LIMIT 1").first()
+        count = await db.prepare("SELECT count(*) AS n FROM notes").first("n")
+        raw = await db.prepare("SELECT id, author FROM notes ORDER BY id LIMIT 2").raw(columnNames=True)
+        nothing = await db.prepare("SELECT * FROM notes WHERE id = ?").bind(-1).first()
+        return {
+            "authors": [r.author for r in rows.results],
+            "first": first.to_py() if first is not None else None,
+            "first_results0": rows.results[0]["body"] if rows.results else None,
+            "count": count,
+            "raw": [list(r) for r in raw],
+            "nothing": nothing,
+        }
+
+    async def route_d1_types(self, request, q):
+        db = self.env.DB
+        await db.exec("CREATE TABLE IF NOT EXISTS typed (i INTEGER, r REAL, t TEXT, b BLOB, n TEXT)")
+        await db.prepare("DELETE FROM typed").run()
+        await db.prepare("INSERT INTO typed VALUES (?, ?, ?, ?, ?)").bind(7, 2.5, "ü", b"\x01\x02", None).run()
+        row = await db.prepare("SELECT * FROM typed").first()
+        return {"i": row.i, "r": row.r, "t": row.t, "b": list(row.b), "n": row.n, "bool": await db.prepare("SELECT ? AS v").bind(True).first("v")}
+
+    async def route_d1_batch(self, request, q):
+        db = self.env.DB
+        before = await db.prepare("SELECT count(*) AS n FROM notes").first("n")
+        try:
+            await db.batch([
+                db.prepare("INSERT INTO notes (author, body) VALUES (?, ?)").bind("batch", "one"),
+                db.prepare("INSERT INTO nowhere VALUES (1)"),
+            ])
+            failed = "no error"
+        except Exception as exc:  # noqa: BLE001
+            failed = describe(exc)
+        after_failed = await db.prepare("SELECT count(*) AS n FROM notes").first("n")
+        results = await db.batch([
+            db.prepare("INSERT INTO notes (author, body) VALUES (?, ?)").bind("batch", "two"),
+            db.prepare("SELECT count(*) AS n FROM notes"),
+        ])
+        try:
+            await db.prepare("SELECT * FROM notes WHERE id = ?").bind(object()).all()
+            bad_bind = "no error"
+        except Exception as exc:  # noqa: BLE001
+            bad_bind = describe(exc)
+        return {
+            "failed": failed,
+            "unchanged": before == after_failed,
+            "count_after": results[1].results[0].n,
+            "bad_bind": bad_bind,
+            "js_error_caught": isinstance(failed, str),
+        }
+
+    async def route_d1_error_class(self, request, q):
+        try:
+            await self.env.DB.prepare("SELECT * FROM nope").all()
+        except js.Error as exc:
+            return {"caught": "js.Error", "message": str(exc)}
+        return {"caught": None}
+
+    # -- waitUntil, cloudflare:workers, run_sync --------------------------------
+
+    async def route_wait(self, request, q):
+        async def later():
+            await asyncio.sleep(0.2)
+            await self.env.KV.put("waited", q["v"])
+
+        self.ctx.waitUntil(later())
+        self.ctx.passThroughOnException()
+        return Response("sent before the work\n")
+
+    async def route_sync(self, request, q):
+        env = import_from_javascript("cloudflare:workers").env
+        run_sync(env.KV.put("sync", "ran"))
+        return {"value": run_sync(env.KV.get("sync"))}
+
+    async def route_gather(self, request, q):
+        kv = self.env.KV
+        await asyncio.gather(*(kv.put(f"g{i}", str(i)) for i in range(5)))
+        values = await asyncio.gather(*(kv.get(f"g{i}") for i in range(5)))
+        return {"values": values}
+
+    # -- fetch and services -------------------------------------------------
+
+    async def route_fetch(self, request, q):
+        try:
+            response = await fetch(q["url"], method="POST", body="ping", headers={"x-test": "1"})
+        except Exception as exc:  # noqa: BLE001
+            return Response(describe(exc), status=502)
+        return {"status": response.status, "body": await response.text(), "header": response.headers.get("x-upstream")}
+
+    async def route_jsfetch(self, request, q):
+        response = await js.fetch(q["url"])
+        return Response(await response.text(), status=response.status)
+
+    async def route_fetch_many(self, request, q):
+        done = 0
+        try:
+            for _ in range(int(q["n"])):
+                response = await fetch(q["url"])
+                await response.text()
+                done += 1
+        except Exception as exc:  # noqa: BLE001
+            return {"done": done, "error": describe(exc)}
+        return {"done": done, "error": None}
+
+    async def route_service(self, request, q):
+        response = await self.env.API.fetch("https://api.internal/hello?who=front", headers={"x-from": "front"})
+        return {"status": response.status, "body": await response.text()}
+
+    # -- cron ---------------------------------------------------------------
+
+    async def scheduled(self, controller, env, ctx):
+        runs = int(await env.KV.get("cron_runs") or 0)
+        await env.KV.put("cron_runs", str(runs + 1))
+        await env.KV.put("cron_last", controller.cron)

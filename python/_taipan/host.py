@@ -1,0 +1,223 @@
+"""Calls from the worker to the host, as `wasi:http` outgoing requests.
+
+Binding calls go to `http://__taipan__/<BINDING>/<op>` (the host routes them
+to the binding's implementation); anything else is an outbound subrequest.
+Waiting for a response suspends the calling coroutine on the sandbox's event
+loop, so `asyncio.gather` over several calls runs them concurrently.
+
+The binding protocol: arguments travel as JSON in the `x-taipan-args` header
+(ASCII) and a payload, if any, as the body. A reply is either a JSON body, or
+(with an `x-taipan-meta` header holding JSON) a payload body. A failed call
+answers 4xx/5xx with `{"name": ..., "message": ...}`.
+"""
+
+import asyncio
+import json
+
+from componentize_py_types import Err, Ok
+from pyodide.ffi import JsException
+from wit_world.imports import outgoing_handler, streams, types
+
+BINDING_AUTHORITY = "__taipan__"
+READ_CHUNK = 1 << 20
+
+# While > 0 (inside `run_sync`), waits block the sandbox instead of suspending.
+_sync_depth = 0
+
+
+class HostError(JsException):
+    """An error from a binding, as Workers raises it: `name` and `message`."""
+
+    def __init__(self, name: str, message: str):
+        super().__init__(f"{name}: {message}" if name and name != "Error" else message)
+        self.name = name
+        self.message = message
+
+
+# Shown in tracebacks as Pyodide names JavaScript errors.
+HostError.__module__, HostError.__qualname__ = "pyodide.ffi", "JsException"
+
+
+def _method(name: str):
+    cls = getattr(types, "Method_" + name.title(), None)
+    return cls() if cls is not None and name.isupper() else types.Method_Other(name)
+
+
+def send(method: str, scheme: str, authority: str, path: str, headers, body=None, timeout_ms=None):
+    """Start an outgoing request; returns the `future-incoming-response`.
+
+    `headers` is a list of (name, bytes); `body` is bytes, an iterable of
+    chunks, or None. The body is written after the request is handed to the
+    host, so the host consumes it as it is written.
+    """
+    request = types.OutgoingRequest(types.Fields.from_list(headers))
+    request.set_method(_method(method))
+    request.set_scheme(types.Scheme_Https() if scheme == "https" else types.Scheme_Http())
+    request.set_authority(authority)
+    request.set_path_with_query(path or "/")
+    outgoing_body = request.body()
+    options = None
+    if timeout_ms:
+        options = types.RequestOptions()
+        options.set_first_byte_timeout(int(timeout_ms * 1_000_000))
+    try:
+        future = outgoing_handler.handle(request, options)
+    except Err as e:
+        outgoing_body.__exit__(None, None, None)
+        raise _error_code(e.value) from None
+    stream = outgoing_body.write()
+    try:
+        if isinstance(body, (bytes, bytearray, memoryview)):
+            _write_all(stream, bytes(body))
+        elif body is not None:
+            for chunk in body:
+                _write_all(stream, chunk.encode() if isinstance(chunk, str) else bytes(chunk))
+    except Err:
+        pass  # the host stopped reading (e.g. it refused the request); its answer says why
+    finally:
+        stream.__exit__(None, None, None)
+    try:
+        types.OutgoingBody.finish(outgoing_body, None)
+    except Err:
+        pass
+    return future
+
+
+async def response_of(future):
+    """Wait for the response of `send` without blocking other coroutines."""
+    pollable = future.subscribe()
+    try:
+        await wait(pollable)
+    finally:
+        pollable.__exit__(None, None, None)
+    result = future.get()
+    future.__exit__(None, None, None)
+    if result is None or isinstance(result, Err):
+        raise JsException("the host response was lost")
+    inner = result.value
+    if isinstance(inner, Err):
+        raise _error_code(inner.value)
+    return inner.value
+
+
+async def wait(pollable) -> None:
+    loop = asyncio.events._get_running_loop()
+    if _sync_depth or loop is None or not hasattr(loop, "wait_pollable"):
+        pollable.block()
+        return
+    await loop.wait_pollable(pollable)
+
+
+def response_headers(response) -> list:
+    fields = response.headers()
+    entries = [(name, value.decode("latin-1")) for name, value in fields.entries()]
+    fields.__exit__(None, None, None)
+    return entries
+
+
+class BodyReader:
+    """An incoming response body: read whole (`read_all`) or chunk by chunk (iterate)."""
+
+    def __init__(self, response):
+        self._response = response
+        self._done = False
+
+    def __iter__(self):
+        if self._done:
+            return
+        self._done = True
+        body = self._response.consume()
+        stream = body.stream()
+        try:
+            while True:
+                try:
+                    chunk = stream.blocking_read(READ_CHUNK)
+                except Err as e:
+                    if isinstance(e.value, streams.StreamError_Closed):
+                        break
+                    raise JsException(f"reading the response body failed: {e.value}") from None
+                if chunk:
+                    yield chunk
+        finally:
+            stream.__exit__(None, None, None)
+            types.IncomingBody.finish(body).__exit__(None, None, None)
+            self._response.__exit__(None, None, None)
+
+    def read_all(self) -> bytes:
+        return b"".join(self)
+
+    def close(self) -> None:
+        if not self._done:
+            self._done = True
+            self._response.__exit__(None, None, None)
+
+
+async def call(binding: str, op: str, args=None, body=None, raw: bool = False):
+    """Call `op` on binding `binding`. Returns the JSON reply, or with a
+    payload reply `(meta, BodyReader)`; a failed call raises HostError."""
+    headers = [("x-taipan-args", json.dumps(args if args is not None else {}).encode("ascii"))]
+    future = send("POST", "http", BINDING_AUTHORITY, f"/{binding}/{op}", headers, body)
+    response = await response_of(future)
+    status = response.status()
+    meta = None
+    for name, value in response_headers(response):
+        if name == "x-taipan-meta":
+            meta = json.loads(value)
+    reader = BodyReader(response)
+    if status >= 400:
+        data = reader.read_all()
+        try:
+            error = json.loads(data)
+            raise HostError(error.get("name", "Error"), error.get("message", ""))
+        except (ValueError, AttributeError):
+            raise HostError("Error", data.decode("utf-8", "replace")) from None
+    if meta is not None or raw:
+        return meta, reader
+    data = reader.read_all()
+    return json.loads(data) if data else None
+
+
+def run_sync(awaitable):
+    """Run `awaitable` to completion now, blocking this sandbox while it waits
+    for the host (Pyodide's `run_sync`, for code that cannot be async)."""
+    global _sync_depth
+    coro = awaitable.__await__() if not hasattr(awaitable, "send") else awaitable
+    _sync_depth += 1
+    try:
+        while True:
+            try:
+                yielded = coro.send(None)
+            except StopIteration as done:
+                return done.value
+            if yielded is not None and not (hasattr(yielded, "done") and yielded.done()):
+                raise RuntimeError(
+                    "run_sync can only wait for bindings and fetch; "
+                    f"it cannot wait for {type(yielded).__name__}"
+                )
+    finally:
+        _sync_depth -= 1
+
+
+def _write_all(stream, data: bytes) -> None:
+    view = memoryview(data)
+    offset = 0
+    while offset < len(data):
+        budget = stream.check_write()
+        if budget == 0:
+            pollable = stream.subscribe()
+            pollable.block()
+            pollable.__exit__(None, None, None)
+            continue
+        end = offset + min(budget, 1 << 20)
+        stream.write(bytes(view[offset:end]))
+        offset = end
+    stream.blocking_flush()
+
+
+def _error_code(code) -> JsException:
+    name = type(code).__name__.removeprefix("ErrorCode_")
+    detail = getattr(code, "value", None)
+    if name == "InternalError" and detail:
+        return JsException(str(detail))
+    words = "".join(" " + c.lower() if c.isupper() else c for c in name).strip()
+    return JsException(f"fetch failed: {words}" + (f" ({detail})" if detail else ""))

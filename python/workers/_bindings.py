@@ -1,0 +1,245 @@
+"""The binding objects on `env`: KV, D1, R2 and service bindings.
+
+Each method checks its arguments here (bad arguments raise TypeError or
+ValueError, as the Workers runtime does) and then makes one host call; the
+storage lives in the host. Results come back as "JS objects" (`JsObject`:
+read as attributes or items, `.to_py()` for plain Python), as Workers code
+written for Pyodide expects.
+"""
+
+import base64
+import json
+
+from _taipan import host
+from pyodide.ffi import JsArray, JsObject, JsProxy, to_js
+
+KV_TYPES = ("text", "json", "arrayBuffer", "bytes", "stream")
+
+
+def _options(options, kwargs: dict) -> dict:
+    """Merge a JS-style options object (dict or JsObject) with keyword arguments."""
+    merged = {}
+    if options is not None:
+        if isinstance(options, JsProxy):
+            options = options.to_py()
+        if not isinstance(options, dict):
+            raise TypeError(f"options must be a dict, got {type(options).__name__}")
+        merged.update(options)
+    merged.update({k: v for k, v in kwargs.items() if v is not None})
+    return {_camel(k): v for k, v in merged.items()}
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(p.title() for p in rest)
+
+
+def _key(key) -> str:
+    if not isinstance(key, str):
+        raise TypeError(f"the key must be a str, got {type(key).__name__}")
+    return key
+
+
+def _plain(value):
+    return value.to_py() if isinstance(value, JsProxy) else value
+
+
+class KVNamespace:
+    """`env.MY_KV`: a KV namespace."""
+
+    def __init__(self, binding: str):
+        self._binding = binding
+
+    async def get(self, key, type=None, **options):
+        value, _ = await self._get(key, type, options)
+        return value
+
+    async def getWithMetadata(self, key, type=None, **options):
+        value, metadata = await self._get(key, type, options)
+        return JsObject({"value": value, "metadata": to_js(metadata), "cacheStatus": None})
+
+    get_with_metadata = getWithMetadata
+
+    async def _get(self, key, type, options):
+        if isinstance(type, (dict, JsProxy)):
+            options, type = _options(type, options), None
+        else:
+            options = _options(None, options)
+        type = type or options.get("type") or "text"
+        if type not in KV_TYPES:
+            raise TypeError(f"unknown KV get type {type!r}; use one of {', '.join(KV_TYPES)}")
+        meta, reader = await host.call(self._binding, "get", {"key": _key(key)}, raw=True)
+        if meta is None or not meta.get("found"):
+            reader.close()
+            return None, None
+        metadata = meta.get("metadata")
+        if type == "stream":
+            return reader, metadata
+        data = reader.read_all()
+        if type in ("arrayBuffer", "bytes"):
+            return data, metadata
+        if type == "json":
+            return to_js(json.loads(data)), metadata
+        return data.decode("utf-8", errors="replace"), metadata
+
+    async def put(self, key, value, options=None, **kwargs):
+        options = _options(options, kwargs)
+        value = _plain(value)
+        if isinstance(value, str):
+            body = value.encode("utf-8")
+        elif isinstance(value, (bytes, bytearray, memoryview)):
+            body = bytes(value)
+        elif hasattr(value, "__iter__") and not isinstance(value, dict):
+            body = b"".join(c.encode() if isinstance(c, str) else bytes(c) for c in value)
+        else:
+            raise TypeError(f"KV put() accepts str or bytes values, got {type(value).__name__}")
+        args = {"key": _key(key)}
+        for name in ("expiration", "expirationTtl"):
+            if name in options:
+                number = options[name]
+                if isinstance(number, bool) or not isinstance(number, (int, float)):
+                    raise TypeError(f"{name} must be a number of seconds")
+                args[name] = int(number)
+        if "metadata" in options:
+            args["metadata"] = _plain(options["metadata"])
+        await host.call(self._binding, "put", args, body)
+
+    async def delete(self, key):
+        await host.call(self._binding, "delete", {"key": _key(key)})
+
+    async def list(self, options=None, **kwargs):
+        options = _options(options, kwargs)
+        args = {k: options[k] for k in ("prefix", "limit", "cursor") if options.get(k) is not None}
+        if "limit" in args and (isinstance(args["limit"], bool) or not isinstance(args["limit"], int)):
+            raise TypeError("limit must be an int")
+        result = await host.call(self._binding, "list", args)
+        keys = JsArray(JsObject(k) for k in result["keys"])
+        out = {"keys": keys, "list_complete": result["list_complete"], "cacheStatus": None}
+        if result.get("cursor"):
+            out["cursor"] = result["cursor"]
+        return JsObject(out)
+
+
+# -- D1 -------------------------------------------------------------------
+
+
+def _d1_param(value):
+    value = _plain(value)
+    if value is None or isinstance(value, (str, int, float)):
+        return value  # bool is an int: true/false bind as 1/0, as in D1
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return {"$blob": base64.b64encode(bytes(value)).decode("ascii")}
+    raise TypeError(
+        f"D1_TYPE_ERROR: type {type(value).__name__!r} not supported for a bound value; "
+        "use None, bool, int, float, str or bytes"
+    )
+
+
+def _d1_value(value):
+    if isinstance(value, dict) and "$blob" in value:
+        return base64.b64decode(value["$blob"])
+    return value
+
+
+def _d1_result(raw: dict) -> JsObject:
+    columns = raw.get("columns", [])
+    rows = JsArray(JsObject(zip(columns, map(_d1_value, row))) for row in raw.get("rows", []))
+    return JsObject({"results": rows, "success": True, "meta": JsObject(raw.get("meta", {}))})
+
+
+class D1PreparedStatement:
+    def __init__(self, db: "D1Database", sql: str, params=()):
+        self._db = db
+        self._sql = sql
+        self._params = list(params)
+
+    def bind(self, *values):
+        return D1PreparedStatement(self._db, self._sql, [_d1_param(v) for v in values])
+
+    def _statement(self) -> dict:
+        return {"sql": self._sql, "params": self._params}
+
+    async def all(self):
+        return _d1_result(await self._db._query([self._statement()], "all"))
+
+    async def run(self):
+        return _d1_result(await self._db._query([self._statement()], "all"))
+
+    async def first(self, column=None):
+        raw = await self._db._query([self._statement()], "all")
+        rows = raw.get("rows", [])
+        if not rows:
+            return None
+        columns = raw.get("columns", [])
+        if column is not None:
+            if column not in columns:
+                raise host.HostError("Error", f"D1_COLUMN_NOTFOUND: Column not found ({column})")
+            return _d1_value(rows[0][columns.index(column)])
+        return JsObject(zip(columns, map(_d1_value, rows[0])))
+
+    async def raw(self, options=None, **kwargs):
+        options = _options(options, kwargs)
+        raw = await self._db._query([self._statement()], "all")
+        rows = [JsArray(map(_d1_value, row)) for row in raw.get("rows", [])]
+        if options.get("columnNames"):
+            rows.insert(0, JsArray(raw.get("columns", [])))
+        return JsArray(rows)
+
+
+class D1Database:
+    """`env.DB`: a D1 (SQLite) database."""
+
+    def __init__(self, binding: str):
+        self._binding = binding
+
+    def prepare(self, sql):
+        if not isinstance(sql, str):
+            raise TypeError(f"prepare() takes the SQL as a str, got {type(sql).__name__}")
+        return D1PreparedStatement(self, sql)
+
+    async def batch(self, statements):
+        statements = list(_plain(statements))
+        if not all(isinstance(s, D1PreparedStatement) for s in statements):
+            raise TypeError("batch() takes a list of prepared statements")
+        results = await host.call(self._binding, "batch", {"statements": [s._statement() for s in statements]})
+        return JsArray(_d1_result(r) for r in results)
+
+    async def exec(self, sql):
+        if not isinstance(sql, str):
+            raise TypeError("exec() takes the SQL as a str")
+        return JsObject(await host.call(self._binding, "exec", {"sql": sql}))
+
+    async def dump(self):
+        raise host.HostError("Error", "D1 dump() is deprecated and not supported")
+
+    async def _query(self, statements, mode):
+        results = await host.call(self._binding, "batch", {"statements": statements})
+        return results[0]
+
+
+# -- service bindings ----------------------------------------------------------
+
+
+class Fetcher:
+    """`env.OTHER`: a service binding; `fetch` reaches the other worker."""
+
+    def __init__(self, binding: str):
+        self._binding = binding
+
+    async def fetch(self, input, init=None, **kwargs):
+        from workers._fetch import fetch_via
+
+        return await fetch_via(self._binding, input, init, kwargs)
+
+
+BINDING_CLASSES = {"kv": KVNamespace, "d1": D1Database, "service": Fetcher}
+
+
+def make_bindings(kinds: dict) -> dict:
+    """`{name: kind}` from the host → the objects on `env`."""
+    bindings = {}
+    for name, kind in kinds.items():
+        cls = BINDING_CLASSES.get(kind)
+        if cls is not None:
+            bindings[name] = cls(name)
+    return bindings
