@@ -16,14 +16,14 @@ class IncomingBodyReader:
     def __init__(self, request: "types.IncomingRequest"):
         self._request = request
 
-    def read_all(self) -> bytes:
+    def __iter__(self):
+        """The body chunk by chunk (e.g. streamed on into R2)."""
         body = self._request.consume()
         stream = body.stream()
-        chunks = []
         try:
             while True:
                 try:
-                    chunks.append(stream.blocking_read(READ_CHUNK))
+                    yield stream.blocking_read(READ_CHUNK)
                 except Err as e:
                     if isinstance(e.value, streams.StreamError_Closed):
                         break
@@ -31,6 +31,9 @@ class IncomingBodyReader:
         finally:
             stream.__exit__(None, None, None)
             types.IncomingBody.finish(body).__exit__(None, None, None)
+
+    def read_all(self) -> bytes:
+        chunks = list(self)
         return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 

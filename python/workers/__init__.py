@@ -1,6 +1,6 @@
 """The `workers` module of Cloudflare Python Workers, as Taipan provides it."""
 
-from ._bindings import D1Database, Fetcher, KVNamespace
+from ._bindings import D1Database, Fetcher, KVNamespace, R2Bucket
 from ._context import Env, ExecutionContext, ScheduledController, import_from_javascript
 from ._fetch import fetch
 from ._headers import Headers
@@ -13,6 +13,7 @@ __all__ = [
     "Fetcher",
     "Headers",
     "KVNamespace",
+    "R2Bucket",
     "Request",
     "Response",
     "ScheduledController",

@@ -217,6 +217,169 @@ class D1Database:
         return results[0]
 
 
+# -- R2 -------------------------------------------------------------------
+
+
+class R2Object:
+    """An object's metadata (from `head`, `put`, `list`)."""
+
+    def __init__(self, meta: dict):
+        import datetime
+
+        self.key = meta["key"]
+        self.version = meta.get("version", "")
+        self.size = meta["size"]
+        self.etag = meta["etag"]
+        self.httpEtag = f'"{self.etag}"'
+        self.uploaded = datetime.datetime.fromtimestamp(meta["uploaded"] / 1000, tz=datetime.timezone.utc)
+        self.httpMetadata = JsObject(meta.get("httpMetadata") or {})
+        self.customMetadata = JsObject(meta.get("customMetadata") or {})
+        self.storageClass = "Standard"
+        self.checksums = JsObject({"md5": self.etag})
+        if "range" in meta:
+            self.range = JsObject(meta["range"])
+
+    http_etag = property(lambda self: self.httpEtag)
+    http_metadata = property(lambda self: self.httpMetadata)
+    custom_metadata = property(lambda self: self.customMetadata)
+
+    def writeHttpMetadata(self, headers) -> None:
+        names = {
+            "contentType": "content-type",
+            "contentLanguage": "content-language",
+            "contentDisposition": "content-disposition",
+            "contentEncoding": "content-encoding",
+            "cacheControl": "cache-control",
+        }
+        for field, header in names.items():
+            value = self.httpMetadata.to_py().get(field)
+            if value:
+                headers.set(header, str(value))
+
+    write_http_metadata = writeHttpMetadata
+
+    def __repr__(self) -> str:
+        return f"<R2Object {self.key!r} {self.size} bytes>"
+
+
+class R2ObjectBody(R2Object):
+    """An object with its body, read from the host as the worker reads it."""
+
+    def __init__(self, meta: dict, reader):
+        super().__init__(meta)
+        self._reader = reader
+        self.bodyUsed = False
+
+    @property
+    def body(self):
+        return self._reader
+
+    def _read(self) -> bytes:
+        if self.bodyUsed:
+            raise TypeError("body has already been used")
+        self.bodyUsed = True
+        return self._reader.read_all()
+
+    async def arrayBuffer(self) -> bytes:
+        return self._read()
+
+    bytes = arrayBuffer
+
+    async def text(self) -> str:
+        return self._read().decode("utf-8", errors="replace")
+
+    async def json(self):
+        return to_js(json.loads(self._read()))
+
+
+def _r2_body(value):
+    value = _plain(value)
+    if value is None:
+        return b""
+    if isinstance(value, str):
+        return value.encode("utf-8")
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value)
+    body = getattr(value, "_body_source", None)  # a Request or Response: its body
+    if body is not None or hasattr(value, "_body_source"):
+        value = body if body is not None else b""
+        if isinstance(value, bytes):
+            return value
+    if hasattr(value, "__iter__") and not isinstance(value, dict):
+        return value  # streamed chunk by chunk
+    raise TypeError(f"R2 put() accepts str, bytes, a stream or None, got {type(value).__name__}")
+
+
+def _http_metadata(value) -> dict:
+    value = _plain(value) or {}
+    if hasattr(value, "get") and hasattr(value, "has") and not isinstance(value, dict):
+        names = {
+            "content-type": "contentType",
+            "content-language": "contentLanguage",
+            "content-disposition": "contentDisposition",
+            "content-encoding": "contentEncoding",
+            "cache-control": "cacheControl",
+        }
+        return {field: value.get(header) for header, field in names.items() if value.has(header)}
+    if not isinstance(value, dict):
+        raise TypeError("httpMetadata must be a dict or Headers")
+    return {_camel(k): v for k, v in value.items()}
+
+
+class R2Bucket:
+    """`env.BUCKET`: an R2 bucket."""
+
+    def __init__(self, binding: str):
+        self._binding = binding
+
+    async def put(self, key, value, options=None, **kwargs):
+        options = _options(options, kwargs)
+        args = {"key": _key(key)}
+        if "httpMetadata" in options:
+            args["httpMetadata"] = _http_metadata(options["httpMetadata"])
+        if "customMetadata" in options:
+            custom = _plain(options["customMetadata"])
+            if not isinstance(custom, dict) or not all(isinstance(v, str) for v in custom.values()):
+                raise TypeError("customMetadata must be a dict of str to str")
+            args["customMetadata"] = custom
+        return R2Object(await host.call(self._binding, "put", args, _r2_body(value)))
+
+    async def get(self, key, options=None, **kwargs):
+        options = _options(options, kwargs)
+        args = {"key": _key(key)}
+        if options.get("range") is not None:
+            args["range"] = _plain(options["range"])
+        meta, reader = await host.call(self._binding, "get", args, raw=True)
+        if meta is None:
+            reader.close()
+            return None
+        return R2ObjectBody(meta, reader)
+
+    async def head(self, key):
+        meta = await host.call(self._binding, "head", {"key": _key(key)})
+        return R2Object(meta) if meta else None
+
+    async def delete(self, keys):
+        keys = _plain(keys)
+        if isinstance(keys, (list, tuple)):
+            await host.call(self._binding, "delete", {"keys": [_key(k) for k in keys]})
+        else:
+            await host.call(self._binding, "delete", {"key": _key(keys)})
+
+    async def list(self, options=None, **kwargs):
+        options = _options(options, kwargs)
+        args = {k: options[k] for k in ("prefix", "cursor", "delimiter", "limit") if options.get(k) is not None}
+        result = await host.call(self._binding, "list", args)
+        out = {
+            "objects": JsArray(R2Object(o) for o in result["objects"]),
+            "truncated": result["truncated"],
+            "delimitedPrefixes": JsArray(result["delimitedPrefixes"]),
+        }
+        if result.get("cursor"):
+            out["cursor"] = result["cursor"]
+        return JsObject(out)
+
+
 # -- service bindings ----------------------------------------------------------
 
 
@@ -232,7 +395,7 @@ class Fetcher:
         return await fetch_via(self._binding, input, init, kwargs)
 
 
-BINDING_CLASSES = {"kv": KVNamespace, "d1": D1Database, "service": Fetcher}
+BINDING_CLASSES = {"kv": KVNamespace, "d1": D1Database, "r2": R2Bucket, "service": Fetcher}
 
 
 def make_bindings(kinds: dict) -> dict:

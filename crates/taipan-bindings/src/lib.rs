@@ -11,6 +11,7 @@ pub mod d1;
 pub mod kv;
 pub mod outbound;
 pub mod protocol;
+pub mod r2;
 pub mod service;
 pub mod store;
 
@@ -75,6 +76,12 @@ impl WorkerBindings {
             let db = stores.database(&stores.d1_path(&d1.id))?;
             let binding: Arc<dyn Binding> = Arc::new(d1::D1Database::open(db));
             entries.insert(d1.binding.clone(), Entry::Stored(binding));
+        }
+        for r2 in &config.r2 {
+            let db = stores.database(&stores.r2_index(&r2.bucket_name))?;
+            let binding: Arc<dyn Binding> =
+                Arc::new(r2::R2Bucket::open(db, stores.r2_blobs(&r2.bucket_name))?);
+            entries.insert(r2.binding.clone(), Entry::Stored(binding));
         }
         for service in &config.services {
             entries.insert(

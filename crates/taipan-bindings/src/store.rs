@@ -1,6 +1,6 @@
 //! Where binding state lives: a state folder (`.taipan/state` in dev, the
 //! data dir's `state` in serve) holding one SQLite file per KV namespace and
-//! D1 database, and one folder per R2 bucket.
+//! D1 database, and per R2 bucket an index (SQLite) and a folder of objects.
 //!
 //! A process opens each database file once ([`Stores`]), so every worker
 //! version and request bound to it shares one connection and its writes are
@@ -89,6 +89,14 @@ impl Stores {
 
     pub fn d1_path(&self, id: &str) -> PathBuf {
         self.root.join("d1").join(format!("{id}.sqlite"))
+    }
+
+    pub fn r2_index(&self, bucket: &str) -> PathBuf {
+        self.root.join("r2").join(format!("{bucket}.sqlite"))
+    }
+
+    pub fn r2_blobs(&self, bucket: &str) -> PathBuf {
+        self.root.join("r2").join(bucket)
     }
 
     pub fn database(&self, path: &Path) -> anyhow::Result<Database> {

@@ -378,13 +378,6 @@ pub fn resolve(raw: &RawConfig, today: Date) -> Result<WorkerConfig, ConfigError
     let routes = parse_routes(raw)?;
     let limits = parse_limits(raw)?;
     let bindings = crate::bindings::parse(raw, &vars.keys().cloned().collect())?;
-    if !bindings.r2.is_empty() {
-        warnings.push(format!(
-            "`r2_buckets` ({}:{}) is not supported by this version of Taipan yet; its bindings are not on `env`",
-            raw.path.display(),
-            raw.line_of("r2_buckets").unwrap_or(0)
-        ));
-    }
 
     Ok(WorkerConfig {
         name,

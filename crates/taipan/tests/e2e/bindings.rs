@@ -27,6 +27,10 @@ binding = "DB"
 database_name = "test-db"
 database_id = "test-db-id"
 
+[[r2_buckets]]
+binding = "FILES"
+bucket_name = "files"
+
 [[services]]
 binding = "API"
 service = "api"
@@ -243,6 +247,67 @@ fn kv_d1_secrets_wait_until_fetch_services_and_cron_in_dev() {
             .contains("D1_ERROR: no such table: nope")
     );
 
+    // R2: streamed put/get, ranges, head, list with delimiter and cursor, delete
+    let client = Server::client();
+    let big: String = (0..300_000).map(|i| format!("{:09}\n", i)).collect();
+    let put = |key: &str, body: String| -> Value {
+        let response = client
+            .post(format!("{}/r2/put?k={key}", server.url))
+            .body(body)
+            .send()
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        response.json().unwrap()
+    };
+    let stored = put("dir/big.txt", big.clone());
+    assert_eq!(stored["size"], big.len());
+    let md5: String = {
+        use md5::Digest;
+        md5::Md5::digest(big.as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    };
+    assert_eq!(stored["etag"], md5);
+    put("dir/sub/a.txt", "a".into());
+    put("top.txt", "top".into());
+    let response = server.get("/r2/get?k=dir/big.txt");
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["etag"], format!("\"{md5}\""));
+    assert_eq!(response.headers()["x-by"], "test");
+    assert_eq!(response.headers()["content-type"], "text/plain");
+    assert!(
+        response.text().unwrap() == big,
+        "the object came back different"
+    );
+    assert_eq!(
+        server.text("/r2/get?k=dir/big.txt&offset=10&length=10").1,
+        "000000001\n"
+    );
+    assert_eq!(
+        server.text("/r2/get?k=dir/big.txt&suffix=10").1,
+        "000299999\n"
+    );
+    assert_eq!(server.text("/r2/get?k=nope").0, 404);
+    let head = json(&server, "/r2/head?k=top.txt");
+    assert_eq!(
+        (head["size"].as_i64(), head["type"].as_str()),
+        (Some(3), Some("text/plain"))
+    );
+    let listing = json(&server, "/r2/list?delimiter=/");
+    assert_eq!(listing["keys"], serde_json::json!(["top.txt"]));
+    assert_eq!(listing["prefixes"], serde_json::json!(["dir/"]));
+    let listing = json(&server, "/r2/list?prefix=dir/&limit=1");
+    assert_eq!(
+        (listing["keys"].clone(), listing["truncated"].clone()),
+        (serde_json::json!(["dir/big.txt"]), Value::Bool(true))
+    );
+    let cursor = listing["cursor"].as_str().unwrap().to_string();
+    let rest = json(&server, &format!("/r2/list?prefix=dir/&cursor={cursor}"));
+    assert_eq!(rest["keys"], serde_json::json!(["dir/sub/a.txt"]));
+    json(&server, "/r2/delete?k=dir/sub/a.txt,top.txt");
+    assert_eq!(server.text("/r2/get?k=top.txt").0, 404);
+
     // run_sync + cloudflare:workers env; gather runs host calls concurrently
     assert_eq!(json(&server, "/sync")["value"], "ran");
     assert_eq!(
@@ -342,6 +407,7 @@ fn kv_d1_secrets_wait_until_fetch_services_and_cron_in_dev() {
     assert_eq!(json(&server, "/kv/count?prefix=par:")["count"], 160);
     assert_eq!(json(&server, "/kv/get?k=waited")["value"], "later");
     assert_eq!(json(&server, "/d1/read")["count"], 163);
+    assert_eq!(json(&server, "/r2/head?k=dir/big.txt")["size"], 3_000_000);
 }
 
 #[test]

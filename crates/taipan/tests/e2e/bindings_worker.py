@@ -177,6 +177,46 @@ class Default(WorkerEntrypoint):
             return {"caught": "js.Error", "message": str(exc)}
         return {"caught": None}
 
+    # -- R2 -----------------------------------------------------------------
+
+    async def route_r2_put(self, request, q):
+        # The request body streams into the bucket.
+        obj = await self.env.FILES.put(
+            q["k"], request, httpMetadata={"contentType": "text/plain"}, customMetadata={"by": "test"}
+        )
+        return {"key": obj.key, "size": obj.size, "etag": obj.etag, "httpEtag": obj.httpEtag}
+
+    async def route_r2_get(self, request, q):
+        options = {}
+        if "offset" in q:
+            options["range"] = {"offset": int(q["offset"]), "length": int(q["length"])}
+        if "suffix" in q:
+            options["range"] = {"suffix": int(q["suffix"])}
+        obj = await self.env.FILES.get(q["k"], **options)
+        if obj is None:
+            return Response("missing\n", status=404)
+        headers = {"etag": obj.httpEtag, "x-by": obj.customMetadata.by}
+        response = Response(obj.body, headers=headers)
+        obj.writeHttpMetadata(response.headers)
+        return response
+
+    async def route_r2_head(self, request, q):
+        obj = await self.env.FILES.head(q["k"])
+        return None if obj is None else {"size": obj.size, "type": obj.httpMetadata.contentType, "year": obj.uploaded.year}
+
+    async def route_r2_list(self, request, q):
+        listing = await self.env.FILES.list(prefix=q.get("prefix"), delimiter=q.get("delimiter"), limit=int(q.get("limit", 1000)), cursor=q.get("cursor"))
+        return {
+            "keys": [o.key for o in listing.objects],
+            "prefixes": list(listing.delimitedPrefixes),
+            "truncated": listing.truncated,
+            "cursor": getattr(listing, "cursor", None),
+        }
+
+    async def route_r2_delete(self, request, q):
+        await self.env.FILES.delete(q["k"].split(","))
+        return {"deleted": q["k"]}
+
     # -- waitUntil, cloudflare:workers, run_sync --------------------------------
 
     async def route_wait(self, request, q):
