@@ -14,7 +14,7 @@ answers 4xx/5xx with `{"name": ..., "message": ...}`.
 import asyncio
 import json
 
-from componentize_py_types import Err, Ok
+from componentize_py_types import Err
 from pyodide.ffi import JsException
 from wit_world.imports import outgoing_handler, streams, types
 
@@ -68,10 +68,10 @@ def send(method: str, scheme: str, authority: str, path: str, headers, body=None
     stream = outgoing_body.write()
     try:
         if isinstance(body, (bytes, bytearray, memoryview)):
-            _write_all(stream, bytes(body))
+            write_all(stream, bytes(body))
         elif body is not None:
             for chunk in body:
-                _write_all(stream, chunk.encode() if isinstance(chunk, str) else bytes(chunk))
+                write_all(stream, chunk.encode() if isinstance(chunk, str) else bytes(chunk))
     except Err:
         pass  # the host stopped reading (e.g. it refused the request); its answer says why
     finally:
@@ -198,7 +198,7 @@ def run_sync(awaitable):
         _sync_depth -= 1
 
 
-def _write_all(stream, data: bytes) -> None:
+def write_all(stream, data: bytes) -> None:
     view = memoryview(data)
     offset = 0
     while offset < len(data):
@@ -208,7 +208,7 @@ def _write_all(stream, data: bytes) -> None:
             pollable.block()
             pollable.__exit__(None, None, None)
             continue
-        end = offset + min(budget, 1 << 20)
+        end = offset + budget
         stream.write(bytes(view[offset:end]))
         offset = end
     stream.blocking_flush()

@@ -1,5 +1,6 @@
 """The bridge between `wasi:http` resources and the SDK's Request/Response."""
 
+from _taipan.host import write_all
 from componentize_py_types import Err, Ok
 from wit_world.imports import streams, types
 from workers import Headers, Request, Response
@@ -123,7 +124,7 @@ def send_response(response: Response, out: Outparam, head_only: bool) -> None:
                 if body:
                     stream.blocking_write_and_flush(body)
             elif isinstance(body, bytes):
-                _write_all(stream, body)
+                write_all(stream, body)
             elif body is not None:
                 _write_chunks(stream, body)
     finally:
@@ -135,34 +136,18 @@ def send_error(out: Outparam, status: int, text: str) -> None:
     send_response(Response(text, status=status), out, head_only=False)
 
 
-def _write_all(stream, data: bytes) -> None:
-    view = memoryview(data)
-    offset = 0
-    while offset < len(data):
-        budget = stream.check_write()
-        if budget == 0:
-            pollable = stream.subscribe()
-            pollable.block()
-            pollable.__exit__(None, None, None)
-            continue
-        end = offset + budget
-        stream.write(bytes(view[offset:end]))
-        offset = end
-    stream.blocking_flush()
-
-
 def _write_chunks(stream, source) -> None:
     if hasattr(source, "__aiter__"):
         from _taipan.loop import run
 
         async def drain():
             async for chunk in source:
-                _write_all(stream, _as_bytes(chunk))
+                write_all(stream, _as_bytes(chunk))
 
         run(drain())
     else:
         for chunk in source:
-            _write_all(stream, _as_bytes(chunk))
+            write_all(stream, _as_bytes(chunk))
 
 
 def _as_bytes(chunk) -> bytes:
