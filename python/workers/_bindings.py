@@ -160,13 +160,12 @@ class D1PreparedStatement:
         return {"sql": self._sql, "params": self._params}
 
     async def all(self):
-        return _d1_result(await self._db._query([self._statement()], "all"))
+        return _d1_result(await self._db._run(self._statement()))
 
-    async def run(self):
-        return _d1_result(await self._db._query([self._statement()], "all"))
+    run = all  # D1's run() returns the same result object
 
     async def first(self, column=None):
-        raw = await self._db._query([self._statement()], "all")
+        raw = await self._db._run(self._statement())
         rows = raw.get("rows", [])
         if not rows:
             return None
@@ -179,7 +178,7 @@ class D1PreparedStatement:
 
     async def raw(self, options=None, **kwargs):
         options = _options(options, kwargs)
-        raw = await self._db._query([self._statement()], "all")
+        raw = await self._db._run(self._statement())
         rows = [JsArray(map(_d1_value, row)) for row in raw.get("rows", [])]
         if options.get("columnNames"):
             rows.insert(0, JsArray(raw.get("columns", [])))
@@ -212,8 +211,9 @@ class D1Database:
     async def dump(self):
         raise host.HostError("Error", "D1 dump() is deprecated and not supported")
 
-    async def _query(self, statements, mode):
-        results = await host.call(self._binding, "batch", {"statements": statements})
+    async def _run(self, statement: dict) -> dict:
+        """One statement: a batch of one."""
+        results = await host.call(self._binding, "batch", {"statements": [statement]})
         return results[0]
 
 

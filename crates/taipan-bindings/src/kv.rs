@@ -125,21 +125,16 @@ impl KvNamespace {
     }
 
     async fn list(&self, call: Call) -> Result<Reply, BindingError> {
-        let prefix = call
-            .args
-            .get("prefix")
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_string();
+        let prefix = call.opt_str("prefix").to_string();
         let limit = call.opt_i64("limit")?.unwrap_or(MAX_LIST_LIMIT);
         if !(1..=MAX_LIST_LIMIT).contains(&limit) {
             return Err(BindingError::range_error(format!(
                 "KV list failed: Invalid key_count_limit of {limit}; the limit must be from 1 to {MAX_LIST_LIMIT}"
             )));
         }
-        let after = match call.args.get("cursor").and_then(Value::as_str) {
-            None | Some("") => String::new(),
-            Some(cursor) => decode_cursor(cursor)
+        let after = match call.opt_str("cursor") {
+            "" => String::new(),
+            cursor => decode_cursor(cursor)
                 .ok_or_else(|| BindingError::type_error("KV list failed: invalid cursor"))?,
         };
         let now = now();

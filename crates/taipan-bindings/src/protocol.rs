@@ -15,26 +15,20 @@ pub const META_HEADER: &str = "x-taipan-meta";
 /// One call as the binding sees it.
 pub struct Call {
     pub args: Value,
-    pub headers: http::HeaderMap,
-    pub method: http::Method,
     pub body: HyperOutgoingBody,
 }
 
 impl Call {
     pub fn from_request(request: http::Request<HyperOutgoingBody>) -> Result<Self, BindingError> {
         let (parts, body) = request.into_parts();
+        // Only the arguments header matters: the path (binding/op) is routed already.
         let args = match parts.headers.get(ARGS_HEADER) {
             None => Value::Object(Default::default()),
             Some(v) => serde_json::from_slice(v.as_bytes()).map_err(|e| {
                 BindingError::type_error(format!("malformed binding arguments: {e}"))
             })?,
         };
-        Ok(Self {
-            args,
-            headers: parts.headers,
-            method: parts.method,
-            body,
-        })
+        Ok(Self { args, body })
     }
 
     /// The payload, whole, refused past `limit` bytes.
@@ -59,6 +53,11 @@ impl Call {
             .get(name)
             .and_then(Value::as_str)
             .ok_or_else(|| BindingError::type_error(format!("`{name}` must be a string")))
+    }
+
+    /// A string argument, or "" when absent.
+    pub fn opt_str(&self, name: &str) -> &str {
+        self.args.get(name).and_then(Value::as_str).unwrap_or("")
     }
 
     pub fn opt_i64(&self, name: &str) -> Result<Option<i64>, BindingError> {
@@ -171,17 +170,13 @@ where
 {
     use futures::StreamExt;
     let frames = stream.map(|chunk| {
-        chunk.map(hyper_frame).map_err(|e| {
+        chunk.map(http_body::Frame::data).map_err(|e| {
             wasmtime_wasi_http::p2::bindings::http::types::ErrorCode::InternalError(Some(
                 e.to_string(),
             ))
         })
     });
     http_body_util::StreamBody::new(frames).boxed_unsync()
-}
-
-fn hyper_frame(bytes: Bytes) -> http_body::Frame<Bytes> {
-    http_body::Frame::data(bytes)
 }
 
 #[cfg(test)]

@@ -191,30 +191,15 @@ impl R2Bucket {
     }
 
     async fn list(&self, call: Call) -> Result<Reply, BindingError> {
-        let prefix = call
-            .args
-            .get("prefix")
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_string();
-        let delimiter = call
-            .args
-            .get("delimiter")
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_string();
+        let prefix = call.opt_str("prefix").to_string();
+        let delimiter = call.opt_str("delimiter").to_string();
         let limit = call.opt_i64("limit")?.unwrap_or(MAX_LIST_LIMIT);
         if !(1..=MAX_LIST_LIMIT).contains(&limit) {
             return Err(BindingError::range_error(format!(
                 "R2 list limit must be from 1 to {MAX_LIST_LIMIT}, got {limit}"
             )));
         }
-        let after = call
-            .args
-            .get("cursor")
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_string();
+        let after = call.opt_str("cursor").to_string();
         let (objects, prefixes, next) = self
             .db
             .with(move |conn| {

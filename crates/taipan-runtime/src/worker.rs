@@ -278,15 +278,7 @@ impl Worker {
     /// Fire a cron trigger: the worker's `scheduled` handler runs with
     /// `cron` and `scheduled_time` (ms since the epoch). 2xx means it succeeded.
     pub async fn scheduled(self: &Arc<Self>, cron: &str, scheduled_time_ms: i64) -> Response<Body> {
-        let query: String = cron
-            .bytes()
-            .map(|b| match b {
-                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => {
-                    (b as char).to_string()
-                }
-                _ => format!("%{b:02X}"),
-            })
-            .collect();
+        let query: String = form_urlencoded::byte_serialize(cron.as_bytes()).collect();
         let request = http::Request::get(format!(
             "http://{SCHEDULED_AUTHORITY}/?cron={query}&scheduledTime={scheduled_time_ms}"
         ))

@@ -45,6 +45,8 @@ struct DevServer {
     primary: String,
     log_requests: bool,
     test_scheduled: bool,
+    /// Binding state per project, opened once: rebuilds reuse its connections.
+    stores: std::sync::Mutex<BTreeMap<PathBuf, Arc<Stores>>>,
 }
 
 impl DevServer {
@@ -54,6 +56,14 @@ impl DevServer {
             .unwrap_or_else(|e| e.into_inner())
             .get(name)
             .cloned()
+    }
+
+    fn stores(&self, project_dir: &Path) -> Arc<Stores> {
+        let mut stores = self.stores.lock().unwrap_or_else(|e| e.into_inner());
+        stores
+            .entry(project_dir.to_path_buf())
+            .or_insert_with(|| Stores::new(project_dir.join(".taipan").join("state")))
+            .clone()
     }
 
     fn swap(&self, worker: Arc<Worker>) {
@@ -142,6 +152,7 @@ pub async fn run_dev(options: DevOptions, runtime: Runtime) -> Result<()> {
         primary,
         log_requests: options.log_requests,
         test_scheduled: options.test_scheduled,
+        stores: Default::default(),
     });
     let services: Arc<dyn Services> = Arc::new(DevServices(Arc::downgrade(&server)));
     for config in &configs {
@@ -149,7 +160,8 @@ pub async fn run_dev(options: DevOptions, runtime: Runtime) -> Result<()> {
         let spinner = indicatif::ProgressBar::new_spinner()
             .with_message(format!("Building {}...", config.name));
         spinner.enable_steady_tick(Duration::from_millis(120));
-        let built = build_and_load(&runtime, config, &options.limits, &services).await;
+        let stores = server.stores(&config.project_dir);
+        let built = build_and_load(&runtime, config, &options.limits, &services, stores).await;
         spinner.finish_and_clear();
         server.swap(built.map_err(|e| anyhow!("{e}"))?);
         println!("Built {} in {}", config.name, fmt(started.elapsed()));
@@ -197,6 +209,7 @@ async fn build_and_load(
     config: &WorkerConfig,
     limits: &Limits,
     services: &Arc<dyn Services>,
+    stores: Arc<Stores>,
 ) -> Result<Arc<Worker>, BuildError> {
     let runtime = runtime.clone();
     let config = config.clone();
@@ -207,7 +220,6 @@ async fn build_and_load(
         let dot = config.project_dir.join(".taipan");
         let builds = dot.join("builds");
         let secrets = read_dev_vars(&config.project_dir).map_err(BuildError::Internal)?;
-        let stores = Stores::new(dot.join("state"));
         let env = WorkerEnv::open(
             &config.vars_json(),
             &secrets,
@@ -256,7 +268,8 @@ async fn reload_loop(
                 continue;
             }
         };
-        match build_and_load(&runtime, &config, &limits, &services).await {
+        let stores = server.stores(&config.project_dir);
+        match build_and_load(&runtime, &config, &limits, &services, stores).await {
             Ok(worker) => {
                 server.swap(worker);
                 println!("Reloaded {} in {}", config.name, fmt(started.elapsed()));

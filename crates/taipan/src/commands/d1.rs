@@ -74,14 +74,13 @@ impl D1Args {
                         .map_err(|e| anyhow!("could not read \"{}\": {e}", file.display()))?,
                     _ => bail!("pass the SQL with --command \"...\" or --file x.sql"),
                 };
-                let (config, db) = target.open()?;
+                let (_, db) = target.open()?;
                 let (count, rows) =
                     d1::execute_for_cli(&db, &sql).map_err(|e| anyhow!("{}", e.message))?;
                 match rows {
                     Some(result) => print_table(&result),
                     None => println!("Ran {count} statement(s) on {}.", target.database),
                 }
-                let _ = config;
             }
             D1Action::Migrations {
                 action: MigrationsAction::Apply { target },
