@@ -384,7 +384,8 @@ class R2Bucket:
 
 
 class Fetcher:
-    """`env.OTHER`: a service binding; `fetch` reaches the other worker."""
+    """`env.OTHER`: a service binding; `fetch` reaches the other worker.
+    Also `env.ASSETS`: `fetch` answers from the worker's static assets."""
 
     def __init__(self, binding: str):
         self._binding = binding
@@ -395,7 +396,7 @@ class Fetcher:
         return await fetch_via(self._binding, input, init, kwargs)
 
 
-BINDING_CLASSES = {"kv": KVNamespace, "d1": D1Database, "r2": R2Bucket, "service": Fetcher}
+BINDING_CLASSES = {"kv": KVNamespace, "d1": D1Database, "r2": R2Bucket, "service": Fetcher, "assets": Fetcher}
 
 
 def make_bindings(kinds: dict) -> dict:

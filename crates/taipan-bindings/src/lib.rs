@@ -7,6 +7,7 @@
 //! → registration in [`WorkerBindings`], which the runtime calls through the
 //! [`WorkerHost`] trait.
 
+pub mod assets;
 pub mod d1;
 pub mod kv;
 pub mod outbound;
@@ -16,6 +17,7 @@ pub mod service;
 pub mod store;
 
 use std::collections::HashMap;
+use std::path::Path;
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
@@ -42,6 +44,7 @@ pub trait Binding: Send + Sync + 'static {
 enum Entry {
     Stored(Arc<dyn Binding>),
     Service(String),
+    Assets(Arc<assets::Assets>),
 }
 
 /// How a worker's outbound requests are treated.
@@ -57,16 +60,30 @@ pub struct WorkerBindings {
     entries: HashMap<String, Entry>,
     outbound: Arc<Outbound>,
     services: Arc<dyn Services>,
+    assets: Option<Arc<assets::Assets>>,
 }
 
 impl WorkerBindings {
+    /// `assets_dir`: where `[assets]` files are (the project's folder in
+    /// dev, the deployed copy in serve).
     pub fn open(
         config: &Bindings,
         stores: &Stores,
         services: Arc<dyn Services>,
         policy: FetchPolicy,
+        assets_dir: Option<&Path>,
     ) -> anyhow::Result<Arc<Self>> {
         let mut entries = HashMap::new();
+        let assets = match (&config.assets, assets_dir) {
+            (Some(assets), Some(dir)) => Some(assets::Assets::open(dir, assets.clone())?),
+            _ => None,
+        };
+        if let (Some(name), Some(assets)) = (
+            config.assets.as_ref().and_then(|a| a.binding.clone()),
+            &assets,
+        ) {
+            entries.insert(name, Entry::Assets(assets.clone()));
+        }
         for kv in &config.kv {
             let db = stores.database(&stores.kv_path(&kv.id))?;
             let binding: Arc<dyn Binding> = Arc::new(kv::KvNamespace::open(db)?);
@@ -94,6 +111,7 @@ impl WorkerBindings {
             entries,
             outbound: Outbound::new(allow_private, policy.limits)?,
             services,
+            assets,
         }))
     }
 }
@@ -117,6 +135,13 @@ impl WorkerHost for WorkerBindings {
     ) -> HostFuture {
         match self.entries.get(name) {
             Some(Entry::Service(service)) => service::forward(&self.services, service, request),
+            Some(Entry::Assets(assets)) => match service::addressed(request) {
+                Some(request) => assets.fetch(&request.into_parts().0),
+                None => {
+                    let response = service::binding_error("the assets request has no URL".into());
+                    Box::pin(async move { Ok(response) })
+                }
+            },
             Some(Entry::Stored(binding)) => {
                 let binding = binding.clone();
                 let op = op.to_string();
@@ -144,5 +169,9 @@ impl WorkerHost for WorkerBindings {
         config: OutgoingRequestConfig,
     ) -> HostFuture {
         self.outbound.fetch(request, config)
+    }
+
+    fn before_worker(&self, request: &http::request::Parts) -> Option<HostFuture> {
+        self.assets.as_ref()?.before_worker(request)
     }
 }

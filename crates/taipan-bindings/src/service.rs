@@ -39,26 +39,35 @@ pub fn forward(
                 "the service binding's worker {service:?} is not running on this server"
             )));
         };
-        let (mut parts, body) = request.into_parts();
-        let url = parts
-            .headers
-            .remove(URL_HEADER)
-            .and_then(|v| v.to_str().ok()?.parse::<http::Uri>().ok());
-        let Some(url) = url else {
+        let Some(request) = addressed(request) else {
             return Ok(binding_error("the service request has no valid URL".into()));
         };
-        if let Some(host) = url.authority()
-            && let Ok(value) = http::HeaderValue::from_str(host.as_str())
-        {
-            parts.headers.insert(http::header::HOST, value);
-        }
-        parts.uri = url;
-        let response = worker.handle(http::Request::from_parts(parts, body)).await;
+        let response = worker.handle(request).await;
         Ok(response)
     })
 }
 
-fn binding_error(message: String) -> HostResponse {
+/// The request a guest addressed to a binding, re-addressed to the URL it
+/// carries in `x-taipan-url` (with its Host header); `None` without one.
+pub fn addressed(
+    request: http::Request<HyperOutgoingBody>,
+) -> Option<http::Request<HyperOutgoingBody>> {
+    let (mut parts, body) = request.into_parts();
+    let url = parts
+        .headers
+        .remove(URL_HEADER)
+        .and_then(|v| v.to_str().ok()?.parse::<http::Uri>().ok());
+    let url = url?;
+    if let Some(host) = url.authority()
+        && let Ok(value) = http::HeaderValue::from_str(host.as_str())
+    {
+        parts.headers.insert(http::header::HOST, value);
+    }
+    parts.uri = url;
+    Some(http::Request::from_parts(parts, body))
+}
+
+pub fn binding_error(message: String) -> HostResponse {
     let mut response = http::Response::new(full_body(message));
     *response.status_mut() = http::StatusCode::BAD_GATEWAY;
     response

@@ -4,11 +4,12 @@
 //! Stored with each deployed version (serde), so every field defaults.
 
 use std::collections::BTreeSet;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::assets::AssetsConfig;
 use crate::error::ConfigError;
 use crate::raw::RawConfig;
 
@@ -28,6 +29,8 @@ pub struct Bindings {
     /// `outbound_private_networks` (a Taipan extension): let `fetch` reach
     /// loopback, private and link-local addresses under `taipan serve`.
     pub allow_private_fetch: bool,
+    /// `[assets]`: static files served by the host.
+    pub assets: Option<AssetsConfig>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -71,6 +74,9 @@ impl Bindings {
                 .iter()
                 .map(|b| (b.binding.as_str(), "service")),
         );
+        if let Some(name) = self.assets.as_ref().and_then(|a| a.binding.as_deref()) {
+            kinds.push((name, "assets"));
+        }
         kinds
     }
 
@@ -82,8 +88,15 @@ impl Bindings {
 }
 
 /// Read every binding table of `raw`; names must be unique across kinds and vars.
-pub fn parse(raw: &RawConfig, vars: &BTreeSet<String>) -> Result<Bindings, ConfigError> {
-    let mut bindings = Bindings::default();
+pub fn parse(
+    raw: &RawConfig,
+    project_dir: &Path,
+    vars: &BTreeSet<String>,
+) -> Result<Bindings, ConfigError> {
+    let mut bindings = Bindings {
+        assets: crate::assets::parse(raw, project_dir)?,
+        ..Bindings::default()
+    };
     for entry in entries(raw, "kv_namespaces")? {
         let binding = binding_name(raw, "kv_namespaces", &entry)?;
         let id =
@@ -254,7 +267,7 @@ fn parse_crons(raw: &RawConfig) -> Result<Vec<String>, ConfigError> {
         .collect()
 }
 
-fn is_identifier(s: &str) -> bool {
+pub(crate) fn is_identifier(s: &str) -> bool {
     let mut chars = s.chars();
     chars
         .next()

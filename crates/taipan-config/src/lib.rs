@@ -4,6 +4,7 @@
 //! the user wrote (with line numbers for errors), [`resolve`] turns it into a
 //! validated [`WorkerConfig`] the rest of Taipan can trust.
 
+pub mod assets;
 pub mod bindings;
 pub mod cron;
 pub mod error;
@@ -12,6 +13,7 @@ pub mod resolve;
 pub mod routes;
 pub mod runtimes;
 
+pub use assets::AssetsConfig;
 pub use bindings::Bindings;
 pub use error::ConfigError;
 pub use resolve::{ConfigLimits, SnapshotMode, WorkerConfig, load, load_at};

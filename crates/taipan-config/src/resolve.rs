@@ -110,12 +110,12 @@ const USED_KEYS: &[&str] = &[
     "services",
     "triggers",
     "outbound_private_networks",
+    "assets",
 ];
 
 /// Keys from wrangler that Taipan knows but does not act on yet: a warning, never an error.
 const LATER_KEYS: &[&str] = &[
     "durable_objects",
-    "assets",
     "migrations",
     "queues",
     "ai",
@@ -377,7 +377,7 @@ pub fn resolve(raw: &RawConfig, today: Date) -> Result<WorkerConfig, ConfigError
 
     let routes = parse_routes(raw)?;
     let limits = parse_limits(raw)?;
-    let bindings = crate::bindings::parse(raw, &vars.keys().cloned().collect())?;
+    let bindings = crate::bindings::parse(raw, &project_dir, &vars.keys().cloned().collect())?;
 
     Ok(WorkerConfig {
         name,

@@ -47,6 +47,12 @@ pub trait WorkerHost: Send + Sync + 'static {
         request: http::Request<HyperOutgoingBody>,
         config: OutgoingRequestConfig,
     ) -> HostFuture;
+
+    /// A response the host gives instead of running the worker (a static
+    /// asset), decided from the request line and headers alone.
+    fn before_worker(&self, _request: &http::request::Parts) -> Option<HostFuture> {
+        None
+    }
 }
 
 /// A worker without bindings; outbound fetch is refused.

@@ -272,7 +272,17 @@ impl Worker {
         if host.is_some_and(|h| h.starts_with(INTERNAL_PREFIX.as_bytes())) {
             return text_response(StatusCode::BAD_REQUEST, "bad host\n");
         }
-        self.serve(request).await
+        let (parts, body) = request.into_parts();
+        if let Some(response) = self.template.host.before_worker(&parts) {
+            return match response.await {
+                Ok(response) => response,
+                Err(e) => {
+                    tracing::warn!(worker = %self.name, "serving a static asset failed: {e:?}");
+                    text_response(StatusCode::INTERNAL_SERVER_ERROR, "internal error\n")
+                }
+            };
+        }
+        self.serve(http::Request::from_parts(parts, body)).await
     }
 
     /// Fire a cron trigger: the worker's `scheduled` handler runs with

@@ -174,7 +174,13 @@ pub async fn run_dev(options: DevOptions, runtime: Runtime) -> Result<()> {
     let address = listener.local_addr()?;
     if options.watch {
         for (project, config) in options.projects.iter().zip(&configs) {
-            let watcher = ProjectWatcher::new(&config.project_dir)
+            let live = config
+                .bindings
+                .assets
+                .iter()
+                .map(|a| config.project_dir.join(&a.directory))
+                .collect();
+            let watcher = ProjectWatcher::new(&config.project_dir, live)
                 .context("watching the project for changes")?;
             tokio::spawn(reload_loop(
                 watcher,
@@ -226,6 +232,12 @@ async fn build_and_load(
             &config.bindings,
             &stores,
             services,
+            config
+                .bindings
+                .assets
+                .as_ref()
+                .map(|a| config.project_dir.join(&a.directory))
+                .as_deref(),
             true,
         )
         .map_err(BuildError::Internal)?;

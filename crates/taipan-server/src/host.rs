@@ -27,13 +27,14 @@ impl WorkerEnv {
         bindings: &Bindings,
         stores: &Stores,
         services: Arc<dyn Services>,
+        assets_dir: Option<&Path>,
         dev: bool,
     ) -> Result<Self> {
         let policy = FetchPolicy {
             allow_private: dev,
             limits: FetchLimits::default(),
         };
-        let host = WorkerBindings::open(bindings, stores, services, policy)
+        let host = WorkerBindings::open(bindings, stores, services, policy, assets_dir)
             .context("opening the worker's bindings")?;
         Ok(Self {
             vars_json: with_secrets(vars_json, secrets),

@@ -135,6 +135,11 @@ impl ServeState {
             &record.bindings,
             &self.stores,
             services,
+            record
+                .assets
+                .as_ref()
+                .map(|id| self.data.assets(id))
+                .as_deref(),
             false,
         )?;
         let settings = WorkerSettings {
@@ -195,6 +200,14 @@ impl ServeState {
                 .replace(&format!("{}/", staging.path().display()), ""))
         })?;
         let started = Instant::now();
+        let assets = match &config.bindings.assets {
+            Some(assets) => Some(
+                self.data
+                    .store_assets(&config.project_dir.join(&assets.directory))
+                    .map_err(|e| ApiError::from(e.context("storing the worker's assets")))?,
+            ),
+            None => None,
+        };
         let outcome =
             taipan_build::build(&config, &self.data.artifacts()).map_err(|e| match e {
                 BuildError::Worker(message) => {
@@ -214,6 +227,7 @@ impl ServeState {
             limits: config.limits,
             runtime: config.runtime.id.to_string(),
             bindings: config.bindings.clone(),
+            assets,
         };
         let mut deployed = self
             .load(&record)

@@ -8,6 +8,7 @@
 //! DATA/workers/<name>/versions/<v>.json
 //! DATA/workers/<name>/current         the serving version's id
 //! DATA/workers/<name>/secrets.json    its secrets (mode 0600; never listed)
+//! DATA/assets/<content hash>/         `[assets]` folders, shared by identical deploys
 //! DATA/state/                         binding state: kv/, d1/ (SQLite)
 //! DATA/staging/                       uploads being unpacked (cleared on start)
 //! ```
@@ -18,6 +19,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
+use sha2::Digest as _;
 
 /// What a version records: enough to serve it again after a restart.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -39,6 +41,9 @@ pub struct VersionRecord {
     /// KV, D1, services, crons (absent in records from before bindings).
     #[serde(default)]
     pub bindings: taipan_config::Bindings,
+    /// The `[assets]` folder's content id under `DATA/assets/`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub assets: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -48,7 +53,7 @@ pub struct DataDir {
 
 impl DataDir {
     pub fn open(root: &Path) -> Result<Self> {
-        for dir in ["artifacts", "workers", "staging", "state"] {
+        for dir in ["artifacts", "assets", "workers", "staging", "state"] {
             std::fs::create_dir_all(root.join(dir))
                 .with_context(|| format!("creating \"{}\"", root.join(dir).display()))?;
         }
@@ -82,6 +87,32 @@ impl DataDir {
 
     pub fn state(&self) -> PathBuf {
         self.root.join("state")
+    }
+
+    pub fn assets(&self, id: &str) -> PathBuf {
+        self.root.join("assets").join(id)
+    }
+
+    /// Keep a copy of an `[assets]` folder, by content: its id.
+    pub fn store_assets(&self, folder: &Path) -> Result<String> {
+        let files = taipan_build::source::files(folder)?;
+        let mut hasher = sha2::Sha256::new();
+        taipan_build::source::hash_into(&mut hasher, &files)?;
+        let id: String = hasher.finalize()[..16]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let dest = self.assets(&id);
+        if !dest.is_dir() {
+            let staging = tempfile::tempdir_in(self.staging())?;
+            taipan_build::source::copy_into(&files, staging.path())?;
+            // Another deploy may have stored the same content meanwhile: fine.
+            if std::fs::rename(staging.keep(), &dest).is_err() && !dest.is_dir() {
+                bail!("could not store the assets in \"{}\"", dest.display());
+            }
+            sync_dir(&self.root.join("assets"));
+        }
+        Ok(id)
     }
 
     /// A worker's secrets, by name.
@@ -240,6 +271,7 @@ mod tests {
             limits: Default::default(),
             runtime: "cpython-3.14".into(),
             bindings: Default::default(),
+            assets: None,
         }
     }
 

@@ -17,7 +17,9 @@ pub struct ProjectWatcher {
 }
 
 impl ProjectWatcher {
-    pub fn new(dir: &Path) -> Result<Self> {
+    /// Watch `dir`, except under `live` (folders served as they are, such
+    /// as `[assets]`: an edit there needs no rebuild).
+    pub fn new(dir: &Path, live: Vec<PathBuf>) -> Result<Self> {
         let (sender, changes) = mpsc::unbounded_channel();
         let root = dir.to_path_buf();
         let mut watcher =
@@ -27,7 +29,7 @@ impl ProjectWatcher {
                     return;
                 }
                 for path in event.paths {
-                    if is_relevant(&root, &path) {
+                    if is_relevant(&root, &path) && !live.iter().any(|l| path.starts_with(l)) {
                         let _ = sender.send(path);
                     }
                 }

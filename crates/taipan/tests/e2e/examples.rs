@@ -4,7 +4,7 @@ use std::thread;
 
 use sha2::{Digest, Sha256};
 
-use crate::harness::{Server, repo_root};
+use crate::harness::{Server, example_copy, repo_root};
 
 fn example(name: &str) -> Server {
     Server::dev(&repo_root().join("examples").join(name), &[])
@@ -174,29 +174,6 @@ fn raising_handler_gives_500_with_traceback_and_keeps_serving() {
         "{}",
         server.output()
     );
-}
-
-/// A copy of an example in a temporary folder, so its `.taipan/state` starts empty.
-fn example_copy(name: &str) -> tempfile::TempDir {
-    let source = repo_root().join("examples").join(name);
-    let copy = tempfile::tempdir().unwrap();
-    let mut stack = vec![source.clone()];
-    while let Some(dir) = stack.pop() {
-        for entry in std::fs::read_dir(&dir).unwrap().flatten() {
-            let path = entry.path();
-            if entry.file_name().to_string_lossy().starts_with('.') {
-                continue;
-            }
-            let target = copy.path().join(path.strip_prefix(&source).unwrap());
-            if path.is_dir() {
-                std::fs::create_dir_all(&target).unwrap();
-                stack.push(path);
-            } else {
-                std::fs::copy(&path, &target).unwrap();
-            }
-        }
-    }
-    copy
 }
 
 #[test]

@@ -222,3 +222,26 @@ pub fn project(files: &[(&str, &str)]) -> tempfile::TempDir {
 }
 
 pub const CONFIG: &str = "name = \"t\"\nmain = \"src/entry.py\"\ncompatibility_date = \"2025-11-01\"\ncompatibility_flags = [\"python_workers\"]\n";
+
+/// A copy of an example in a temporary folder, so its `.taipan/state` starts empty.
+pub fn example_copy(name: &str) -> tempfile::TempDir {
+    let source = repo_root().join("examples").join(name);
+    let copy = tempfile::tempdir().unwrap();
+    let mut stack = vec![source.clone()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+            let path = entry.path();
+            if entry.file_name().to_string_lossy().starts_with('.') {
+                continue;
+            }
+            let target = copy.path().join(path.strip_prefix(&source).unwrap());
+            if path.is_dir() {
+                std::fs::create_dir_all(&target).unwrap();
+                stack.push(path);
+            } else {
+                std::fs::copy(&path, &target).unwrap();
+            }
+        }
+    }
+    copy
+}

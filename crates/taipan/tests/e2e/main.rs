@@ -1,5 +1,6 @@
 //! End-to-end tests: the real `taipan` binary, real sockets, real HTTP.
 
+mod assets;
 mod bindings;
 mod cli;
 mod conformance;
