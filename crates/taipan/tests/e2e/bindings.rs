@@ -338,6 +338,14 @@ fn kv_d1_secrets_wait_until_fetch_services_and_cron_in_dev() {
         server.text(&format!("/jsfetch?url={upstream}")).1,
         "upstream GET "
     );
+    let stdlib = json(&server, &format!("/urllib?url={upstream}"));
+    assert_eq!(stdlib["status"], 201, "{stdlib}");
+    assert_eq!(stdlib["body"], "upstream PUT ping");
+    assert_eq!(stdlib["header"], "yes");
+    assert_eq!(
+        stdlib["direct"],
+        serde_json::json!([201, "Created", "upstream GET ", true])
+    );
     let many = json(&server, &format!("/fetch-many?n=51&url={upstream}"));
     assert_eq!(many["done"], 50);
     assert!(
@@ -482,6 +490,12 @@ fn serve_refuses_private_fetch_keeps_secrets_and_fires_crons() {
     assert!(body.contains("prohibited"), "{body}");
     let (status, body) = host("/fetch?url=http://localhost:1/");
     assert_eq!(status, 502, "{body}");
+    let (status, body) = host(&format!("/urllib?url={upstream}"));
+    assert_eq!(status, 502, "{body}\n{}", server.output());
+    assert!(
+        body.starts_with("URLError:") && body.contains("prohibited"),
+        "{body}"
+    );
 
     // Service bindings reach the other deployed worker; D1 needs its table first.
     let (status, body) = host("/service");

@@ -248,6 +248,35 @@ class Default(WorkerEntrypoint):
             return Response(describe(exc), status=502)
         return {"status": response.status, "body": await response.text(), "header": response.headers.get("x-upstream")}
 
+    async def route_urllib(self, request, q):
+        # The standard library's clients go through the host too (http.client is replaced).
+        import http.client
+        import urllib.error
+        import urllib.request
+        from urllib.parse import urlsplit
+
+        try:
+            req = urllib.request.Request(q["url"] + "urllib", data=b"ping", headers={"X-Test": "1"}, method="PUT")
+            with urllib.request.urlopen(req, timeout=10) as response:
+                body = response.read().decode()
+                status, header = response.status, response.headers.get("x-upstream")
+        except urllib.error.URLError as exc:
+            return Response(f"URLError: {exc.reason}", status=502)
+        parts = urlsplit(q["url"])
+        conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=10)
+        conn.request("GET", "/direct")
+        direct = conn.getresponse()
+        chunks = []
+        while chunk := direct.read(3):
+            chunks.append(chunk.decode())
+        conn.close()
+        return {
+            "status": status,
+            "body": body,
+            "header": header,
+            "direct": [direct.status, direct.reason, "".join(chunks), len(chunks) > 1],
+        }
+
     async def route_jsfetch(self, request, q):
         response = await js.fetch(q["url"])
         return Response(await response.text(), status=response.status)
