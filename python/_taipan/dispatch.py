@@ -12,9 +12,11 @@ from _taipan import loop
 from _taipan.wasi_http import Outparam, send_error, send_response, to_request
 from wit_world.imports import environment
 
-from workers import Env, ExecutionContext, Response, ScheduledController, WorkerEntrypoint
+from workers import Env, ExecutionContext, Request, Response, ScheduledController, WorkerEntrypoint
+from workers import _durable as durable
 from workers._bindings import make_bindings
 from workers._context import set_current_env
+from workers._durable import DurableObjectState
 
 # Note: the generated `wit_world` package exists only while building, so every
 # binding module the SDK uses must be imported at module level (snapshot time).
@@ -25,6 +27,9 @@ from workers._context import set_current_env
 WARMUP_URL = "http://__taipan-warmup__/"
 # Must match SCHEDULED_AUTHORITY in worker.rs: a cron trigger firing.
 SCHEDULED_PREFIX = "http://__taipan-scheduled__/"
+# Must match DURABLE_AUTHORITY in worker.rs: a call into a Durable Object
+# living in this sandbox (`/<class>/<id>/<rpc|fetch>`).
+DURABLE_PREFIX = "http://__taipan-do__/"
 
 
 class Dispatcher:
@@ -38,6 +43,8 @@ class Dispatcher:
         self.env = None
         self.call = None
         self.module = None
+        # The Durable Objects living in this sandbox, by (class, id).
+        self.objects = {}
 
     def _start_sandbox(self) -> None:
         # The snapshot carries the build machine's PRNG state: reseed from the
@@ -81,6 +88,9 @@ class Dispatcher:
         if request.url.startswith(SCHEDULED_PREFIX):
             self._scheduled(request, ctx, out)
             return
+        if request.url.startswith(DURABLE_PREFIX):
+            self._durable(request, ctx, out)
+            return
         response = self.call(request, self.env, ctx)
         if inspect.isawaitable(response):
             response = loop.run_fast(response)
@@ -99,6 +109,54 @@ class Dispatcher:
         if inspect.isawaitable(result):
             loop.run_fast(result)
         send_response(Response("ok\n"), out, head_only=False)
+
+    def _durable(self, request, ctx: ExecutionContext, out: Outparam) -> None:
+        _, class_name, object_id, op = urlsplit(request.url).path.split("/", 3)
+        instance = self.objects.get((class_name, object_id))
+        if instance is None:
+            cls = getattr(self.module, class_name, None)
+            if not isinstance(cls, type):
+                raise LookupError(
+                    f"the worker's main module defines no Durable Object class {class_name!r} "
+                    "(the class_name of a durable_objects binding)"
+                )
+            state = DurableObjectState(class_name, object_id)
+            instance = cls(state, self.env)
+            if not hasattr(instance, "ctx"):
+                instance.ctx, instance.env = state, self.env
+            self.objects[(class_name, object_id)] = instance
+        state = getattr(instance, "ctx", None)
+        if isinstance(state, DurableObjectState):
+            state._request_ctx = ctx  # its waitUntil work runs after this call's response
+        if op == "fetch":
+            url = request.headers.get("x-taipan-url") or request.url
+            headers = [(k, v) for k, v in request.headers if not k.startswith("x-taipan-")]
+            inner = Request(url, method=request.method, headers=headers, body=request._body_source)
+            response = instance.fetch(inner)
+            if inspect.isawaitable(response):
+                response = loop.run_fast(response)
+            if not isinstance(response, Response):
+                raise TypeError(f"{class_name}.fetch returned {type(response).__name__}, expected a Response")
+            send_response(response, out, head_only=request.method == "HEAD")
+            return
+        call = json.loads(loop.run_fast(request.text()) or "{}")
+        name = call.get("method", "")
+        method = None if name.startswith("_") or name == "fetch" else getattr(instance, name, None)
+        if not callable(method):
+            error = {"name": "TypeError", "message": f'The RPC receiver does not implement the method "{name}".'}
+            send_response(Response.json({"error": error}, status=500), out, head_only=False)
+            return
+        try:
+            args = [durable.decode(a) for a in call.get("args", [])]
+            kwargs = {k: durable.decode(v) for k, v in call.get("kwargs", {}).items()}
+            result = method(*args, **kwargs)
+            if inspect.isawaitable(result):
+                result = loop.run_fast(result)
+            body = {"value": durable.encode(result)}
+        except Exception as exc:  # noqa: BLE001 - the caller's await raises it
+            _log_exception(f"{class_name}.{name} raised", exc)
+            body = {"error": {"name": type(exc).__name__, "message": str(exc)}}
+        send_response(Response.json(body, status=500 if "error" in body else 200), out, head_only=False)
 
     def _fail(self, out: Outparam, exc: BaseException) -> None:
         text = _log_exception("Uncaught exception in the handler", exc)

@@ -35,7 +35,7 @@ class HostError(JsException):
 
 
 # Shown in tracebacks as Pyodide names JavaScript errors.
-HostError.__module__, HostError.__qualname__ = "pyodide.ffi", "JsException"
+HostError.__module__, HostError.__qualname__, HostError.__name__ = "pyodide.ffi", "JsException", "JsException"
 
 
 def _method(name: str):

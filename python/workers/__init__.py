@@ -1,6 +1,7 @@
 """The `workers` module of Cloudflare Python Workers, as Taipan provides it."""
 
 from ._bindings import D1Database, Fetcher, KVNamespace, R2Bucket
+from ._durable import DurableObject, DurableObjectId, DurableObjectNamespace, DurableObjectStub
 from ._context import Env, ExecutionContext, ScheduledController, import_from_javascript
 from ._fetch import fetch
 from ._headers import Headers
@@ -8,6 +9,10 @@ from ._http import Request, Response
 
 __all__ = [
     "D1Database",
+    "DurableObject",
+    "DurableObjectId",
+    "DurableObjectNamespace",
+    "DurableObjectStub",
     "Env",
     "ExecutionContext",
     "Fetcher",

@@ -13,6 +13,8 @@ import json
 from _taipan import host
 from pyodide.ffi import JsArray, JsObject, JsProxy, to_js
 
+from ._durable import DurableObjectNamespace
+
 KV_TYPES = ("text", "json", "arrayBuffer", "bytes", "stream")
 
 
@@ -396,7 +398,14 @@ class Fetcher:
         return await fetch_via(self._binding, input, init, kwargs)
 
 
-BINDING_CLASSES = {"kv": KVNamespace, "d1": D1Database, "r2": R2Bucket, "service": Fetcher, "assets": Fetcher}
+BINDING_CLASSES = {
+    "kv": KVNamespace,
+    "d1": D1Database,
+    "r2": R2Bucket,
+    "service": Fetcher,
+    "assets": Fetcher,
+    "durable_object": DurableObjectNamespace,
+}
 
 
 def make_bindings(kinds: dict) -> dict:

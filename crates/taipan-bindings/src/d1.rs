@@ -92,29 +92,30 @@ fn parse_statements(args: &Value) -> Result<Vec<Statement>, BindingError> {
             list.len()
         )));
     }
-    list.iter()
-        .map(|s| {
-            let sql = s
-                .get("sql")
-                .and_then(Value::as_str)
-                .ok_or_else(|| BindingError::type_error("a statement needs its SQL"))?;
-            let params = s
-                .get("params")
-                .and_then(Value::as_array)
-                .map(Vec::as_slice)
-                .unwrap_or_default();
-            if params.len() > MAX_BOUND_PARAMETERS {
-                return Err(BindingError::range_error(format!(
-                    "D1_ERROR: too many SQL variables: {} (the limit is {MAX_BOUND_PARAMETERS})",
-                    params.len()
-                )));
-            }
-            Ok(Statement {
-                sql: sql.to_string(),
-                params: params.iter().map(to_sql).collect::<Result<_, _>>()?,
-            })
-        })
-        .collect()
+    list.iter().map(parse_statement).collect()
+}
+
+/// One statement: `{sql, params}`.
+pub(crate) fn parse_statement(s: &Value) -> Result<Statement, BindingError> {
+    let sql = s
+        .get("sql")
+        .and_then(Value::as_str)
+        .ok_or_else(|| BindingError::type_error("a statement needs its SQL"))?;
+    let params = s
+        .get("params")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    if params.len() > MAX_BOUND_PARAMETERS {
+        return Err(BindingError::range_error(format!(
+            "D1_ERROR: too many SQL variables: {} (the limit is {MAX_BOUND_PARAMETERS})",
+            params.len()
+        )));
+    }
+    Ok(Statement {
+        sql: sql.to_string(),
+        params: params.iter().map(to_sql).collect::<Result<_, _>>()?,
+    })
 }
 
 fn to_sql(value: &Value) -> Result<Sql, BindingError> {

@@ -9,6 +9,7 @@
 
 pub mod assets;
 pub mod d1;
+pub mod durable;
 pub mod kv;
 pub mod outbound;
 pub mod protocol;
@@ -45,6 +46,7 @@ enum Entry {
     Stored(Arc<dyn Binding>),
     Service(String),
     Assets(Arc<assets::Assets>),
+    Durable(durable::Namespace),
 }
 
 /// How a worker's outbound requests are treated.
@@ -67,8 +69,9 @@ impl WorkerBindings {
     /// `assets_dir`: where `[assets]` files are (the project's folder in
     /// dev, the deployed copy in serve).
     pub fn open(
+        worker: &str,
         config: &Bindings,
-        stores: &Stores,
+        stores: &Arc<Stores>,
         services: Arc<dyn Services>,
         policy: FetchPolicy,
         assets_dir: Option<&Path>,
@@ -100,6 +103,23 @@ impl WorkerBindings {
                 Arc::new(r2::R2Bucket::open(db, stores.r2_blobs(&r2.bucket_name))?);
             entries.insert(r2.binding.clone(), Entry::Stored(binding));
         }
+        for object in &config.durable_objects {
+            let namespace = durable::Namespace {
+                class: object.class_name.clone(),
+                script: object
+                    .script_name
+                    .clone()
+                    .unwrap_or_else(|| worker.to_string()),
+                services: services.clone(),
+            };
+            entries.insert(object.binding.clone(), Entry::Durable(namespace));
+        }
+        // The storage of this worker's own objects (any class it defines).
+        let storage: Arc<dyn Binding> = Arc::new(durable::ObjectStorage {
+            stores: stores.clone(),
+            script: worker.to_string(),
+        });
+        entries.insert(durable::STORAGE_BINDING.to_string(), Entry::Stored(storage));
         for service in &config.services {
             entries.insert(
                 service.binding.clone(),
@@ -135,6 +155,7 @@ impl WorkerHost for WorkerBindings {
     ) -> HostFuture {
         match self.entries.get(name) {
             Some(Entry::Service(service)) => service::forward(&self.services, service, request),
+            Some(Entry::Durable(namespace)) => namespace.call(op, request),
             Some(Entry::Assets(assets)) => match service::addressed(request) {
                 Some(request) => assets.fetch(&request.into_parts().0),
                 None => {

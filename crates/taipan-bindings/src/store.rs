@@ -99,6 +99,15 @@ impl Stores {
         self.root.join("r2").join(bucket)
     }
 
+    /// A Durable Object's storage: one file per object.
+    pub fn object_path(&self, script: &str, class: &str, id: &str) -> PathBuf {
+        self.root
+            .join("do")
+            .join(script)
+            .join(class)
+            .join(format!("{id}.sqlite"))
+    }
+
     pub fn database(&self, path: &Path) -> anyhow::Result<Database> {
         let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(db) = open.get(path) {

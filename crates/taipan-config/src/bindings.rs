@@ -31,6 +31,17 @@ pub struct Bindings {
     pub allow_private_fetch: bool,
     /// `[assets]`: static files served by the host.
     pub assets: Option<AssetsConfig>,
+    /// `durable_objects.bindings`: `{ name, class_name, script_name }`.
+    pub durable_objects: Vec<DurableObjectBinding>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DurableObjectBinding {
+    pub binding: String,
+    /// The class (in the worker's main module) whose instances are the objects.
+    pub class_name: String,
+    /// The worker defining the class, when it is another one on the server.
+    pub script_name: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -73,6 +84,11 @@ impl Bindings {
             self.services
                 .iter()
                 .map(|b| (b.binding.as_str(), "service")),
+        );
+        kinds.extend(
+            self.durable_objects
+                .iter()
+                .map(|b| (b.binding.as_str(), "durable_object")),
         );
         if let Some(name) = self.assets.as_ref().and_then(|a| a.binding.as_deref()) {
             kinds.push((name, "assets"));
@@ -141,6 +157,8 @@ pub fn parse(
         })?;
         bindings.services.push(ServiceBinding { binding, service });
     }
+    bindings.durable_objects = parse_durable_objects(raw)?;
+    check_migrations(raw)?;
     bindings.crons = parse_crons(raw)?;
     bindings.allow_private_fetch = match raw.get("outbound_private_networks") {
         None => false,
@@ -235,6 +253,82 @@ fn check_storage_id(raw: &RawConfig, key: &str, id: &str) -> Result<(), ConfigEr
                 format!("the id or name {id:?} in `{key}` has characters Taipan cannot store"),
             )
             .hint("use letters, digits, '-', '_' and '.', up to 128 characters"))
+    }
+}
+
+fn parse_durable_objects(raw: &RawConfig) -> Result<Vec<DurableObjectBinding>, ConfigError> {
+    const KEY: &str = "durable_objects";
+    let Some(table) = raw.get(KEY) else {
+        return Ok(Vec::new());
+    };
+    let list = match table {
+        Value::Object(map) => map.get("bindings").cloned().unwrap_or(Value::Array(vec![])),
+        _ => return Err(raw.error(KEY, "`durable_objects` must be a table with `bindings`")),
+    };
+    let Value::Array(items) = list else {
+        return Err(raw
+            .error(KEY, "`durable_objects.bindings` must be a list of tables")
+            .hint("write [[durable_objects.bindings]] entries with `name` and `class_name`"));
+    };
+    let mut out = Vec::new();
+    for item in items {
+        let Value::Object(entry) = item else {
+            return Err(raw.error(
+                KEY,
+                "each entry of `durable_objects.bindings` must be a table",
+            ));
+        };
+        // wrangler calls the env name `name` here (`binding` is accepted too).
+        let binding = optional_string(raw, KEY, &entry, "name")?
+            .or(optional_string(raw, KEY, &entry, "binding")?)
+            .ok_or_else(|| {
+                raw.error(KEY, "a Durable Object binding has no `name`")
+                    .hint("`name` is what the worker reads: env.MY_OBJECT")
+            })?;
+        if !is_identifier(&binding) {
+            return Err(raw
+                .error(
+                    KEY,
+                    format!("the binding name {binding:?} is not a valid identifier"),
+                )
+                .hint("use letters, digits and underscores, e.g. COUNTER"));
+        }
+        let class_name = optional_string(raw, KEY, &entry, "class_name")?
+            .filter(|c| is_identifier(c))
+            .ok_or_else(|| {
+                raw.error(KEY, format!("the Durable Object binding `{binding}` needs `class_name`, a Python class name"))
+                    .hint("name the DurableObject subclass in the worker's main module: class_name = \"Counter\"")
+            })?;
+        let script_name = optional_string(raw, KEY, &entry, "script_name")?;
+        out.push(DurableObjectBinding {
+            binding,
+            class_name,
+            script_name,
+        });
+    }
+    Ok(out)
+}
+
+/// `migrations` declare which classes have storage; Taipan creates an
+/// object's storage on first use, so it only checks their shape.
+fn check_migrations(raw: &RawConfig) -> Result<(), ConfigError> {
+    let ok = match raw.get("migrations") {
+        None => true,
+        Some(Value::Array(items)) => items.iter().all(|m| {
+            m.as_object()
+                .is_some_and(|m| m.get("tag").is_some_and(Value::is_string))
+        }),
+        Some(_) => false,
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(raw
+            .error(
+                "migrations",
+                "`migrations` must be a list of tables, each with a `tag`",
+            )
+            .hint("[[migrations]]\ntag = \"v1\"\nnew_sqlite_classes = [\"Counter\"]"))
     }
 }
 

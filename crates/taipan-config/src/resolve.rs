@@ -111,12 +111,12 @@ const USED_KEYS: &[&str] = &[
     "triggers",
     "outbound_private_networks",
     "assets",
+    "durable_objects",
+    "migrations",
 ];
 
 /// Keys from wrangler that Taipan knows but does not act on yet: a warning, never an error.
 const LATER_KEYS: &[&str] = &[
-    "durable_objects",
-    "migrations",
     "queues",
     "ai",
     "vectorize",
@@ -529,7 +529,7 @@ mod tests {
   "compatibility_date": "2025-11-01",
   "compatibility_flags": ["python_workers"], // trailing commas allowed
   "vars": { "GREETING": "hi", "LIMITS": { "n": 3 }, },
-  "durable_objects": {},
+  "queues": {},
   "observability": { "enabled": true },
 }"#,
         );
@@ -537,7 +537,7 @@ mod tests {
         assert_eq!(cfg.vars["GREETING"], "hi");
         assert_eq!(cfg.vars["LIMITS"]["n"], 3);
         assert_eq!(cfg.warnings.len(), 1, "{:?}", cfg.warnings);
-        assert!(cfg.warnings[0].contains("durable_objects"));
+        assert!(cfg.warnings[0].contains("queues"));
         assert!(cfg.routes.is_empty());
     }
 
@@ -637,6 +637,12 @@ binding = "AUTH"
 service = "auth-worker"
 [triggers]
 crons = ["*/5 * * * *", "0 0 * * *"]
+[[durable_objects.bindings]]
+name = "ROOMS"
+class_name = "Room"
+[[migrations]]
+tag = "v1"
+new_sqlite_classes = ["Room"]
 "#,
         );
         let cfg = load_at(dir.path(), TODAY).unwrap();
@@ -650,6 +656,13 @@ crons = ["*/5 * * * *", "0 0 * * *"]
         assert_eq!(b.r2[0].bucket_name, "files");
         assert_eq!(b.services[0].service, "auth-worker");
         assert_eq!(b.crons.len(), 2);
+        assert_eq!(
+            (
+                b.durable_objects[0].binding.as_str(),
+                b.durable_objects[0].class_name.as_str()
+            ),
+            ("ROOMS", "Room")
+        );
         assert!(
             cfg.warnings.iter().all(|w| !w.contains("kv_namespaces")),
             "{:?}",
@@ -684,6 +697,12 @@ crons = ["*/5 * * * *", "0 0 * * *"]
                 .message
                 .contains("no `binding`")
         );
+        let dir = project(
+            "wrangler.toml",
+            "main = \"src/entry.py\"\n[[durable_objects.bindings]]\nname = \"ROOMS\"\n",
+        );
+        let err = load_at(dir.path(), TODAY).unwrap_err();
+        assert!(err.message.contains("needs `class_name`"), "{err}");
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! A deployed worker: its compiled component and a pool of warm sandboxes.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -63,6 +64,8 @@ pub struct Worker {
     /// Set when warming a sandbox fails (e.g. the worker's top level raises):
     /// requests then start sandboxes themselves and report the error.
     standby_failed: AtomicBool,
+    /// Live Durable Objects by `<class>/<id>`.
+    objects: Mutex<HashMap<String, ObjectSlot>>,
 }
 
 /// A place in a worker's wait queue, given back on drop.
@@ -86,6 +89,26 @@ impl Drop for QueueSlot {
 }
 
 pub type Body = HyperOutgoingBody;
+
+/// Where a sandbox goes after a request.
+enum Home {
+    /// The worker's pool: back to the idle list; the permit is released.
+    Pool(tokio::sync::OwnedSemaphorePermit),
+    /// A Durable Object's own sandbox: back into its slot, which stays
+    /// locked (calls to the object wait) until the call is over.
+    Object(tokio::sync::OwnedMutexGuard<Option<Sandbox>>),
+}
+
+/// A live Durable Object: its sandbox, locked while a call runs in it.
+type ObjectSlot = Arc<tokio::sync::Mutex<Option<Sandbox>>>;
+
+/// Durable Objects a worker keeps live at once, each in its own sandbox;
+/// past this, an idle one is evicted (its storage stays, as on Workers).
+pub const MAX_LIVE_OBJECTS: usize = 64;
+
+/// The authority of a call into a Durable Object:
+/// `http://__taipan-do__/<class>/<id>/<rpc|fetch>`. Refused from outside.
+pub const DURABLE_AUTHORITY: &str = "__taipan-do__";
 
 /// The authority of the internal warm-up request (not a valid host name, and
 /// refused from outside): the guest answers it 204 without calling the worker.
@@ -145,6 +168,7 @@ impl Worker {
             standby_target: settings.standby_sandboxes,
             standby_starting: AtomicUsize::new(0),
             standby_failed: AtomicBool::new(false),
+            objects: Mutex::default(),
         }))
     }
 
@@ -353,7 +377,7 @@ impl Worker {
                 }
             }
         };
-        let mut sandbox = match self.take_idle().or_else(|| self.take_standby()) {
+        let sandbox = match self.take_idle().or_else(|| self.take_standby()) {
             Some(sandbox) => sandbox,
             None => match self.fresh_sandbox().await {
                 Ok(sandbox) => sandbox,
@@ -366,6 +390,23 @@ impl Worker {
                 }
             },
         };
+        self.run(sandbox, request, tag, Home::Pool(permit)).await
+    }
+
+    /// Run one request in `sandbox`; afterwards the sandbox goes back to
+    /// `home` (unless it trapped: then it is dropped, never reused).
+    async fn run<B>(
+        self: &Arc<Self>,
+        mut sandbox: Sandbox,
+        request: http::Request<B>,
+        tag: String,
+        home: Home,
+    ) -> Response<Body>
+    where
+        B: hyper::body::Body<Data = Bytes> + Send + 'static,
+        B::Error: std::error::Error + Send + Sync + 'static,
+    {
+        let limits = &self.template.limits;
         sandbox.tag.set(tag.clone());
 
         let limit = limits.max_request_body as usize;
@@ -404,14 +445,19 @@ impl Worker {
                 .wasi_http_incoming_handler()
                 .call_handle(&mut sandbox.store, guest_request, out)
                 .await;
-            drop(permit);
-            let outcome = match result {
-                Ok(()) => {
+            let outcome = match (result, home) {
+                (Ok(()), Home::Pool(permit)) => {
+                    drop(permit);
                     worker.return_idle(sandbox);
                     Ok(())
                 }
-                // A trapped sandbox may be in any state: it is dropped, never reused.
-                Err(e) => Err(e),
+                (Ok(()), Home::Object(mut slot)) => {
+                    *slot = Some(sandbox);
+                    Ok(())
+                }
+                // A trapped sandbox may be in any state: it is dropped, never reused
+                // (a Durable Object starts again from the snapshot on its next call).
+                (Err(e), _) => Err(e),
             };
             worker.refill_standby();
             outcome
@@ -462,6 +508,69 @@ impl Worker {
                 )
             }
         }
+    }
+
+    /// A call into the Durable Object `key` (`<class>/<id>`): `request` is
+    /// addressed to [`DURABLE_AUTHORITY`]. Each object lives in a sandbox of
+    /// its own, kept between calls (its in-memory state survives), and runs
+    /// one call at a time.
+    pub async fn durable_object<B>(
+        self: &Arc<Self>,
+        key: &str,
+        request: http::Request<B>,
+    ) -> Response<Body>
+    where
+        B: hyper::body::Body<Data = Bytes> + Send + 'static,
+        B::Error: std::error::Error + Send + Sync + 'static,
+    {
+        let slot = {
+            let mut objects = self.objects.lock().unwrap_or_else(|e| e.into_inner());
+            match objects.get(key) {
+                Some(slot) => slot.clone(),
+                None => {
+                    if objects.len() >= MAX_LIVE_OBJECTS {
+                        let idle = objects
+                            .iter()
+                            .find(|(_, slot)| {
+                                Arc::strong_count(slot) == 1 && slot.try_lock().is_ok()
+                            })
+                            .map(|(key, _)| key.clone());
+                        let Some(idle) = idle else {
+                            tracing::warn!(worker = %self.name, "{key}: over {MAX_LIVE_OBJECTS} live Durable Objects, all busy; 503");
+                            return text_response(
+                                StatusCode::SERVICE_UNAVAILABLE,
+                                "too many live Durable Objects, retry shortly\n",
+                            );
+                        };
+                        objects.remove(&idle);
+                    }
+                    let slot = ObjectSlot::default();
+                    objects.insert(key.to_string(), slot.clone());
+                    slot
+                }
+            }
+        };
+        let mut guard = slot.lock_owned().await;
+        let sandbox = match guard.take() {
+            Some(sandbox) => sandbox,
+            None => match self.fresh_sandbox().await {
+                Ok(sandbox) => sandbox,
+                Err(e) => {
+                    tracing::error!(worker = %self.name, "starting a sandbox for {key} failed: {e:#}");
+                    return text_response(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "no sandbox available, try again\n",
+                    );
+                }
+            },
+        };
+        let tag = format!("{} {}", request.method(), request.uri().path());
+        self.run(sandbox, request, tag, Home::Object(guard)).await
+    }
+
+    /// Live Durable Objects (for tests and stats).
+    pub fn live_objects(&self) -> usize {
+        self.objects.lock().unwrap_or_else(|e| e.into_inner()).len()
     }
 
     /// Hold a response to `max_response_body`: a declared length over it is

@@ -19,7 +19,7 @@ use taipan_runtime::{HostLimits, Limits, Runtime, Worker, WorkerSettings};
 use tokio::net::TcpListener;
 
 use crate::front::{self, Handler};
-use crate::host::{WorkerEnv, read_dev_vars};
+use crate::host::{EnvSource, WorkerEnv, read_dev_vars};
 use crate::watch::ProjectWatcher;
 
 #[derive(Debug, Clone)]
@@ -226,21 +226,17 @@ async fn build_and_load(
         let dot = config.project_dir.join(".taipan");
         let builds = dot.join("builds");
         let secrets = read_dev_vars(&config.project_dir).map_err(BuildError::Internal)?;
-        let env = WorkerEnv::open(
-            &config.vars_json(),
-            &secrets,
-            &config.bindings,
-            &stores,
-            services,
-            config
-                .bindings
-                .assets
-                .as_ref()
-                .map(|a| config.project_dir.join(&a.directory))
-                .as_deref(),
-            true,
-        )
-        .map_err(BuildError::Internal)?;
+        let assets_dir =
+            (config.bindings.assets.as_ref()).map(|a| config.project_dir.join(&a.directory));
+        let source = EnvSource {
+            worker: &config.name,
+            vars_json: &config.vars_json(),
+            secrets: &secrets,
+            bindings: &config.bindings,
+            assets_dir: assets_dir.as_deref(),
+            dev: true,
+        };
+        let env = WorkerEnv::open(source, &stores, services).map_err(BuildError::Internal)?;
         let outcome = taipan_build::build(&config, &builds)?;
         let settings = WorkerSettings {
             name: config.name.clone(),

@@ -20,25 +20,40 @@ pub struct WorkerEnv {
     pub host: Arc<dyn WorkerHost>,
 }
 
+/// What a worker's env is made from: its config (or version record) and secrets.
+pub struct EnvSource<'a> {
+    pub worker: &'a str,
+    pub vars_json: &'a str,
+    pub secrets: &'a BTreeMap<String, String>,
+    pub bindings: &'a Bindings,
+    /// Where its `[assets]` are.
+    pub assets_dir: Option<&'a Path>,
+    /// `taipan dev` (outbound fetch may reach private addresses).
+    pub dev: bool,
+}
+
 impl WorkerEnv {
     pub fn open(
-        vars_json: &str,
-        secrets: &BTreeMap<String, String>,
-        bindings: &Bindings,
-        stores: &Stores,
+        source: EnvSource<'_>,
+        stores: &Arc<Stores>,
         services: Arc<dyn Services>,
-        assets_dir: Option<&Path>,
-        dev: bool,
     ) -> Result<Self> {
         let policy = FetchPolicy {
-            allow_private: dev,
+            allow_private: source.dev,
             limits: FetchLimits::default(),
         };
-        let host = WorkerBindings::open(bindings, stores, services, policy, assets_dir)
-            .context("opening the worker's bindings")?;
+        let host = WorkerBindings::open(
+            source.worker,
+            source.bindings,
+            stores,
+            services,
+            policy,
+            source.assets_dir,
+        )
+        .context("opening the worker's bindings")?;
         Ok(Self {
-            vars_json: with_secrets(vars_json, secrets),
-            bindings_json: taipan_bindings::kinds_json(bindings),
+            vars_json: with_secrets(source.vars_json, source.secrets),
+            bindings_json: taipan_bindings::kinds_json(source.bindings),
             host,
         })
     }

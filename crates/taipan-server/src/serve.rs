@@ -20,7 +20,7 @@ use tokio::sync::broadcast;
 
 use crate::bundle::{self, BundleLimits};
 use crate::front::{self, Handler};
-use crate::host::WorkerEnv;
+use crate::host::{EnvSource, WorkerEnv};
 use crate::registry::{Deployed, Registry};
 use crate::store::{DataDir, VersionRecord};
 
@@ -129,19 +129,16 @@ impl ServeState {
             })?;
         let limits = self.options.limits.with_overrides(&record.limits);
         let services: Arc<dyn Services> = Arc::new(RegistryServices(Arc::downgrade(self)));
-        let env = WorkerEnv::open(
-            &record.vars_json,
-            &self.data.secrets(&record.worker)?,
-            &record.bindings,
-            &self.stores,
-            services,
-            record
-                .assets
-                .as_ref()
-                .map(|id| self.data.assets(id))
-                .as_deref(),
-            false,
-        )?;
+        let assets_dir = record.assets.as_ref().map(|id| self.data.assets(id));
+        let source = EnvSource {
+            worker: &record.worker,
+            vars_json: &record.vars_json,
+            secrets: &self.data.secrets(&record.worker)?,
+            bindings: &record.bindings,
+            assets_dir: assets_dir.as_deref(),
+            dev: false,
+        };
+        let env = WorkerEnv::open(source, &self.stores, services)?;
         let settings = WorkerSettings {
             name: record.worker.clone(),
             vars_json: env.vars_json,

@@ -37,6 +37,14 @@ service = "api"
 
 [triggers]
 crons = ["* * * * *"]
+
+[[durable_objects.bindings]]
+name = "COUNTER"
+class_name = "Counter"
+
+[[migrations]]
+tag = "v1"
+new_sqlite_classes = ["Counter"]
 "#;
 
 const MIGRATION: &str = "CREATE TABLE notes (id INTEGER PRIMARY KEY AUTOINCREMENT, author TEXT NOT NULL, body TEXT NOT NULL);\n";
@@ -518,6 +526,7 @@ fn serve_refuses_private_fetch_keeps_secrets_and_fires_crons() {
     );
     assert_eq!(host("/d1/add?author=s&body=b").0, 200);
     assert_eq!(host("/kv/put?k=kept&v=1").0, 200);
+    assert!(host("/do/increment?name=s&n=7").1.contains("\"count\":7"));
 
     // The cron trigger fires on its own at the next minute.
     let mut fired = String::new();
@@ -546,4 +555,103 @@ fn serve_refuses_private_fetch_keeps_secrets_and_fires_crons() {
     );
     assert!(host("/kv/get?k=kept").1.contains("\"1\""));
     assert!(host("/d1/read").1.contains("\"count\":1"));
+    let (status, state) = host("/do/state?name=s");
+    assert_eq!(status, 200, "{state}");
+    assert!(state.contains("\"count\":7"), "{state}");
+}
+
+#[test]
+fn durable_objects_in_dev() {
+    let front = front_project();
+    let server = Server::dev(front.path(), &["--no-watch"]);
+    // RPC on a stub: storage and in-memory state of one live instance.
+    assert_eq!(json(&server, "/do/increment?name=a&n=2")["count"], 2);
+    assert_eq!(json(&server, "/do/increment?name=a&n=3")["count"], 5);
+    let state = json(&server, "/do/state?name=a");
+    assert_eq!(state["count"], 5);
+    assert_eq!(state["calls"], 3, "the same instance served every call");
+    assert_eq!(state["listed"], serde_json::json!(["count"]));
+
+    // Calls to one object never interleave: no lost updates, from one
+    // request's gather or from many clients at once.
+    let parallel = json(&server, "/do/parallel?name=p&n=20");
+    assert_eq!(
+        parallel["results"],
+        serde_json::json!((1..=20).collect::<Vec<_>>())
+    );
+    let url = server.url.clone();
+    let clients: Vec<_> = (0..4)
+        .map(|_| {
+            let url = url.clone();
+            std::thread::spawn(move || {
+                let client = Server::client();
+                for _ in 0..10 {
+                    let response = client
+                        .get(format!("{url}/do/increment?name=q"))
+                        .send()
+                        .unwrap();
+                    assert_eq!(response.status(), 200);
+                }
+            })
+        })
+        .collect();
+    for client in clients {
+        client.join().unwrap();
+    }
+    assert_eq!(json(&server, "/do/state?name=q")["count"], 40);
+
+    // Values keep their kinds: a to_js object arrives as one, bytes as bytes.
+    let echo = json(&server, "/do/echo");
+    assert_eq!(echo["message_type"], "JsObject");
+    assert_eq!(echo["text"], "hi");
+    assert_eq!(echo["nested"], serde_json::json!([1, 2]));
+    assert_eq!(echo["py"], serde_json::json!({"text": "hi", "n": [1, 2]}));
+    assert_eq!(echo["blob"], serde_json::json!([0, 1]));
+    assert_eq!(echo["plain_type"], "dict");
+    assert_eq!(echo["items_type"], "list");
+    assert_eq!(echo["same"], serde_json::json!(["JsObject", "hi"]));
+
+    // ctx.storage.sql, synchronous as on Workers.
+    json(&server, "/do/notes?name=a&text=x");
+    let notes = json(&server, "/do/notes?name=a&text=y");
+    assert_eq!(notes["count"], 2);
+    assert_eq!(notes["texts"], serde_json::json!(["x", "y"]));
+
+    // Errors reach the caller as exceptions; bad ids are TypeErrors.
+    let errors = json(&server, "/do/errors")["errors"].clone();
+    assert_eq!(errors[0], "JsException: ValueError: the object refused");
+    assert_eq!(
+        errors[1],
+        "JsException: TypeError: The RPC receiver does not implement the method \"missing\"."
+    );
+    assert!(
+        errors[2]
+            .as_str()
+            .unwrap()
+            .starts_with("JsException: TypeError:"),
+        "{errors}"
+    );
+    assert_eq!(
+        errors[3],
+        "TypeError: Invalid Durable Object ID: must be 64 hex digits"
+    );
+
+    // stub.fetch reaches the object's fetch with the URL, method and body.
+    let fetched = json(&server, "/do/fetch?name=a");
+    assert_eq!(fetched["status"], 200);
+    assert_eq!(
+        fetched["text"],
+        "POST https://counter.internal/path?x=1 count=5 body=hello"
+    );
+    assert_eq!(fetched["same_id"], true);
+    assert_eq!(fetched["unique_differs"], true);
+
+    // Restart: storage is kept; the in-memory state starts again.
+    server.stop();
+    let server = Server::dev(front.path(), &["--no-watch"]);
+    let state = json(&server, "/do/state?name=a");
+    assert_eq!(state["count"], 5);
+    assert_eq!(state["calls"], 1);
+    assert_eq!(json(&server, "/do/notes?name=a&text=z")["count"], 3);
+    assert_eq!(json(&server, "/do/state?name=q")["count"], 40);
 }

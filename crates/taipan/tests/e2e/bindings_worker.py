@@ -6,11 +6,56 @@ from urllib.parse import parse_qs, urlsplit
 
 import js
 from pyodide.ffi import run_sync, to_js
-from workers import Response, WorkerEntrypoint, fetch, import_from_javascript
+from workers import DurableObject, Response, WorkerEntrypoint, fetch, import_from_javascript
 
 
 def describe(exc):
     return f"{type(exc).__name__}: {exc}"
+
+
+class Counter(DurableObject):
+    """A Durable Object: a count kept in storage, and calls counted in memory."""
+
+    def __init__(self, ctx, env):
+        super().__init__(ctx, env)
+        self.calls = 0  # in memory: lives as long as this instance
+
+    async def increment(self, n=1):
+        self.calls += 1
+        count = (await self.ctx.storage.get("count") or 0) + n
+        await asyncio.sleep(0)  # a yield between read and write: calls must still not interleave
+        await self.ctx.storage.put("count", count)
+        return count
+
+    async def state(self):
+        self.calls += 1
+        listing = await self.ctx.storage.list(prefix="c")
+        return {"count": await self.ctx.storage.get("count"), "calls": self.calls, "listed": sorted(listing)}
+
+    def echo(self, message, blob, plain, items):
+        return {
+            "message_type": type(message).__name__,
+            "text": message.text,
+            "nested": list(message.n),
+            "py": message.to_py(),
+            "blob": list(blob),
+            "plain_type": type(plain).__name__,
+            "items_type": type(items).__name__,
+            "same": message,
+        }
+
+    def notes(self, text):
+        sql = self.ctx.storage.sql
+        sql.exec("CREATE TABLE IF NOT EXISTS notes (id INTEGER PRIMARY KEY, text TEXT)")
+        sql.exec("INSERT INTO notes (text) VALUES (?)", text)
+        return {"count": sql.exec("SELECT count(*) AS n FROM notes").one().n, "texts": [r.text for r in sql.exec("SELECT text FROM notes ORDER BY id")]}
+
+    async def boom(self):
+        raise ValueError("the object refused")
+
+    async def fetch(self, request):
+        count = await self.ctx.storage.get("count")
+        return Response(f"{request.method} {request.url} count={count} body={await request.text()}", headers={"x-object": str(self.ctx.id)})
 
 
 class Default(WorkerEntrypoint):
@@ -295,6 +340,55 @@ class Default(WorkerEntrypoint):
     async def route_service(self, request, q):
         response = await self.env.API.fetch("https://api.internal/hello?who=front", headers={"x-from": "front"})
         return {"status": response.status, "body": await response.text()}
+
+    # -- Durable Objects -----------------------------------------------------
+
+    async def route_do_increment(self, request, q):
+        stub = self.env.COUNTER.get(self.env.COUNTER.idFromName(q["name"]))
+        return {"count": await stub.increment(int(q.get("n", "1")))}
+
+    async def route_do_state(self, request, q):
+        return await self.env.COUNTER.getByName(q["name"]).state()
+
+    async def route_do_parallel(self, request, q):
+        stub = self.env.COUNTER.getByName(q["name"])
+        results = await asyncio.gather(*(stub.increment(1) for _ in range(int(q["n"]))))
+        return {"results": sorted(results)}
+
+    async def route_do_echo(self, request, q):
+        stub = self.env.COUNTER.getByName("echo")
+        result = await stub.echo(to_js({"text": "hi", "n": [1, 2]}), b"\x00\x01", {"plain": True}, (1, 2))
+        same = result["same"]
+        return {**result, "same": [type(same).__name__, same.text]}
+
+    async def route_do_notes(self, request, q):
+        return await self.env.COUNTER.getByName(q["name"]).notes(q["text"])
+
+    async def route_do_errors(self, request, q):
+        stub = self.env.COUNTER.getByName("errors")
+        errors = []
+        for call in (stub.boom, stub.missing, lambda: stub.increment("x")):
+            try:
+                await call()
+                errors.append(None)
+            except Exception as exc:  # noqa: BLE001
+                errors.append(describe(exc))
+        try:
+            self.env.COUNTER.idFromString("nope")
+        except TypeError as exc:
+            errors.append(describe(exc))
+        return {"errors": errors}
+
+    async def route_do_fetch(self, request, q):
+        stub = self.env.COUNTER.getByName(q["name"])
+        response = await stub.fetch("https://counter.internal/path?x=1", method="POST", body="hello")
+        ids = self.env.COUNTER.idFromName(q["name"])
+        return {
+            "status": response.status,
+            "text": await response.text(),
+            "same_id": response.headers.get("x-object") == ids.toString(),
+            "unique_differs": self.env.COUNTER.newUniqueId().toString() != self.env.COUNTER.newUniqueId().toString(),
+        }
 
     # -- cron ---------------------------------------------------------------
 

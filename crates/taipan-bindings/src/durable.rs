@@ -1,0 +1,281 @@
+//! Durable Objects (`durable_objects.bindings`): `env.NS.get(id)` gives a
+//! stub; its RPC calls and `fetch` run in the object's own sandbox (see
+//! `Worker::durable_object`: one live instance per id, one call at a time),
+//! and `ctx.storage` keeps the object's data in a SQLite file of its own —
+//! a key-value table (`get`/`put`/`delete`/`list`) beside the object's own
+//! SQL tables (`ctx.storage.sql.exec`).
+
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+use rusqlite::OptionalExtension;
+use serde_json::{Value, json};
+use taipan_runtime::host::HostFuture;
+use taipan_runtime::worker::DURABLE_AUTHORITY;
+use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
+
+use crate::Binding;
+use crate::d1;
+use crate::protocol::{BindingError, Call, Reply};
+use crate::service::{Services, binding_error};
+use crate::store::{Database, Stores};
+
+/// The binding name of storage calls: `__taipan__/do-storage/<op>` (not an
+/// identifier, so no user binding can take it).
+pub const STORAGE_BINDING: &str = "do-storage";
+/// The object id on a stub's call.
+pub const ID_HEADER: &str = "x-taipan-do-id";
+
+/// Cloudflare's limits for SQLite-backed objects' key-value storage.
+const MAX_KEY_BYTES: usize = 2048;
+const MAX_VALUE_BYTES: usize = 2 * 1024 * 1024;
+const MAX_KEYS_PER_CALL: usize = 128;
+
+/// Worker-lifetime: one `durable_objects` binding (a namespace).
+pub struct Namespace {
+    pub class: String,
+    /// The worker whose main module defines `class`.
+    pub script: String,
+    pub services: Arc<dyn Services>,
+}
+
+impl Namespace {
+    /// A stub's call (`op` is `rpc` or `fetch`), run in the object.
+    pub fn call(&self, op: &str, request: http::Request<HyperOutgoingBody>) -> HostFuture {
+        let worker = self.services.worker(&self.script);
+        let (class, script, op) = (self.class.clone(), self.script.clone(), op.to_string());
+        Box::pin(async move {
+            let (mut parts, body) = request.into_parts();
+            let id = parts
+                .headers
+                .remove(ID_HEADER)
+                .and_then(|v| v.to_str().ok().map(str::to_string))
+                .unwrap_or_default();
+            if !valid_id(&id) {
+                return Ok(binding_error(format!(
+                    "{id:?} is not a Durable Object id (64 hex digits)"
+                )));
+            }
+            if op != "rpc" && op != "fetch" {
+                return Ok(binding_error(format!("a stub has no operation {op:?}")));
+            }
+            let Some(worker) = worker else {
+                return Ok(binding_error(format!(
+                    "the worker {script:?} that defines {class} is not running on this server"
+                )));
+            };
+            let uri = format!("http://{DURABLE_AUTHORITY}/{class}/{id}/{op}");
+            parts.uri = uri.parse().map_err(|_| {
+                wasmtime_wasi_http::p2::bindings::http::types::ErrorCode::InternalError(None)
+            })?;
+            parts.headers.insert(
+                http::header::HOST,
+                http::HeaderValue::from_static(DURABLE_AUTHORITY),
+            );
+            let request = http::Request::from_parts(parts, body);
+            Ok(worker
+                .durable_object(&format!("{class}/{id}"), request)
+                .await)
+        })
+    }
+}
+
+/// An object id: 64 lowercase hex digits, as Workers prints them.
+pub fn valid_id(id: &str) -> bool {
+    id.len() == 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// Worker-lifetime: `ctx.storage` for every object of a worker's classes.
+pub struct ObjectStorage {
+    pub stores: Arc<Stores>,
+    pub script: String,
+}
+
+impl ObjectStorage {
+    fn database(&self, call: &Call) -> Result<Database, BindingError> {
+        let class = call.str_arg("class")?;
+        let id = call.str_arg("id")?;
+        if !valid_id(id)
+            || class.is_empty()
+            || !class
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        {
+            return Err(BindingError::type_error(
+                "storage called with a bad object id",
+            ));
+        }
+        let db = self
+            .stores
+            .database(&self.stores.object_path(&self.script, class, id))
+            .map_err(|e| BindingError::error(format!("opening the object's storage: {e:#}")))?;
+        db.with_blocking(|conn| {
+            conn.execute_batch(
+                "CREATE TABLE IF NOT EXISTS _cf_KV (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID",
+            )
+        })
+        .map_err(BindingError::from)?;
+        Ok(db)
+    }
+}
+
+impl Binding for ObjectStorage {
+    fn call(
+        self: Arc<Self>,
+        op: &str,
+        call: Call,
+    ) -> BoxFuture<'static, Result<Reply, BindingError>> {
+        let op = op.to_string();
+        Box::pin(async move {
+            let db = self.database(&call)?;
+            let args = call.args;
+            let reply = match op.as_str() {
+                "get" => {
+                    let keys = keys(&args)?;
+                    db.with(move |conn| {
+                        let mut stmt = conn.prepare_cached("SELECT value FROM _cf_KV WHERE key = ?1")?;
+                        let mut values = serde_json::Map::new();
+                        for key in keys {
+                            let value: Option<String> =
+                                stmt.query_row([&key], |r| r.get(0)).optional()?;
+                            if let Some(value) = value {
+                                values.insert(key, Value::String(value));
+                            }
+                        }
+                        Ok(json!({ "values": values }))
+                    })
+                    .await?
+                }
+                "put" => {
+                    let entries = args
+                        .get("entries")
+                        .and_then(Value::as_object)
+                        .cloned()
+                        .ok_or_else(|| BindingError::type_error("put() needs a key and a value"))?;
+                    if entries.len() > MAX_KEYS_PER_CALL {
+                        return Err(BindingError::range_error(format!(
+                            "put() takes at most {MAX_KEYS_PER_CALL} entries at once"
+                        )));
+                    }
+                    for (key, value) in &entries {
+                        check_key(key)?;
+                        if value.as_str().map_or(0, str::len) > MAX_VALUE_BYTES {
+                            return Err(BindingError::range_error(format!(
+                                "the value of {key:?} is over the {MAX_VALUE_BYTES}-byte limit"
+                            )));
+                        }
+                    }
+                    db.with(move |conn| {
+                        let tx = conn.transaction()?;
+                        for (key, value) in entries {
+                            tx.execute(
+                                "INSERT INTO _cf_KV (key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                                (&key, value.as_str().unwrap_or("null")),
+                            )?;
+                        }
+                        tx.commit()?;
+                        Ok(Value::Null)
+                    })
+                    .await?
+                }
+                "delete" => {
+                    let keys = keys(&args)?;
+                    db.with(move |conn| {
+                        let tx = conn.transaction()?;
+                        let mut deleted = 0;
+                        for key in keys {
+                            deleted += tx.execute("DELETE FROM _cf_KV WHERE key = ?1", [&key])?;
+                        }
+                        tx.commit()?;
+                        Ok(json!({ "deleted": deleted }))
+                    })
+                    .await?
+                }
+                "list" => {
+                    let text = |name: &str| args.get(name).and_then(Value::as_str).map(str::to_string);
+                    let (prefix, start, end) = (text("prefix"), text("start"), text("end"));
+                    let reverse = args.get("reverse").and_then(Value::as_bool).unwrap_or(false);
+                    let limit = args.get("limit").and_then(Value::as_i64).unwrap_or(-1);
+                    db.with(move |conn| {
+                        let order = if reverse { "DESC" } else { "ASC" };
+                        let sql = format!(
+                            "SELECT key, value FROM _cf_KV WHERE (?1 IS NULL OR substr(key, 1, length(?1)) = ?1) AND (?2 IS NULL OR key >= ?2) AND (?3 IS NULL OR key < ?3) ORDER BY key {order} LIMIT ?4"
+                        );
+                        let mut stmt = conn.prepare(&sql)?;
+                        let rows = stmt
+                            .query_map((prefix, start, end, limit), |r| {
+                                Ok(json!([r.get::<_, String>(0)?, r.get::<_, String>(1)?]))
+                            })?
+                            .collect::<rusqlite::Result<Vec<_>>>()?;
+                        Ok(json!({ "entries": rows }))
+                    })
+                    .await?
+                }
+                "deleteAll" => {
+                    db.with(|conn| {
+                        let tables: Vec<String> = conn
+                            .prepare("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' AND name != '_cf_KV'")?
+                            .query_map([], |r| r.get(0))?
+                            .collect::<rusqlite::Result<_>>()?;
+                        let tx = conn.transaction()?;
+                        tx.execute("DELETE FROM _cf_KV", [])?;
+                        for table in tables {
+                            tx.execute(&format!("DROP TABLE \"{}\"", table.replace('"', "\"\"")), [])?;
+                        }
+                        tx.commit()?;
+                        Ok(Value::Null)
+                    })
+                    .await?
+                }
+                "sql" => {
+                    let statement = d1::parse_statement(&args)?;
+                    if statement.sql.contains("_cf_") {
+                        return Err(BindingError::error(
+                            "not authorized: tables whose names start with _cf_ are reserved",
+                        ));
+                    }
+                    db.with(move |conn| Ok(d1::run_batch(conn, &[statement])))
+                        .await??
+                        .pop()
+                        .unwrap_or(Value::Null)
+                }
+                other => {
+                    return Err(BindingError::type_error(format!(
+                        "storage has no operation {other:?}"
+                    )));
+                }
+            };
+            Ok(Reply::Json(reply))
+        })
+    }
+}
+
+fn keys(args: &Value) -> Result<Vec<String>, BindingError> {
+    let keys: Vec<String> = args
+        .get("keys")
+        .and_then(Value::as_array)
+        .ok_or_else(|| BindingError::type_error("a key (a string) or a list of keys is needed"))?
+        .iter()
+        .map(|k| k.as_str().map(str::to_string))
+        .collect::<Option<_>>()
+        .ok_or_else(|| BindingError::type_error("keys must be strings"))?;
+    if keys.len() > MAX_KEYS_PER_CALL {
+        return Err(BindingError::range_error(format!(
+            "at most {MAX_KEYS_PER_CALL} keys at once"
+        )));
+    }
+    keys.iter().try_for_each(|k| check_key(k))?;
+    Ok(keys)
+}
+
+fn check_key(key: &str) -> Result<(), BindingError> {
+    if key.len() > MAX_KEY_BYTES {
+        return Err(BindingError::range_error(format!(
+            "keys are limited to {MAX_KEY_BYTES} bytes"
+        )));
+    }
+    Ok(())
+}

@@ -1,0 +1,327 @@
+"""Durable Objects: the `DurableObject` base class, `env.NS` (the namespace),
+ids, stubs, and `ctx.storage`.
+
+A stub's RPC call (`await stub.add_message(x)`) and `stub.fetch(request)`
+are host calls to the binding; the host runs them in the object's own
+sandbox (one live instance per id, one call at a time), where
+`_taipan.dispatch` keeps the instance between calls. Arguments, results and
+stored values travel in a JSON encoding that keeps their Python types, so a
+`pyodide.ffi.to_js` object arrives as the same kind of object.
+"""
+
+import base64
+import hashlib
+import inspect
+import json
+import os
+
+from _taipan import host
+from pyodide.ffi import JsArray, JsException, JsObject
+
+ID_HEADER = "x-taipan-do-id"
+STORAGE = "do-storage"
+
+
+# -- values ------------------------------------------------------------------
+
+
+def encode(value):
+    """A Python value → JSON-able data that `decode` turns back into it."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return {"$bytes": base64.b64encode(bytes(value)).decode("ascii")}
+    if isinstance(value, JsObject):
+        return {"$js": {str(k): encode(v) for k, v in value.object_entries()}}
+    if isinstance(value, JsArray):
+        return {"$jsarray": [encode(v) for v in value]}
+    if isinstance(value, dict):
+        if not all(isinstance(k, str) for k in value):
+            raise TypeError("dict keys must be str to pass a dict to a Durable Object")
+        return {"$dict": {k: encode(v) for k, v in value.items()}}
+    if isinstance(value, (list, tuple)):
+        return [encode(v) for v in value]
+    if isinstance(value, (set, frozenset)):
+        return {"$set": [encode(v) for v in value]}
+    raise TypeError(f"a {type(value).__name__} cannot be passed to or stored by a Durable Object")
+
+
+def decode(data):
+    if isinstance(data, list):
+        return [decode(v) for v in data]
+    if not isinstance(data, dict):
+        return data
+    if "$bytes" in data:
+        return base64.b64decode(data["$bytes"])
+    if "$js" in data:
+        return JsObject({k: decode(v) for k, v in data["$js"].items()})
+    if "$jsarray" in data:
+        return JsArray(decode(v) for v in data["$jsarray"])
+    if "$dict" in data:
+        return {k: decode(v) for k, v in data["$dict"].items()}
+    if "$set" in data:
+        return set(decode(v) for v in data["$set"])
+    return {k: decode(v) for k, v in data.items()}
+
+
+def dumps(value) -> str:
+    return json.dumps(encode(value), separators=(",", ":"))
+
+
+# -- ids, namespaces and stubs ------------------------------------------------
+
+
+class DurableObjectId:
+    """An object's id: 64 hex digits; `name` when made by `idFromName`."""
+
+    def __init__(self, hex_id: str, name=None):
+        self._hex = hex_id
+        self.name = name
+
+    def toString(self) -> str:
+        return self._hex
+
+    def equals(self, other) -> bool:
+        return isinstance(other, DurableObjectId) and other._hex == self._hex
+
+    def __str__(self) -> str:
+        return self._hex
+
+    def __eq__(self, other) -> bool:
+        return self.equals(other)
+
+    def __hash__(self) -> int:
+        return hash(self._hex)
+
+    def __repr__(self) -> str:
+        return f"DurableObjectId({self._hex!r})"
+
+
+class DurableObjectNamespace:
+    """`env.MY_OBJECTS`: makes ids and stubs for one Durable Object class."""
+
+    def __init__(self, binding: str):
+        self._binding = binding
+
+    def idFromName(self, name) -> DurableObjectId:
+        if not isinstance(name, str):
+            raise TypeError(f"idFromName() needs a str, got {type(name).__name__}")
+        digest = hashlib.sha256(f"{self._binding}\0{name}".encode()).hexdigest()
+        return DurableObjectId(digest, name)
+
+    def newUniqueId(self, options=None) -> DurableObjectId:
+        return DurableObjectId(os.urandom(32).hex())
+
+    def idFromString(self, value) -> DurableObjectId:
+        text = str(value)
+        if len(text) != 64 or any(c not in "0123456789abcdef" for c in text):
+            raise TypeError("Invalid Durable Object ID: must be 64 hex digits")
+        return DurableObjectId(text)
+
+    def get(self, object_id, options=None) -> "DurableObjectStub":
+        if not isinstance(object_id, DurableObjectId):
+            raise TypeError(f"get() needs a DurableObjectId, got {type(object_id).__name__}")
+        return DurableObjectStub(self._binding, object_id)
+
+    def getByName(self, name, options=None) -> "DurableObjectStub":
+        return self.get(self.idFromName(name))
+
+    # Python-style aliases.
+    id_from_name, new_unique_id, id_from_string, get_by_name = idFromName, newUniqueId, idFromString, getByName
+
+
+class DurableObjectStub:
+    """A client for one object: `await stub.method(args)` (RPC) and `await stub.fetch(request)`."""
+
+    def __init__(self, binding: str, object_id: DurableObjectId):
+        self._binding = binding
+        self.id = object_id
+        self.name = object_id.name
+
+    async def fetch(self, input, init=None, **kwargs):
+        from ._fetch import URL_HEADER, _body_of, _request_of, _send
+
+        request = _request_of(input, init, kwargs)
+        headers = [(name, value.encode("latin-1")) for name, value in request.headers]
+        headers.append((URL_HEADER, request.url.encode("utf-8")))
+        headers.append((ID_HEADER, str(self.id).encode("ascii")))
+        return await _send(
+            request.method, "http", host.BINDING_AUTHORITY, f"/{self._binding}/fetch", headers, _body_of(request)
+        )
+
+    def __getattr__(self, method: str):
+        if method.startswith("_"):
+            raise AttributeError(method)
+
+        async def rpc(*args, **kwargs):
+            body = json.dumps(
+                {"method": method, "args": [encode(a) for a in args], "kwargs": {k: encode(v) for k, v in kwargs.items()}}
+            ).encode("utf-8")
+            headers = [(ID_HEADER, str(self.id).encode("ascii"))]
+            future = host.send("POST", "http", host.BINDING_AUTHORITY, f"/{self._binding}/rpc", headers, body)
+            response = await host.response_of(future)
+            status = response.status()
+            failed = any(name == "x-taipan-error" for name, _ in host.response_headers(response))
+            data = host.BodyReader(response).read_all()
+            if failed:
+                raise JsException(data.decode("utf-8", "replace"))
+            try:
+                reply = json.loads(data)
+            except ValueError:
+                raise JsException(f"the Durable Object answered {status}: {data[:200]!r}") from None
+            if status >= 400 or "error" in reply:
+                error = reply.get("error") or {}
+                raise host.HostError(error.get("name", "Error"), error.get("message", ""))
+            return decode(reply.get("value"))
+
+        rpc.__name__ = method
+        return rpc
+
+    def __repr__(self) -> str:
+        return f"<DurableObjectStub {self._binding} {self.id}>"
+
+
+# -- inside the object --------------------------------------------------------
+
+
+class DurableObject:
+    """Base class of a Durable Object: `class Counter(DurableObject)`, with
+    `self.ctx` (its state: `id`, `storage`) and `self.env`."""
+
+    def __init__(self, ctx, env):
+        self.ctx = ctx
+        self.env = env
+
+
+class DurableObjectState:
+    """`self.ctx` of a Durable Object."""
+
+    def __init__(self, class_name: str, object_id: str):
+        self.id = DurableObjectId(object_id)
+        self.storage = DurableObjectStorage(class_name, object_id)
+        self._request_ctx = None  # the ExecutionContext of the call running now
+
+    async def blockConcurrencyWhile(self, callback):
+        # Calls into an object already run one at a time.
+        result = callback()
+        return await result if inspect.isawaitable(result) else result
+
+    def waitUntil(self, awaitable) -> None:
+        if self._request_ctx is None:
+            raise RuntimeError("waitUntil() is only available while the object handles a call")
+        self._request_ctx.waitUntil(awaitable)
+
+    block_concurrency_while, wait_until = blockConcurrencyWhile, waitUntil
+
+
+class DurableObjectStorage:
+    """`ctx.storage`: the object's own key-value store and SQL database."""
+
+    def __init__(self, class_name: str, object_id: str):
+        self._where = {"class": class_name, "id": object_id}
+        self.sql = SqlStorage(self._where)
+
+    async def _call(self, op: str, **args):
+        return await host.call(STORAGE, op, {**self._where, **args})
+
+    async def get(self, key, options=None):
+        many = isinstance(key, (list, tuple))
+        keys = list(key) if many else [key]
+        for k in keys:
+            if not isinstance(k, str):
+                raise TypeError(f"keys must be str, got {type(k).__name__}")
+        found = (await self._call("get", keys=keys))["values"]
+        if many:
+            return {k: decode(json.loads(found[k])) for k in keys if k in found}
+        return decode(json.loads(found[key])) if key in found else None
+
+    async def put(self, key, value=None, options=None):
+        if isinstance(key, dict):
+            entries = {k: dumps(v) for k, v in key.items()}
+        elif isinstance(key, str):
+            entries = {key: dumps(value)}
+        else:
+            raise TypeError(f"put() needs a str key (or a dict of entries), got {type(key).__name__}")
+        await self._call("put", entries=entries)
+
+    async def delete(self, key, options=None):
+        many = isinstance(key, (list, tuple))
+        deleted = (await self._call("delete", keys=list(key) if many else [key]))["deleted"]
+        return deleted if many else deleted > 0
+
+    async def deleteAll(self, options=None) -> None:
+        await self._call("deleteAll")
+
+    async def list(self, options=None, **kwargs):
+        opts = dict(options or {}, **kwargs)
+        args = {k: opts[k] for k in ("prefix", "start", "end", "reverse", "limit") if opts.get(k) is not None}
+        entries = (await self._call("list", **args))["entries"]
+        return {k: decode(json.loads(v)) for k, v in entries}
+
+    delete_all = deleteAll
+
+
+class SqlStorage:
+    """`ctx.storage.sql`: `exec(query, *bindings)` runs now and returns a cursor."""
+
+    def __init__(self, where: dict):
+        self._where = where
+
+    def exec(self, query: str, *bindings) -> "SqlCursor":
+        from ._bindings import _d1_param
+
+        params = [_d1_param(b) for b in bindings]
+        result = host.run_sync(host.call(STORAGE, "sql", {**self._where, "sql": query, "params": params}))
+        return SqlCursor(result)
+
+    @property
+    def databaseSize(self) -> int:
+        result = self.exec("SELECT page_count * page_size AS size FROM pragma_page_count(), pragma_page_size()")
+        return result.one()["size"]
+
+
+class SqlCursor:
+    """Rows of `sql.exec`: iterate (rows as objects), `one()`, `toArray()`, `raw()`."""
+
+    def __init__(self, result: dict):
+        from ._bindings import _d1_value
+
+        self.columnNames = list(result.get("columns") or [])
+        self._rows = [[_d1_value(v) for v in row] for row in result.get("rows") or []]
+        meta = result.get("meta") or {}
+        self.rowsRead = meta.get("rows_read", len(self._rows))
+        self.rowsWritten = meta.get("rows_written", 0)
+        self._next = 0
+
+    def _object(self, row) -> JsObject:
+        return JsObject(dict(zip(self.columnNames, row)))
+
+    def __iter__(self):
+        while self._next < len(self._rows):
+            row = self._rows[self._next]
+            self._next += 1
+            yield self._object(row)
+
+    def next(self):
+        if self._next >= len(self._rows):
+            return JsObject({"done": True})
+        row = self._rows[self._next]
+        self._next += 1
+        return JsObject({"done": False, "value": self._object(row)})
+
+    def toArray(self) -> list:
+        return list(self)
+
+    def one(self) -> JsObject:
+        rest = self.toArray()
+        if len(rest) != 1:
+            raise JsException(f"Error: Expected exactly one result from SQL query, but got {'no' if not rest else len(rest)} results.")
+        return rest[0]
+
+    def raw(self):
+        while self._next < len(self._rows):
+            row = self._rows[self._next]
+            self._next += 1
+            yield list(row)
+
+    to_array = toArray
