@@ -61,10 +61,29 @@ class _HostSocket:
         pass
 
 
+class _NoSocket:
+    """Stands where the socket would be, for code that tunes it (urllib3)."""
+
+    def settimeout(self, timeout) -> None:
+        pass
+
+    def gettimeout(self):
+        return None
+
+    def setsockopt(self, *args) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
 class HTTPConnection(http.client.HTTPConnection):
     """`http.client.HTTPConnection` whose requests go through the host."""
 
     scheme = "http"
+
+    # There is never a socket; assignments (`self.sock = None`) are ignored.
+    sock = property(lambda self: _NoSocket(), lambda self, value: None)
 
     def __init__(self, *args, **kwargs):
         kwargs.pop("context", None)  # TLS is the host's business

@@ -26,7 +26,8 @@ pub const COMPLETE_FILE: &str = "complete";
 
 /// The folders on the Python path while pre-initializing, in order. The
 /// componentize-py crate mounts the i-th at "/i", so sandboxes must too.
-pub const PYTHON_PATH_DIRS: [&str; 3] = ["sdk", "gen", "src"];
+/// "packages" holds the worker's installed requirements (maybe empty).
+pub const PYTHON_PATH_DIRS: [&str; 4] = ["sdk", "gen", "src", "packages"];
 
 impl Artifact {
     pub fn open(dir: &Path) -> Option<Self> {

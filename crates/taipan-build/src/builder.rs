@@ -12,6 +12,7 @@ use taipan_config::WorkerConfig;
 use crate::artifact::{Artifact, COMPLETE_FILE, COMPONENT_FILE, PYTHON_PATH_DIRS};
 use crate::embedded::{self, SDK_FILES, WIT_FILES};
 use crate::source;
+use taipan_packages::{Installed, SourceOptions};
 
 /// The module componentize-py runs at build time (python/taipan_bootstrap.py).
 const APP_MODULE: &str = "taipan_bootstrap";
@@ -53,13 +54,29 @@ pub struct BuildOutcome {
     pub elapsed: Duration,
 }
 
+/// How a build gets the worker's packages.
+#[derive(Debug, Clone)]
+pub struct BuildOptions {
+    pub packages: SourceOptions,
+    /// Write `taipan.lock` into the project (not for an uploaded bundle).
+    pub write_lock: bool,
+}
+
 /// Build `config` into `builds_dir/<hash>/`, or reuse what is there.
 ///
 /// Blocking and CPU-heavy (seconds): call it from a blocking thread.
-pub fn build(config: &WorkerConfig, builds_dir: &Path) -> Result<BuildOutcome, BuildError> {
+pub fn build(
+    config: &WorkerConfig,
+    builds_dir: &Path,
+    options: &BuildOptions,
+) -> Result<BuildOutcome, BuildError> {
     let started = Instant::now();
+    let installed =
+        taipan_packages::sync(&config.project_dir, &options.packages, options.write_lock).map_err(
+            |e| BuildError::Worker(format!("installing the worker's packages failed:\n{e:#}")),
+        )?;
     let files = source::files(&config.source_dir)?;
-    let id = build_id(config, &files)?;
+    let id = build_id(config, &files, installed.as_ref())?;
     let dir = builds_dir.join(&id);
     if let Some(artifact) = Artifact::open(&dir) {
         return Ok(BuildOutcome {
@@ -76,18 +93,25 @@ pub fn build(config: &WorkerConfig, builds_dir: &Path) -> Result<BuildOutcome, B
         .tempdir_in(builds_dir)
         .context("creating a staging folder for the build")?;
     let stage = staging.path();
-    let [sdk, gen_dir, src] = PYTHON_PATH_DIRS.map(|d| stage.join(d));
+    let [sdk, gen_dir, src, packages] = PYTHON_PATH_DIRS.map(|d| stage.join(d));
     embedded::write_files(SDK_FILES, &sdk)?;
     write_build_module(config, &gen_dir)?;
     source::copy_into(&files, &src)?;
+    std::fs::create_dir_all(&packages).context("creating the packages folder")?;
+    if let Some(installed) = &installed {
+        link_tree(&installed.site, &packages)
+            .context("copying the installed packages into the build")?;
+    }
     let wit = stage.join("wit");
     embedded::write_files(WIT_FILES, &wit)?;
 
-    componentize(&[&sdk, &gen_dir, &src], &wit, &stage.join(COMPONENT_FILE)).map_err(|e| {
+    let python_path = [sdk.as_path(), &gen_dir, &src, &packages];
+    componentize(&python_path, &wit, &stage.join(COMPONENT_FILE)).map_err(|e| {
         let paths = [
             (0, "(taipan sdk)"),
             (1, "(taipan build)"),
             (2, config.source_display().as_str()),
+            (3, "(packages)"),
         ]
         .map(|(i, p)| (format!("/{i}/"), format!("{p}/")));
         classify(e, &paths)
@@ -112,8 +136,16 @@ pub fn build(config: &WorkerConfig, builds_dir: &Path) -> Result<BuildOutcome, B
 }
 
 /// The content hash naming a build: every input that changes the output.
-fn build_id(config: &WorkerConfig, files: &[(String, PathBuf)]) -> Result<String> {
+fn build_id(
+    config: &WorkerConfig,
+    files: &[(String, PathBuf)],
+    installed: Option<&Installed>,
+) -> Result<String> {
     let mut hasher = Sha256::new();
+    if let Some(installed) = installed {
+        hasher.update(b"packages");
+        hasher.update(&installed.digest);
+    }
     hasher.update(env!("CARGO_PKG_VERSION"));
     hasher.update(embedded::digest());
     for field in [
@@ -127,6 +159,22 @@ fn build_id(config: &WorkerConfig, files: &[(String, PathBuf)]) -> Result<String
     }
     source::hash_into(&mut hasher, files)?;
     Ok(embedded::hex(&hasher.finalize()[..16]))
+}
+
+/// Mirror `from` into `to`: hard links where the filesystem allows (the
+/// installed set is immutable), copies elsewhere.
+fn link_tree(from: &Path, to: &Path) -> Result<()> {
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let (source, target) = (entry.path(), to.join(entry.file_name()));
+        if entry.file_type()?.is_dir() {
+            std::fs::create_dir_all(&target)?;
+            link_tree(&source, &target)?;
+        } else if std::fs::hard_link(&source, &target).is_err() {
+            std::fs::copy(&source, &target)?;
+        }
+    }
+    Ok(())
 }
 
 /// `_taipan_build.py`: what the bootstrap needs to know at build time.

@@ -19,6 +19,11 @@ impl CacheDirs {
         Self { root }
     }
 
+    /// Downloaded distributions and installed package sets.
+    pub fn packages(&self) -> PathBuf {
+        self.root.join("packages")
+    }
+
     /// Cranelift's per-function compilation cache (see taipan-runtime's engine).
     pub fn compile_cache(&self) -> PathBuf {
         self.root.join("compile")

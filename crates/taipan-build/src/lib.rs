@@ -12,6 +12,7 @@ pub mod embedded;
 pub mod source;
 
 pub use artifact::{Artifact, Mount};
-pub use builder::{BuildError, BuildOutcome, build};
+pub use builder::{BuildError, BuildOptions, BuildOutcome, build};
 pub use cache::CacheDirs;
 pub use embedded::{PythonFiles, python_files};
+pub use taipan_packages::SourceOptions;

@@ -34,6 +34,8 @@ pub struct DevOptions {
     pub log_requests: bool,
     /// Serve `/__scheduled?cron=...` to fire the worker's scheduled handler.
     pub test_scheduled: bool,
+    /// Where the workers' packages come from.
+    pub packages: taipan_build::SourceOptions,
 }
 
 /// Builds kept in `.taipan/builds` besides the one serving.
@@ -161,7 +163,7 @@ pub async fn run_dev(options: DevOptions, runtime: Runtime) -> Result<()> {
             .with_message(format!("Building {}...", config.name));
         spinner.enable_steady_tick(Duration::from_millis(120));
         let stores = server.stores(&config.project_dir);
-        let built = build_and_load(&runtime, config, &options.limits, &services, stores).await;
+        let built = build_and_load(&runtime, config, &options, &services, stores).await;
         spinner.finish_and_clear();
         server.swap(built.map_err(|e| anyhow!("{e}"))?);
         println!("Built {} in {}", config.name, fmt(started.elapsed()));
@@ -185,7 +187,7 @@ pub async fn run_dev(options: DevOptions, runtime: Runtime) -> Result<()> {
             tokio::spawn(reload_loop(
                 watcher,
                 project.clone(),
-                options.limits.clone(),
+                options.clone(),
                 runtime.clone(),
                 server.clone(),
                 services.clone(),
@@ -213,7 +215,7 @@ fn load_config(project: &Path) -> Result<WorkerConfig> {
 async fn build_and_load(
     runtime: &Runtime,
     config: &WorkerConfig,
-    limits: &Limits,
+    options: &DevOptions,
     services: &Arc<dyn Services>,
     stores: Arc<Stores>,
 ) -> Result<Arc<Worker>, BuildError> {
@@ -221,7 +223,11 @@ async fn build_and_load(
     let config = config.clone();
     let services = services.clone();
     // The worker's own `[limits]` apply over the command line's defaults.
-    let limits = limits.with_overrides(&config.limits);
+    let limits = options.limits.with_overrides(&config.limits);
+    let build_options = taipan_build::BuildOptions {
+        packages: options.packages.clone(),
+        write_lock: true,
+    };
     tokio::task::spawn_blocking(move || {
         let dot = config.project_dir.join(".taipan");
         let builds = dot.join("builds");
@@ -237,7 +243,7 @@ async fn build_and_load(
             dev: true,
         };
         let env = WorkerEnv::open(source, &stores, services).map_err(BuildError::Internal)?;
-        let outcome = taipan_build::build(&config, &builds)?;
+        let outcome = taipan_build::build(&config, &builds, &build_options)?;
         let settings = WorkerSettings {
             name: config.name.clone(),
             vars_json: env.vars_json,
@@ -261,7 +267,7 @@ async fn build_and_load(
 async fn reload_loop(
     mut watcher: ProjectWatcher,
     project: PathBuf,
-    limits: Limits,
+    options: DevOptions,
     runtime: Runtime,
     server: Arc<DevServer>,
     services: Arc<dyn Services>,
@@ -277,7 +283,7 @@ async fn reload_loop(
             }
         };
         let stores = server.stores(&config.project_dir);
-        match build_and_load(&runtime, &config, &limits, &services, stores).await {
+        match build_and_load(&runtime, &config, &options, &services, stores).await {
             Ok(worker) => {
                 server.swap(worker);
                 println!("Reloaded {} in {}", config.name, fmt(started.elapsed()));

@@ -38,6 +38,8 @@ pub struct ServeOptions {
     /// Fresh sandboxes each worker keeps warmed up ahead of demand.
     pub standby_sandboxes: usize,
     pub bundle_limits: BundleLimits,
+    /// Where deployed workers' packages come from (cached in the data dir).
+    pub packages: taipan_build::SourceOptions,
 }
 
 /// Process-lifetime state of the server.
@@ -205,8 +207,12 @@ impl ServeState {
             ),
             None => None,
         };
-        let outcome =
-            taipan_build::build(&config, &self.data.artifacts()).map_err(|e| match e {
+        let build_options = taipan_build::BuildOptions {
+            packages: self.options.packages.clone(),
+            write_lock: false,
+        };
+        let outcome = taipan_build::build(&config, &self.data.artifacts(), &build_options)
+            .map_err(|e| match e {
                 BuildError::Worker(message) => {
                     bad(format!("the worker failed to build:\n{message}"))
                 }

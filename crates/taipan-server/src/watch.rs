@@ -62,6 +62,10 @@ fn is_relevant(root: &Path, path: &Path) -> bool {
     if rel == Path::new(".dev.vars") {
         return true;
     }
+    // Written by the build itself (`taipan.lock`): not an edit.
+    if rel == Path::new("taipan.lock") {
+        return false;
+    }
     !rel.components().any(|c| {
         let name = c.as_os_str().to_string_lossy();
         name.starts_with('.')

@@ -32,6 +32,8 @@ pub struct BenchArgs {
     /// Print one JSON object instead of a table.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    packages: super::PackageArgs,
 }
 
 impl BenchArgs {
@@ -42,7 +44,12 @@ impl BenchArgs {
         let config = taipan_config::load(&self.dir).map_err(|e| anyhow!("{e}"))?;
         let builds = config.project_dir.join(".taipan").join("builds");
         let started = Instant::now();
-        let outcome = taipan_build::build(&config, &builds).map_err(|e| anyhow!("{e}"))?;
+        let options = taipan_build::BuildOptions {
+            packages: self.packages.sources(None)?,
+            write_lock: true,
+        };
+        let outcome =
+            taipan_build::build(&config, &builds, &options).map_err(|e| anyhow!("{e}"))?;
         let build_time = started.elapsed();
 
         let runtime = super::runtime(PoolSize::default())?;

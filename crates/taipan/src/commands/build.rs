@@ -12,6 +12,8 @@ pub struct BuildArgs {
     /// The worker's project folder, or its config file.
     #[arg(default_value = ".")]
     dir: PathBuf,
+    #[command(flatten)]
+    packages: super::PackageArgs,
 }
 
 impl BuildArgs {
@@ -21,7 +23,12 @@ impl BuildArgs {
             println!("warning: {warning}");
         }
         let builds = config.project_dir.join(".taipan").join("builds");
-        let outcome = taipan_build::build(&config, &builds).map_err(|e| anyhow!("{e}"))?;
+        let options = taipan_build::BuildOptions {
+            packages: self.packages.sources(None)?,
+            write_lock: true,
+        };
+        let outcome =
+            taipan_build::build(&config, &builds, &options).map_err(|e| anyhow!("{e}"))?;
         let what = if outcome.built {
             "built"
         } else {

@@ -40,6 +40,8 @@ pub struct DevArgs {
     /// Time limit per request, in milliseconds of running guest code.
     #[arg(long, default_value_t = 30_000)]
     cpu_ms: u64,
+    #[command(flatten)]
+    packages: super::PackageArgs,
 }
 
 impl DevArgs {
@@ -70,6 +72,7 @@ impl DevArgs {
             watch: !self.no_watch,
             limits,
             log_requests: !self.quiet,
+            packages: self.packages.sources(None)?,
         };
         let pool = PoolSize {
             max_memory: options.limits.memory_bytes,

@@ -53,6 +53,8 @@ pub struct ServeArgs {
     /// Largest upload accepted by `deploy`, in MB.
     #[arg(long, default_value_t = 100)]
     max_bundle_mb: u64,
+    #[command(flatten)]
+    packages: super::PackageArgs,
 }
 
 /// The largest memory any sandbox may have (pool slots are sized for it).
@@ -94,7 +96,11 @@ impl ServeArgs {
             max_queue: self.max_queue,
             ..Limits::default()
         };
+        let packages = self
+            .packages
+            .sources(Some(self.data_dir.join("packages")))?;
         let options = ServeOptions {
+            packages,
             data_dir: self.data_dir,
             listen: self.listen,
             admin_listen: self.admin_listen,
