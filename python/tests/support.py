@@ -9,3 +9,16 @@ def run(awaitable):
             coro.send(None)
     except StopIteration as done:
         return done.value
+
+
+def run_loop(awaitable):
+    """Run a coroutine that needs an event loop (tasks, futures): the
+    sandbox's own loop inside Taipan, asyncio's elsewhere. Call it with no
+    loop running."""
+    try:
+        from _taipan import loop
+    except ImportError:
+        import asyncio
+
+        return asyncio.run(awaitable)
+    return loop.run(awaitable)

@@ -2,14 +2,13 @@
 //! bindings and cron, against a real `taipan dev` and `taipan serve`; state
 //! survives restarts; parallel writers lose nothing.
 
-use std::io::{Read, Write};
-use std::net::TcpListener;
+use std::io::Write;
 use std::process::Stdio;
 use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::harness::{CONFIG, Server, project, taipan};
+use crate::harness::{CONFIG, Server, project, taipan, upstream};
 
 const WORKER: &str = include_str!("bindings_worker.py");
 
@@ -92,52 +91,6 @@ fn d1(dir: &std::path::Path, args: &[&str]) -> String {
     );
     assert!(output.status.success(), "taipan d1 {args:?}: {text}");
     text
-}
-
-/// A one-connection-at-a-time HTTP upstream on loopback, answering every
-/// request with its method and body.
-fn upstream() -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let address = listener.local_addr().unwrap();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { continue };
-            let mut request = Vec::new();
-            let mut buf = [0u8; 4096];
-            // Read the head, then the declared body.
-            loop {
-                let n = stream.read(&mut buf).unwrap_or(0);
-                if n == 0 {
-                    break;
-                }
-                request.extend_from_slice(&buf[..n]);
-                let text = String::from_utf8_lossy(&request);
-                if let Some(end) = text.find("\r\n\r\n") {
-                    let length = text[..end]
-                        .lines()
-                        .find_map(|l| {
-                            l.to_ascii_lowercase()
-                                .strip_prefix("content-length:")
-                                .map(|v| v.trim().parse::<usize>().unwrap_or(0))
-                        })
-                        .unwrap_or(0);
-                    if request.len() >= end + 4 + length {
-                        break;
-                    }
-                }
-            }
-            let text = String::from_utf8_lossy(&request).to_string();
-            let method = text.split(' ').next().unwrap_or("").to_string();
-            let body = text.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
-            let answer = format!("upstream {method} {body}");
-            let reply = format!(
-                "HTTP/1.1 201 Created\r\nx-upstream: yes\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{answer}",
-                answer.len()
-            );
-            let _ = stream.write_all(reply.as_bytes());
-        }
-    });
-    format!("http://{address}/")
 }
 
 #[test]

@@ -9,6 +9,7 @@ mod examples;
 mod harness;
 mod isolation;
 mod limits;
+mod packages;
 mod reload;
 mod sdk;
 mod serve;

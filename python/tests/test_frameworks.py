@@ -1,0 +1,80 @@
+import unittest
+
+import asgi
+from tests.support import run, run_loop
+from workers import Request, _durable
+from workers.wsgi import fetch as wsgi_fetch
+from pyodide.ffi import JsArray, JsObject
+
+
+class DurableValuesTest(unittest.TestCase):
+    def test_values_keep_their_kinds(self):
+        value = {
+            "js": JsObject({"a": JsArray([1, 2])}),
+            "bytes": b"\x00\xff",
+            "tuple": (1, "x"),
+            "set": {3},
+            "nested": {"$bytes": "not really"},
+        }
+        back = _durable.decode(_durable.encode(value))
+        self.assertIsInstance(back["js"], JsObject)
+        self.assertIsInstance(back["js"].a, JsArray)
+        self.assertEqual(back["bytes"], b"\x00\xff")
+        self.assertEqual(back["tuple"], [1, "x"])
+        self.assertEqual(back["set"], {3})
+        self.assertEqual(back["nested"], {"$bytes": "not really"})
+
+    def test_unsupported_values_are_type_errors(self):
+        with self.assertRaises(TypeError):
+            _durable.encode(object())
+        with self.assertRaises(TypeError):
+            _durable.encode({1: "int key"})
+
+
+class WsgiTest(unittest.TestCase):
+    def test_environ_and_response(self):
+        seen = {}
+
+        def app(environ, start_response):
+            seen.update(environ)
+            start_response("201 Created", [("X-App", "wsgi")])
+            return [b"a", environ["wsgi.input"].read()]
+
+        request = Request(
+            "https://example.com/caf%C3%A9?x=1", method="POST", headers={"X-One": "1", "Content-Type": "text/plain"}, body="body"
+        )
+        response = run(wsgi_fetch(app, request, {"E": 1}))
+        self.assertEqual(response.status, 201)
+        self.assertEqual(response.headers.get("x-app"), "wsgi")
+        self.assertEqual(run(response.text()), "abody")
+        self.assertEqual(seen["PATH_INFO"], "/caf\xc3\xa9")
+        self.assertEqual(seen["QUERY_STRING"], "x=1")
+        self.assertEqual(seen["HTTP_X_ONE"], "1")
+        self.assertEqual(seen["CONTENT_TYPE"], "text/plain")
+        self.assertEqual(seen["CONTENT_LENGTH"], "4")
+        self.assertEqual(seen["wsgi.url_scheme"], "https")
+        self.assertEqual(seen["workers.env"], {"E": 1})
+
+
+class AsgiTest(unittest.TestCase):
+    def test_scope_body_and_streamed_response(self):
+        seen = {}
+
+        async def app(scope, receive, send):
+            if scope["type"] == "lifespan":
+                raise RuntimeError("no lifespan here")  # as apps without lifespan support do
+            seen.update(scope)
+            message = await receive()
+            await send({"type": "http.response.start", "status": 202, "headers": [(b"x-a", b"1")]})
+            await send({"type": "http.response.body", "body": message["body"][:2], "more_body": True})
+            await send({"type": "http.response.body", "body": b"!"})
+
+        request = Request("http://h:8080/p%20q?z=2", method="PUT", body=b"hello")
+        response = run_loop(asgi.fetch(app, request, "ENV"))
+        self.assertEqual(response.status, 202)
+        self.assertEqual(run(response.bytes()), b"he!")
+        self.assertEqual(seen["path"], "/p q")
+        self.assertEqual(seen["raw_path"], b"/p%20q")
+        self.assertEqual(seen["query_string"], b"z=2")
+        self.assertEqual(seen["server"], ("h", 8080))
+        self.assertEqual(seen["env"], "ENV")
