@@ -377,18 +377,12 @@ impl Worker {
                 }
             }
         };
-        let sandbox = match self.take_idle().or_else(|| self.take_standby()) {
-            Some(sandbox) => sandbox,
-            None => match self.fresh_sandbox().await {
-                Ok(sandbox) => sandbox,
-                Err(e) => {
-                    tracing::error!(worker = %self.name, "starting a sandbox failed: {e:#}");
-                    return text_response(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "no sandbox available, try again\n",
-                    );
-                }
-            },
+        let sandbox = match self
+            .or_fresh(self.take_idle().or_else(|| self.take_standby()))
+            .await
+        {
+            Ok(sandbox) => sandbox,
+            Err(response) => return response,
         };
         self.run(sandbox, request, tag, Home::Pool(permit)).await
     }
@@ -551,21 +545,26 @@ impl Worker {
             }
         };
         let mut guard = slot.lock_owned().await;
-        let sandbox = match guard.take() {
-            Some(sandbox) => sandbox,
-            None => match self.fresh_sandbox().await {
-                Ok(sandbox) => sandbox,
-                Err(e) => {
-                    tracing::error!(worker = %self.name, "starting a sandbox for {key} failed: {e:#}");
-                    return text_response(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "no sandbox available, try again\n",
-                    );
-                }
-            },
+        let sandbox = match self.or_fresh(guard.take()).await {
+            Ok(sandbox) => sandbox,
+            Err(response) => return response,
         };
         let tag = format!("{} {}", request.method(), request.uri().path());
         self.run(sandbox, request, tag, Home::Object(guard)).await
+    }
+
+    /// `sandbox`, or a fresh one from the snapshot; a 503 if none can start.
+    async fn or_fresh(&self, sandbox: Option<Sandbox>) -> Result<Sandbox, Response<Body>> {
+        if let Some(sandbox) = sandbox {
+            return Ok(sandbox);
+        }
+        self.fresh_sandbox().await.map_err(|e| {
+            tracing::error!(worker = %self.name, "starting a sandbox failed: {e:#}");
+            text_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "no sandbox available, try again\n",
+            )
+        })
     }
 
     /// Live Durable Objects (for tests and stats).

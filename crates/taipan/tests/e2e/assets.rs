@@ -5,7 +5,7 @@
 
 use reqwest::blocking::Response;
 
-use crate::harness::{Server, example_copy, taipan};
+use crate::harness::{Server, deploy_ok, example_copy};
 
 fn header(response: &Response, name: &str) -> String {
     response
@@ -138,20 +138,7 @@ fn serve_keeps_a_copy_of_the_deployed_assets() {
     let data = tempfile::tempdir().unwrap();
     let server = Server::serve(data.path(), &["--insecure-local"]);
     let project = example_copy("assets");
-    let deploy = |server: &Server| {
-        let output = taipan()
-            .arg("deploy")
-            .arg(project.path())
-            .args(["--server", &server.admin])
-            .output()
-            .unwrap();
-        assert!(
-            output.status.success(),
-            "{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-    };
-    deploy(&server);
+    deploy_ok(&server, project.path());
     let host = "assets-example.localhost";
     let get = |server: &Server, path: &str| {
         Server::client()
@@ -176,7 +163,7 @@ fn serve_keeps_a_copy_of_the_deployed_assets() {
     )
     .unwrap();
     assert_eq!(header(&get(&server, "/style.css"), "etag"), etag);
-    deploy(&server);
+    deploy_ok(&server, project.path());
     let second = get(&server, "/style.css");
     assert_ne!(header(&second, "etag"), etag);
     assert_eq!(second.text().unwrap(), "p { color: red; }\n");

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::harness::{CONFIG, Server, project, taipan, upstream};
+use crate::harness::{CONFIG, Server, deploy_ok, project, taipan, upstream};
 
 const WORKER: &str = include_str!("bindings_worker.py");
 
@@ -384,21 +384,8 @@ fn serve_refuses_private_fetch_keeps_secrets_and_fires_crons() {
     let data = tempfile::tempdir().unwrap();
     let server = Server::serve(data.path(), &["--insecure-local"]);
     let front = front_project();
-    let deploy = |dir: &std::path::Path| {
-        let output = taipan()
-            .arg("deploy")
-            .arg(dir)
-            .args(["--server", &server.admin])
-            .output()
-            .unwrap();
-        assert!(
-            output.status.success(),
-            "{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-    };
-    deploy(front.path());
-    deploy(api_project().path());
+    deploy_ok(&server, front.path());
+    deploy_ok(&server, api_project().path());
     let host = |path: &str| server.host_text("front.localhost", path);
 
     // secret put through the CLI, read by the worker, never listed with its value

@@ -291,3 +291,23 @@ pub fn upstream() -> String {
     });
     format!("http://{address}/")
 }
+
+/// `taipan deploy DIR` to `server`'s admin API.
+pub fn deploy(server: &Server, dir: &Path) -> Output {
+    taipan()
+        .arg("deploy")
+        .arg(dir)
+        .args(["--server", &server.admin])
+        .output()
+        .unwrap()
+}
+
+/// `deploy`, which must succeed.
+pub fn deploy_ok(server: &Server, dir: &Path) {
+    let output = deploy(server, dir);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}

@@ -6,7 +6,7 @@
 
 use serde_json::Value;
 
-use crate::harness::{CONFIG, Server, example_copy, project, repo_root, taipan, upstream};
+use crate::harness::{CONFIG, Server, deploy, example_copy, project, repo_root, taipan, upstream};
 
 const WORKER: &str = include_str!("packages_worker.py");
 
@@ -170,15 +170,7 @@ fn serve_installs_on_deploy_and_bad_requirements_keep_the_old_version() {
         ("src/entry.py", WORKER),
         ("requirements.txt", "jinja2\npyyaml\nrequests\nhttpx\n"),
     ]);
-    let deploy = |dir: &std::path::Path| {
-        taipan()
-            .arg("deploy")
-            .arg(dir)
-            .args(["--server", &server.admin])
-            .output()
-            .unwrap()
-    };
-    let output = deploy(dir.path());
+    let output = deploy(&server, dir.path());
     assert!(
         output.status.success(),
         "{}",
@@ -202,7 +194,7 @@ fn serve_installs_on_deploy_and_bad_requirements_keep_the_old_version() {
         ("jinja2 >>= 3\n", "requirements.txt:1"),
     ] {
         std::fs::write(dir.path().join("requirements.txt"), requirements).unwrap();
-        let output = deploy(dir.path());
+        let output = deploy(&server, dir.path());
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(!output.status.success(), "{requirements}");
         assert!(stderr.contains(expected), "{requirements}: {stderr}");
