@@ -103,8 +103,18 @@ enum Home {
 type ObjectSlot = Arc<tokio::sync::Mutex<Option<Sandbox>>>;
 
 /// Durable Objects a worker keeps live at once, each in its own sandbox;
-/// past this, an idle one is evicted (its storage stays, as on Workers).
-pub const MAX_LIVE_OBJECTS: usize = 64;
+/// past this (or when the sandbox pool is full), an idle one is evicted: its
+/// storage stays, its memory goes, as on Workers.
+pub const MAX_LIVE_OBJECTS: usize = 32;
+
+/// Drop one live object no call is using; false if all are busy.
+fn evict_idle(objects: &mut HashMap<String, ObjectSlot>) -> bool {
+    let idle = objects
+        .iter()
+        .find(|(_, slot)| Arc::strong_count(slot) == 1 && slot.try_lock().is_ok())
+        .map(|(key, _)| key.clone());
+    idle.is_some_and(|key| objects.remove(&key).is_some())
+}
 
 /// The authority of a call into a Durable Object:
 /// `http://__taipan-do__/<class>/<id>/<rpc|fetch>`. Refused from outside.
@@ -522,21 +532,12 @@ impl Worker {
             match objects.get(key) {
                 Some(slot) => slot.clone(),
                 None => {
-                    if objects.len() >= MAX_LIVE_OBJECTS {
-                        let idle = objects
-                            .iter()
-                            .find(|(_, slot)| {
-                                Arc::strong_count(slot) == 1 && slot.try_lock().is_ok()
-                            })
-                            .map(|(key, _)| key.clone());
-                        let Some(idle) = idle else {
-                            tracing::warn!(worker = %self.name, "{key}: over {MAX_LIVE_OBJECTS} live Durable Objects, all busy; 503");
-                            return text_response(
-                                StatusCode::SERVICE_UNAVAILABLE,
-                                "too many live Durable Objects, retry shortly\n",
-                            );
-                        };
-                        objects.remove(&idle);
+                    if objects.len() >= MAX_LIVE_OBJECTS && !evict_idle(&mut objects) {
+                        tracing::warn!(worker = %self.name, "{key}: over {MAX_LIVE_OBJECTS} live Durable Objects, all busy; 503");
+                        return text_response(
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            "too many live Durable Objects, retry shortly\n",
+                        );
                     }
                     let slot = ObjectSlot::default();
                     objects.insert(key.to_string(), slot.clone());
@@ -545,7 +546,16 @@ impl Worker {
             }
         };
         let mut guard = slot.lock_owned().await;
-        let sandbox = match self.or_fresh(guard.take()).await {
+        let mut sandbox = guard.take();
+        if sandbox.is_none() {
+            sandbox = self.fresh_sandbox().await.ok();
+            if sandbox.is_none() {
+                // The sandbox pool (shared by every worker) may be full of
+                // idle objects: let one go, then try once more below.
+                evict_idle(&mut self.objects.lock().unwrap_or_else(|e| e.into_inner()));
+            }
+        }
+        let sandbox = match self.or_fresh(sandbox).await {
             Ok(sandbox) => sandbox,
             Err(response) => return response,
         };

@@ -586,6 +586,21 @@ fn durable_objects_in_dev() {
     assert_eq!(fetched["same_id"], true);
     assert_eq!(fetched["unique_differs"], true);
 
+    // More objects than stay live (and than the dev sandbox pool holds): idle
+    // ones are evicted, their storage kept; nothing is refused.
+    for i in 0..70 {
+        assert_eq!(
+            json(&server, &format!("/do/increment?name=many{i}"))["count"],
+            1
+        );
+    }
+    for i in [0, 35, 69] {
+        assert_eq!(
+            json(&server, &format!("/do/state?name=many{i}"))["count"],
+            1
+        );
+    }
+
     // Restart: storage is kept; the in-memory state starts again.
     server.stop();
     let server = Server::dev(front.path(), &["--no-watch"]);
