@@ -183,3 +183,146 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod index_tests {
+    //! The package-index path, against a PEP 691 index served from the test
+    //! wheelhouse on loopback.
+
+    use std::io::{Read, Write};
+    use std::path::{Path, PathBuf};
+
+    use sha2::{Digest, Sha256};
+
+    use super::*;
+
+    fn wheelhouse() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/wheelhouse")
+    }
+
+    /// Serve `/simple/<name>/` (JSON) and `/files/<file>[.metadata]` until the test ends.
+    fn index() -> String {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = listener.local_addr().unwrap();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                let mut buf = [0u8; 4096];
+                let n = stream.read(&mut buf).unwrap_or(0);
+                let head = String::from_utf8_lossy(&buf[..n]).to_string();
+                let path = head.split(' ').nth(1).unwrap_or("/").to_string();
+                let (status, body) = answer(&path);
+                let reply = format!(
+                    "HTTP/1.1 {status}\r\ncontent-type: application/vnd.pypi.simple.v1+json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                    body.len()
+                );
+                let _ = stream.write_all(reply.as_bytes());
+                let _ = stream.write_all(&body);
+            }
+        });
+        format!("http://{address}/simple")
+    }
+
+    fn answer(path: &str) -> (&'static str, Vec<u8>) {
+        let files: Vec<(String, PathBuf)> = std::fs::read_dir(wheelhouse())
+            .unwrap()
+            .flatten()
+            .map(|e| (e.file_name().to_string_lossy().into_owned(), e.path()))
+            .collect();
+        if let Some(name) = path
+            .strip_prefix("/simple/")
+            .map(|p| p.trim_end_matches('/'))
+        {
+            let mut listed = Vec::new();
+            for (filename, file) in &files {
+                let Some(dist) = dist::DistFile::parse(filename) else {
+                    continue;
+                };
+                if dist.name != name {
+                    continue;
+                }
+                let sha = lock::hex(&Sha256::digest(std::fs::read(file).unwrap()));
+                listed.push(serde_json::json!({
+                    "filename": filename,
+                    "url": format!("../../files/{filename}"),
+                    "hashes": {"sha256": sha},
+                    "requires-python": ">=3.8",
+                    "core-metadata": filename.ends_with(".whl"),
+                }));
+                // A yanked newer release, and one for a newer Python: both skipped.
+                listed.push(serde_json::json!({
+                    "filename": filename.replace(&dist.version.to_string(), "99.0"),
+                    "url": "../../files/missing", "hashes": {}, "yanked": "broken",
+                }));
+                listed.push(serde_json::json!({
+                    "filename": filename.replace(&dist.version.to_string(), "98.0"),
+                    "url": "../../files/missing", "hashes": {}, "requires-python": ">=3.15",
+                }));
+            }
+            if listed.is_empty() {
+                return ("404 Not Found", b"{}".to_vec());
+            }
+            let page =
+                serde_json::json!({"meta": {"api-version": "1.1"}, "name": name, "files": listed});
+            return ("200 OK", page.to_string().into_bytes());
+        }
+        if let Some(wanted) = path.strip_prefix("/files/") {
+            let (filename, metadata) = match wanted.strip_suffix(".metadata") {
+                Some(f) => (f, true),
+                None => (wanted, false),
+            };
+            if let Some((_, file)) = files.iter().find(|(f, _)| f == filename) {
+                if metadata {
+                    let dist = dist::DistFile::parse(filename).unwrap();
+                    let text = install::read_metadata(file, &dist).unwrap();
+                    return ("200 OK", text.into_bytes());
+                }
+                return ("200 OK", std::fs::read(file).unwrap());
+            }
+        }
+        ("404 Not Found", Vec::new())
+    }
+
+    #[test]
+    fn resolves_and_installs_from_an_index() {
+        let cache = tempfile::tempdir().unwrap();
+        let options = SourceOptions {
+            index_url: Some(index()),
+            find_links: Vec::new(),
+            cache: cache.path().to_path_buf(),
+        };
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("requirements.txt"), "jinja2\nrequests\n").unwrap();
+        let installed = sync(dir.path(), &options, true).unwrap().unwrap();
+        let versions: Vec<String> = installed
+            .packages
+            .iter()
+            .map(|p| format!("{} {}", p.name, p.version))
+            .collect();
+        assert!(
+            versions.contains(&"jinja2 3.1.6".to_string()),
+            "{versions:?}"
+        );
+        assert!(
+            versions.contains(&"markupsafe 3.0.4".to_string()),
+            "{versions:?}"
+        );
+        assert!(
+            versions.contains(&"urllib3 2.8.0".to_string()),
+            "{versions:?}"
+        );
+        assert!(installed.site.join("requests/__init__.py").is_file());
+        // Downloads are cached by hash: a second site build needs no index.
+        let lock = LockFile::read(&dir.path().join(LOCK_FILE))
+            .unwrap()
+            .unwrap();
+        std::fs::remove_dir_all(cache.path().join("sites")).unwrap();
+        let offline = SourceOptions {
+            index_url: None,
+            ..options
+        };
+        let again = sync(dir.path(), &offline, false).unwrap().unwrap();
+        assert_eq!(again.digest, lock.digest());
+        assert!(again.site.join("jinja2/__init__.py").is_file());
+    }
+}
