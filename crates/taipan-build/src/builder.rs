@@ -52,6 +52,8 @@ pub struct BuildOutcome {
     /// False when an identical build was found in the cache.
     pub built: bool,
     pub elapsed: Duration,
+    /// The installed packages, as "name version".
+    pub packages: Vec<String>,
 }
 
 /// How a build gets the worker's packages.
@@ -83,6 +85,7 @@ pub fn build(
             artifact,
             built: false,
             elapsed: started.elapsed(),
+            packages: package_names(installed.as_ref()),
         });
     }
 
@@ -132,6 +135,16 @@ pub fn build(
         artifact,
         built: true,
         elapsed: started.elapsed(),
+        packages: package_names(installed.as_ref()),
+    })
+}
+
+fn package_names(installed: Option<&Installed>) -> Vec<String> {
+    installed.map_or_else(Vec::new, |i| {
+        i.packages
+            .iter()
+            .map(|p| format!("{} {}", p.name, p.version))
+            .collect()
     })
 }
 

@@ -165,8 +165,12 @@ pub async fn run_dev(options: DevOptions, runtime: Runtime) -> Result<()> {
         let stores = server.stores(&config.project_dir);
         let built = build_and_load(&runtime, config, &options, &services, stores).await;
         spinner.finish_and_clear();
-        server.swap(built.map_err(|e| anyhow!("{e}"))?);
+        let (worker, packages) = built.map_err(|e| anyhow!("{e}"))?;
+        server.swap(worker);
         println!("Built {} in {}", config.name, fmt(started.elapsed()));
+        if !packages.is_empty() {
+            println!("Packages: {}", packages.join(", "));
+        }
     }
 
     let address = SocketAddr::new(options.ip, options.port);
@@ -218,7 +222,7 @@ async fn build_and_load(
     options: &DevOptions,
     services: &Arc<dyn Services>,
     stores: Arc<Stores>,
-) -> Result<Arc<Worker>, BuildError> {
+) -> Result<(Arc<Worker>, Vec<String>), BuildError> {
     let runtime = runtime.clone();
     let config = config.clone();
     let services = services.clone();
@@ -258,7 +262,7 @@ async fn build_and_load(
         };
         let worker = Worker::load(&runtime, &outcome.artifact, settings)?;
         prune_builds(&builds, &outcome.artifact.id);
-        Ok(worker)
+        Ok((worker, outcome.packages))
     })
     .await
     .map_err(|e| BuildError::Internal(anyhow!("the build thread failed: {e}")))?
@@ -284,7 +288,7 @@ async fn reload_loop(
         };
         let stores = server.stores(&config.project_dir);
         match build_and_load(&runtime, &config, &options, &services, stores).await {
-            Ok(worker) => {
+            Ok((worker, _)) => {
                 server.swap(worker);
                 println!("Reloaded {} in {}", config.name, fmt(started.elapsed()));
             }

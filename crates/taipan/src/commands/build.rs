@@ -34,6 +34,9 @@ impl BuildArgs {
         } else {
             "found in the cache"
         };
+        if !outcome.packages.is_empty() {
+            println!("packages: {}", outcome.packages.join(", "));
+        }
         println!(
             "snapshot {what} in {}: {}",
             fmt_duration(outcome.elapsed),
