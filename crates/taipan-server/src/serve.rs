@@ -83,6 +83,8 @@ pub struct DeployResult {
     pub url: String,
     pub build_ms: u64,
     pub reused_build: bool,
+    /// The packages the server installed, as "name version".
+    pub packages: Vec<String>,
 }
 
 impl ServeState {
@@ -244,6 +246,7 @@ impl ServeState {
             version: record.id.clone(),
             build_ms: deployed.version.build_ms,
             reused_build: record.reused_build,
+            packages: outcome.packages.clone(),
         };
         self.registry.insert(deployed);
         tracing::info!(

@@ -63,6 +63,15 @@ impl DeployArgs {
                 ""
             }
         );
+        let packages: Vec<&str> = result["packages"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|p| p.as_str())
+            .collect();
+        if !packages.is_empty() {
+            println!("  packages: {}", packages.join(", "));
+        }
         println!("  {}", result["url"].as_str().unwrap_or(""));
         Ok(())
     }

@@ -176,6 +176,11 @@ fn serve_installs_on_deploy_and_bad_requirements_keep_the_old_version() {
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout.contains("packages: ") && stdout.contains("jinja2 3.1.6"),
+        "{stdout}"
+    );
     let host = |path: &str| server.host_text("t.localhost", path);
     let (status, body) = host("/render");
     assert_eq!(status, 200, "{body}");
