@@ -286,6 +286,11 @@ const MIGRATIONS_TABLE: &str = "CREATE TABLE IF NOT EXISTS d1_migrations (
 /// Apply every `*.sql` in `dir` not applied yet, in name order, each in its
 /// own transaction. Returns the names applied.
 pub fn apply_migrations(db: &Database, dir: &Path) -> anyhow::Result<Vec<String>> {
+    apply_migration_list(db, &read_migrations(dir)?)
+}
+
+/// The `*.sql` files of a migrations folder as (file name, SQL), in name order.
+pub fn read_migrations(dir: &Path) -> anyhow::Result<Vec<(String, String)>> {
     let mut files: Vec<_> = std::fs::read_dir(dir)
         .map_err(|e| {
             anyhow::anyhow!(
@@ -298,35 +303,50 @@ pub fn apply_migrations(db: &Database, dir: &Path) -> anyhow::Result<Vec<String>
         .filter(|p| p.extension().is_some_and(|x| x == "sql"))
         .collect();
     files.sort();
-    db.with_blocking(|conn| {
-        conn.execute_batch(MIGRATIONS_TABLE)?;
-        let mut applied = Vec::new();
-        for file in files {
+    files
+        .into_iter()
+        .map(|file| {
             let name = file
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default();
+            let sql = std::fs::read_to_string(&file)
+                .map_err(|e| anyhow::anyhow!("could not read \"{}\": {e}", file.display()))?;
+            Ok((name, sql))
+        })
+        .collect()
+}
+
+/// Apply the `(name, sql)` migrations not applied yet, in the order given,
+/// each in its own transaction (a failing one is rolled back and stops the
+/// rest). Returns the names applied.
+pub fn apply_migration_list(
+    db: &Database,
+    migrations: &[(String, String)],
+) -> anyhow::Result<Vec<String>> {
+    db.with_blocking(|conn| {
+        conn.execute_batch(MIGRATIONS_TABLE)?;
+        let mut applied = Vec::new();
+        for (name, sql) in migrations {
             let done: bool = conn.query_row(
                 "SELECT EXISTS(SELECT 1 FROM d1_migrations WHERE name = ?1)",
-                [&name],
+                [name],
                 |r| r.get(0),
             )?;
             if done {
                 continue;
             }
-            let sql = std::fs::read_to_string(&file)?;
             let script = format!(
                 "{sql}\n;INSERT INTO d1_migrations (name) VALUES ('{}');",
                 name.replace('\'', "''")
             );
             exec_script(conn, &script).map_err(|e| {
                 anyhow::anyhow!(
-                    "migration \"{}\" failed and was rolled back: {}",
-                    file.display(),
+                    "migration \"{name}\" failed and was rolled back: {}",
                     e.message
                 )
             })?;
-            applied.push(name);
+            applied.push(name.clone());
         }
         Ok(applied)
     })

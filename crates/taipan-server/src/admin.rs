@@ -173,6 +173,51 @@ impl AdminFront {
                     &serde_json::json!({ "deleted": secret }),
                 ))
             }
+            (Method::POST, ["api", "d1", database, "execute"]) => {
+                let database = database.to_string();
+                let body = read_json(request, MAX_SQL_BYTES).await?;
+                let Some(sql) = body["sql"].as_str().map(str::to_string) else {
+                    return Err(ApiError::new(
+                        StatusCode::BAD_REQUEST,
+                        "the body needs \"sql\": the statements to run",
+                    ));
+                };
+                let db = state.d1_database(&database)?;
+                let outcome = tokio::task::spawn_blocking(move || {
+                    taipan_bindings::d1::execute_for_cli(&db, &sql)
+                })
+                .await
+                .map_err(|e| ApiError::from(anyhow::anyhow!("{e}")))?
+                .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.message))?;
+                Ok(json(
+                    StatusCode::OK,
+                    &serde_json::json!({ "statements": outcome.0, "result": outcome.1 }),
+                ))
+            }
+            (Method::POST, ["api", "d1", database, "migrations"]) => {
+                let database = database.to_string();
+                let body = read_json(request, MAX_SQL_BYTES).await?;
+                let migrations: Vec<(String, String)> = body["migrations"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|m| {
+                        let name = m["name"].as_str().unwrap_or_default().to_string();
+                        (name, m["sql"].as_str().unwrap_or_default().to_string())
+                    })
+                    .collect();
+                let db = state.d1_database(&database)?;
+                let applied = tokio::task::spawn_blocking(move || {
+                    taipan_bindings::d1::apply_migration_list(&db, &migrations)
+                })
+                .await
+                .map_err(|e| ApiError::from(anyhow::anyhow!("{e}")))?
+                .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("{e:#}")))?;
+                Ok(json(
+                    StatusCode::OK,
+                    &serde_json::json!({ "applied": applied }),
+                ))
+            }
             (Method::GET, ["api", "workers", name, "tail"]) => {
                 if state.registry.get(name).is_none() {
                     return Err(not_found(name));
@@ -185,6 +230,31 @@ impl AdminFront {
             )),
         }
     }
+}
+
+/// The SQL of one `d1 execute --remote` or migrations upload.
+const MAX_SQL_BYTES: usize = 10 * 1024 * 1024;
+
+async fn read_json(
+    request: http::Request<Incoming>,
+    limit: usize,
+) -> Result<serde_json::Value, ApiError> {
+    let body = Limited::new(request.into_body(), limit)
+        .collect()
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("the request body is over {limit} bytes"),
+            )
+        })?
+        .to_bytes();
+    serde_json::from_slice(&body).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("the body is not JSON: {e}"),
+        )
+    })
 }
 
 impl Handler for AdminFront {

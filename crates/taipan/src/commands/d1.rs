@@ -1,6 +1,7 @@
 //! `taipan d1 execute NAME` and `taipan d1 migrations apply NAME`, against
-//! the project's local state (`.taipan/state`, as `taipan dev` uses it) or a
-//! `taipan serve` data dir (`--data-dir`).
+//! the project's local state (`.taipan/state`, as `taipan dev` uses it), a
+//! `taipan serve` data dir on this machine (`--data-dir`), or a running
+//! server through its admin API (`--remote`).
 
 use std::path::PathBuf;
 
@@ -25,11 +26,16 @@ struct Target {
     #[arg(short = 'c', long = "config", default_value = ".")]
     config: PathBuf,
     /// Use the local state of `taipan dev` (the default).
-    #[arg(long, conflicts_with = "data_dir")]
+    #[arg(long, conflicts_with_all = ["data_dir", "remote"])]
     local: bool,
     /// Use the state of a `taipan serve` with this data dir instead.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "remote")]
     data_dir: Option<PathBuf>,
+    /// Use the database of a running `taipan serve` (--server, --token).
+    #[arg(long)]
+    remote: bool,
+    #[command(flatten)]
+    server: super::client::ServerArgs,
 }
 
 #[derive(Subcommand)]
@@ -74,6 +80,23 @@ impl D1Args {
                         .map_err(|e| anyhow!("could not read \"{}\": {e}", file.display()))?,
                     _ => bail!("pass the SQL with --command \"...\" or --file x.sql"),
                 };
+                if target.remote {
+                    let (_, id) = target.binding()?;
+                    let request = target
+                        .server
+                        .client(None)?
+                        .post(target.server.url(&format!("/api/d1/{id}/execute")))
+                        .json(&serde_json::json!({ "sql": sql }));
+                    let answer = target.server.json(request)?;
+                    match &answer["result"] {
+                        Value::Null => println!(
+                            "Ran {} statement(s) on {} (remote).",
+                            answer["statements"], target.database
+                        ),
+                        result => print_table(result),
+                    }
+                    return Ok(());
+                }
                 let (_, db) = target.open()?;
                 let (count, rows) =
                     d1::execute_for_cli(&db, &sql).map_err(|e| anyhow!("{}", e.message))?;
@@ -85,13 +108,33 @@ impl D1Args {
             D1Action::Migrations {
                 action: MigrationsAction::Apply { target },
             } => {
-                let (config, db) = target.open()?;
+                let (config, id) = target.binding()?;
                 let binding = config
                     .bindings
                     .d1_by_name(&target.database)
                     .ok_or_else(|| anyhow!("no D1 database {:?}", target.database))?;
                 let dir = config.project_dir.join(&binding.migrations_dir);
-                let applied = d1::apply_migrations(&db, &dir)?;
+                let applied = if target.remote {
+                    let migrations: Vec<Value> = d1::read_migrations(&dir)?
+                        .into_iter()
+                        .map(|(name, sql)| serde_json::json!({ "name": name, "sql": sql }))
+                        .collect();
+                    let request = target
+                        .server
+                        .client(None)?
+                        .post(target.server.url(&format!("/api/d1/{id}/migrations")))
+                        .json(&serde_json::json!({ "migrations": migrations }));
+                    let answer = target.server.json(request)?;
+                    answer["applied"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|n| n.as_str().map(str::to_string))
+                        .collect()
+                } else {
+                    let (_, db) = target.open()?;
+                    d1::apply_migrations(&db, &dir)?
+                };
                 if applied.is_empty() {
                     println!("No migrations to apply.");
                 }
@@ -105,7 +148,8 @@ impl D1Args {
 }
 
 impl Target {
-    fn open(&self) -> Result<(WorkerConfig, taipan_bindings::store::Database)> {
+    /// The config and the database's storage id.
+    fn binding(&self) -> Result<(WorkerConfig, String)> {
         let config = taipan_config::load(&self.config).map_err(|e| anyhow!("{e}"))?;
         let Some(binding) = config.bindings.d1_by_name(&self.database) else {
             let known: Vec<_> = config
@@ -125,12 +169,18 @@ impl Target {
                 }
             );
         };
+        let id = binding.id.clone();
+        Ok((config, id))
+    }
+
+    fn open(&self) -> Result<(WorkerConfig, taipan_bindings::store::Database)> {
+        let (config, id) = self.binding()?;
         let root = match &self.data_dir {
             Some(dir) => dir.join("state"),
             None => config.project_dir.join(".taipan").join("state"),
         };
         let stores = Stores::new(root);
-        let db = stores.database(&stores.d1_path(&binding.id))?;
+        let db = stores.database(&stores.d1_path(&id))?;
         Ok((config, db))
     }
 }

@@ -449,22 +449,35 @@ fn serve_refuses_private_fetch_keeps_secrets_and_fires_crons() {
     let (status, body) = host("/service");
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("api saw GET"), "{body}");
-    d1(
+    // D1 through the admin API (`--remote`): migrations, then a query.
+    let remote = ["--remote", "--server", server.admin.as_str()];
+    let applied = d1(
         front.path(),
-        &[
-            "execute",
-            "test-db",
-            "--data-dir",
-            data.path().to_str().unwrap(),
-            "--file",
-            front
-                .path()
-                .join("migrations/0001_notes.sql")
-                .to_str()
-                .unwrap(),
-        ],
+        &[&["migrations", "apply", "test-db"][..], &remote[..]].concat(),
+    );
+    assert!(applied.contains("Applied 0001_notes.sql"), "{applied}");
+    assert!(
+        d1(
+            front.path(),
+            &[&["migrations", "apply", "test-db"][..], &remote[..]].concat()
+        )
+        .contains("No migrations to apply")
     );
     assert_eq!(host("/d1/add?author=s&body=b").0, 200);
+    let count = d1(
+        front.path(),
+        &[
+            &[
+                "execute",
+                "test-db",
+                "--command",
+                "SELECT count(*) AS n FROM notes",
+            ][..],
+            &remote[..],
+        ]
+        .concat(),
+    );
+    assert!(count.ends_with("n\n1\n"), "{count:?}");
     assert_eq!(host("/kv/put?k=kept&v=1").0, 200);
     assert!(host("/do/increment?name=s&n=7").1.contains("\"count\":7"));
 
