@@ -115,7 +115,7 @@ mod tests {
         let body = LimitedResponse::wrap(chunks(&[b"abc", b"def", b"ghi"]), 7, move || {
             assert!(!flag.swap(true, Ordering::SeqCst), "reported twice");
         });
-        let error = body.collect().await.err().expect("the body must fail");
+        let error = body.collect().await.expect_err("the body must fail");
         assert!(matches!(error, ErrorCode::HttpResponseBodySize(None)));
         assert!(hit.load(Ordering::SeqCst));
     }

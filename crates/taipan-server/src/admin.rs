@@ -59,16 +59,8 @@ impl AdminFront {
         match (request.method().clone(), segments.as_slice()) {
             (Method::POST, ["api", "deploy"]) => {
                 let limit = state.options.bundle_limits.max_bytes as usize + (1 << 20);
-                let body = Limited::new(request.into_body(), limit)
-                    .collect()
-                    .await
-                    .map_err(|e| {
-                        ApiError::new(
-                            StatusCode::PAYLOAD_TOO_LARGE,
-                            format!("reading the upload failed: {e}"),
-                        )
-                    })?;
-                let result = state.deploy(body.to_bytes()).await?;
+                let body = read_body(request, limit, "the upload").await?;
+                let result = state.deploy(body).await?;
                 Ok(json(
                     StatusCode::CREATED,
                     &serde_json::to_value(result).map_err(anyhow::Error::from)?,
@@ -104,16 +96,8 @@ impl AdminFront {
             }
             (Method::POST, ["api", "workers", name, "rollback"]) => {
                 let name = name.to_string();
-                let body = Limited::new(request.into_body(), 64 * 1024)
-                    .collect()
-                    .await
-                    .map_err(|e| {
-                        ApiError::new(
-                            StatusCode::BAD_REQUEST,
-                            format!("reading the request failed: {e}"),
-                        )
-                    })?;
-                let version = serde_json::from_slice::<serde_json::Value>(&body.to_bytes())
+                let body = read_body(request, 64 * 1024, "the request").await?;
+                let version = serde_json::from_slice::<serde_json::Value>(&body)
                     .ok()
                     .and_then(|v| v["version"].as_str().map(str::to_string))
                     .ok_or_else(|| {
@@ -142,16 +126,7 @@ impl AdminFront {
             }
             (Method::PUT, ["api", "workers", name, "secrets", secret]) => {
                 let (name, secret) = (name.to_string(), secret.to_string());
-                let body = Limited::new(request.into_body(), MAX_SECRET_BYTES)
-                    .collect()
-                    .await
-                    .map_err(|_| {
-                        ApiError::new(
-                            StatusCode::PAYLOAD_TOO_LARGE,
-                            format!("a secret is at most {MAX_SECRET_BYTES} bytes"),
-                        )
-                    })?
-                    .to_bytes();
+                let body = read_body(request, MAX_SECRET_BYTES, "a secret").await?;
                 let value = std::str::from_utf8(&body).map_err(|_| {
                     ApiError::new(StatusCode::BAD_REQUEST, "a secret must be UTF-8 text")
                 })?;
@@ -235,20 +210,31 @@ impl AdminFront {
 /// The SQL of one `d1 execute --remote` or migrations upload.
 const MAX_SQL_BYTES: usize = 10 * 1024 * 1024;
 
+/// The request body, at most `limit` bytes: 413 past it, 400 when reading
+/// it fails (`what` names it in the message).
+async fn read_body(
+    request: http::Request<Incoming>,
+    limit: usize,
+    what: &str,
+) -> Result<Bytes, ApiError> {
+    match Limited::new(request.into_body(), limit).collect().await {
+        Ok(body) => Ok(body.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("{what} is over the limit of {limit} bytes"),
+        )),
+        Err(e) => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("reading {what} failed: {e}"),
+        )),
+    }
+}
+
 async fn read_json(
     request: http::Request<Incoming>,
     limit: usize,
 ) -> Result<serde_json::Value, ApiError> {
-    let body = Limited::new(request.into_body(), limit)
-        .collect()
-        .await
-        .map_err(|_| {
-            ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!("the request body is over {limit} bytes"),
-            )
-        })?
-        .to_bytes();
+    let body = read_body(request, limit, "the request body").await?;
     serde_json::from_slice(&body).map_err(|e| {
         ApiError::new(
             StatusCode::BAD_REQUEST,

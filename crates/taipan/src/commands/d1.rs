@@ -82,12 +82,7 @@ impl D1Args {
                 };
                 if target.remote {
                     let (_, id) = target.binding()?;
-                    let request = target
-                        .server
-                        .client(None)?
-                        .post(target.server.url(&format!("/api/d1/{id}/execute")))
-                        .json(&serde_json::json!({ "sql": sql }));
-                    let answer = target.server.json(request)?;
+                    let answer = target.post(&id, "execute", serde_json::json!({ "sql": sql }))?;
                     match &answer["result"] {
                         Value::Null => println!(
                             "Ran {} statement(s) on {} (remote).",
@@ -119,12 +114,11 @@ impl D1Args {
                         .into_iter()
                         .map(|(name, sql)| serde_json::json!({ "name": name, "sql": sql }))
                         .collect();
-                    let request = target
-                        .server
-                        .client(None)?
-                        .post(target.server.url(&format!("/api/d1/{id}/migrations")))
-                        .json(&serde_json::json!({ "migrations": migrations }));
-                    let answer = target.server.json(request)?;
+                    let answer = target.post(
+                        &id,
+                        "migrations",
+                        serde_json::json!({ "migrations": migrations }),
+                    )?;
                     answer["applied"]
                         .as_array()
                         .into_iter()
@@ -171,6 +165,16 @@ impl Target {
         };
         let id = binding.id.clone();
         Ok((config, id))
+    }
+
+    /// `POST /api/d1/<id>/<action>` on the server (`--remote`).
+    fn post(&self, id: &str, action: &str, body: Value) -> Result<Value> {
+        let request = self
+            .server
+            .client(None)?
+            .post(self.server.url(&format!("/api/d1/{id}/{action}")))
+            .json(&body);
+        self.server.json(request)
     }
 
     fn open(&self) -> Result<(WorkerConfig, taipan_bindings::store::Database)> {
