@@ -13,7 +13,7 @@ from _taipan.wasi_http import Outparam, send_error, send_response, to_request
 from wit_world.imports import environment
 
 from workers import Env, ExecutionContext, Request, Response, ScheduledController, WorkerEntrypoint
-from workers import _durable as durable
+from workers import _rpc as rpc
 from workers._bindings import make_bindings
 from workers._context import set_current_env
 from workers._durable import DurableObjectState
@@ -30,6 +30,9 @@ SCHEDULED_PREFIX = "http://__taipan-scheduled__/"
 # Must match DURABLE_AUTHORITY in worker.rs: a call into a Durable Object
 # living in this sandbox (`/<class>/<id>/<rpc|fetch>`).
 DURABLE_PREFIX = "http://__taipan-do__/"
+# Must match SERVICE_AUTHORITY in worker.rs: a service binding's RPC call, or
+# its fetch to a named entrypoint (`/<entrypoint>/<rpc|fetch>`).
+SERVICE_PREFIX = "http://__taipan-service__/"
 
 
 class Dispatcher:
@@ -91,6 +94,9 @@ class Dispatcher:
         if request.url.startswith(DURABLE_PREFIX):
             self._durable(request, ctx, out)
             return
+        if request.url.startswith(SERVICE_PREFIX):
+            self._service(request, ctx, out)
+            return
         response = self.call(request, self.env, ctx)
         if inspect.isawaitable(response):
             response = loop.run_fast(response)
@@ -128,35 +134,48 @@ class Dispatcher:
         state = getattr(instance, "ctx", None)
         if isinstance(state, DurableObjectState):
             state._request_ctx = ctx  # its waitUntil work runs after this call's response
+        self._call_in(instance, op, request, out)
+
+    def _service(self, request, ctx: ExecutionContext, out: Outparam) -> None:
+        _, name, op = urlsplit(request.url).path.split("/", 2)
+        cls = getattr(self.module, name, None)
+        if not isinstance(cls, type) or name.startswith("_"):
+            if op == "rpc" and name == "Default":
+                error = {"name": "TypeError", "message": "The RPC receiver does not implement the method."}
+                send_response(Response.json({"error": error}, status=500), out, head_only=False)
+                return
+            raise LookupError(
+                f"the worker's main module defines no entrypoint class {name!r} "
+                "(the entrypoint of a service binding)"
+            )
+        if issubclass(cls, WorkerEntrypoint):
+            instance = cls(ctx, self.env)
+        else:
+            instance = cls()
+            instance.env, instance.ctx = self.env, ctx
+        self._call_in(instance, op, request, out)
+
+    def _call_in(self, instance, op: str, request, out: Outparam) -> None:
+        """A call from another worker or a stub: `fetch` with the request it
+        carries, or an RPC method."""
         if op == "fetch":
             url = request.headers.get("x-taipan-url") or request.url
             headers = [(k, v) for k, v in request.headers if not k.startswith("x-taipan-")]
             inner = Request(url, method=request.method, headers=headers, body=request._body_source)
-            response = instance.fetch(inner)
+            fetch = getattr(instance, "fetch", None)
+            if not callable(fetch):
+                raise LookupError(f"{type(instance).__name__} has no fetch method")
+            response = fetch(inner) if _positional_count(fetch) >= 1 else fetch()
             if inspect.isawaitable(response):
                 response = loop.run_fast(response)
             if not isinstance(response, Response):
-                raise TypeError(f"{class_name}.fetch returned {type(response).__name__}, expected a Response")
+                raise TypeError(
+                    f"{type(instance).__name__}.fetch returned {type(response).__name__}, expected a Response"
+                )
             send_response(response, out, head_only=request.method == "HEAD")
             return
-        call = json.loads(loop.run_fast(request.text()) or "{}")
-        name = call.get("method", "")
-        method = None if name.startswith("_") or name == "fetch" else getattr(instance, name, None)
-        if not callable(method):
-            error = {"name": "TypeError", "message": f'The RPC receiver does not implement the method "{name}".'}
-            send_response(Response.json({"error": error}, status=500), out, head_only=False)
-            return
-        try:
-            args = [durable.decode(a) for a in call.get("args", [])]
-            kwargs = {k: durable.decode(v) for k, v in call.get("kwargs", {}).items()}
-            result = method(*args, **kwargs)
-            if inspect.isawaitable(result):
-                result = loop.run_fast(result)
-            body = {"value": durable.encode(result)}
-        except Exception as exc:  # noqa: BLE001 - the caller's await raises it
-            _log_exception(f"{class_name}.{name} raised", exc)
-            body = {"error": {"name": type(exc).__name__, "message": str(exc)}}
-        send_response(Response.json(body, status=500 if "error" in body else 200), out, head_only=False)
+        status, body = rpc.answer(instance, loop.run_fast(request.text()), loop.run_fast, _log_exception)
+        send_response(Response.json(body, status=status), out, head_only=False)
 
     def _fail(self, out: Outparam, exc: BaseException) -> None:
         text = _log_exception("Uncaught exception in the handler", exc)

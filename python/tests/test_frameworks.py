@@ -2,33 +2,8 @@ import unittest
 
 import asgi
 from tests.support import run, run_loop
-from workers import Request, _durable
+from workers import Request
 from workers.wsgi import fetch as wsgi_fetch
-from pyodide.ffi import JsArray, JsObject
-
-
-class DurableValuesTest(unittest.TestCase):
-    def test_values_keep_their_kinds(self):
-        value = {
-            "js": JsObject({"a": JsArray([1, 2])}),
-            "bytes": b"\x00\xff",
-            "tuple": (1, "x"),
-            "set": {3},
-            "nested": {"$bytes": "not really"},
-        }
-        back = _durable.decode(_durable.encode(value))
-        self.assertIsInstance(back["js"], JsObject)
-        self.assertIsInstance(back["js"].a, JsArray)
-        self.assertEqual(back["bytes"], b"\x00\xff")
-        self.assertEqual(back["tuple"], [1, "x"])
-        self.assertEqual(back["set"], {3})
-        self.assertEqual(back["nested"], {"$bytes": "not really"})
-
-    def test_unsupported_values_are_type_errors(self):
-        with self.assertRaises(TypeError):
-            _durable.encode(object())
-        with self.assertRaises(TypeError):
-            _durable.encode({1: "int key"})
 
 
 class WsgiTest(unittest.TestCase):

@@ -386,8 +386,8 @@ class R2Bucket:
 
 
 class Fetcher:
-    """`env.OTHER`: a service binding; `fetch` reaches the other worker.
-    Also `env.ASSETS`: `fetch` answers from the worker's static assets."""
+    """`env.ASSETS`: `fetch` answers from the worker's static assets; the
+    base of `ServiceBinding`."""
 
     def __init__(self, binding: str):
         self._binding = binding
@@ -398,11 +398,32 @@ class Fetcher:
         return await fetch_via(self._binding, input, init, kwargs)
 
 
+class ServiceBinding(Fetcher):
+    """`env.OTHER`: a service binding. `fetch` sends a request to the other
+    worker (its `Default` entrypoint, or the one the binding names); any other
+    attribute is an RPC method of that entrypoint: `await env.OTHER.add(1, 2)`."""
+
+    def __getattr__(self, method: str):
+        if method.startswith("_"):
+            raise AttributeError(method)
+
+        async def rpc(*args, **kwargs):
+            from workers._rpc import call
+
+            return await call(self._binding, method, args, kwargs)
+
+        rpc.__name__ = method
+        return rpc
+
+    def __repr__(self) -> str:
+        return f"<ServiceBinding {self._binding}>"
+
+
 BINDING_CLASSES = {
     "kv": KVNamespace,
     "d1": D1Database,
     "r2": R2Bucket,
-    "service": Fetcher,
+    "service": ServiceBinding,
     "assets": Fetcher,
     "durable_object": DurableObjectNamespace,
 }

@@ -9,63 +9,18 @@ stored values travel in a JSON encoding that keeps their Python types, so a
 `pyodide.ffi.to_js` object arrives as the same kind of object.
 """
 
-import base64
 import hashlib
 import inspect
 import json
 import os
 
 from _taipan import host
-from pyodide.ffi import JsArray, JsException, JsObject
+from pyodide.ffi import JsException, JsObject
+
+from ._rpc import call, decode, dumps, encode  # noqa: F401 - encode/decode are this module's API too
 
 ID_HEADER = "x-taipan-do-id"
 STORAGE = "do-storage"
-
-
-# -- values ------------------------------------------------------------------
-
-
-def encode(value):
-    """A Python value → JSON-able data that `decode` turns back into it."""
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        return {"$bytes": base64.b64encode(bytes(value)).decode("ascii")}
-    if isinstance(value, JsObject):
-        return {"$js": {str(k): encode(v) for k, v in value.object_entries()}}
-    if isinstance(value, JsArray):
-        return {"$jsarray": [encode(v) for v in value]}
-    if isinstance(value, dict):
-        if not all(isinstance(k, str) for k in value):
-            raise TypeError("dict keys must be str to pass a dict to a Durable Object")
-        return {"$dict": {k: encode(v) for k, v in value.items()}}
-    if isinstance(value, (list, tuple)):
-        return [encode(v) for v in value]
-    if isinstance(value, (set, frozenset)):
-        return {"$set": [encode(v) for v in value]}
-    raise TypeError(f"a {type(value).__name__} cannot be passed to or stored by a Durable Object")
-
-
-def decode(data):
-    if isinstance(data, list):
-        return [decode(v) for v in data]
-    if not isinstance(data, dict):
-        return data
-    if "$bytes" in data:
-        return base64.b64decode(data["$bytes"])
-    if "$js" in data:
-        return JsObject({k: decode(v) for k, v in data["$js"].items()})
-    if "$jsarray" in data:
-        return JsArray(decode(v) for v in data["$jsarray"])
-    if "$dict" in data:
-        return {k: decode(v) for k, v in data["$dict"].items()}
-    if "$set" in data:
-        return set(decode(v) for v in data["$set"])
-    return {k: decode(v) for k, v in data.items()}
-
-
-def dumps(value) -> str:
-    return json.dumps(encode(value), separators=(",", ":"))
 
 
 # -- ids, namespaces and stubs ------------------------------------------------
@@ -154,25 +109,7 @@ class DurableObjectStub:
             raise AttributeError(method)
 
         async def rpc(*args, **kwargs):
-            body = json.dumps(
-                {"method": method, "args": [encode(a) for a in args], "kwargs": {k: encode(v) for k, v in kwargs.items()}}
-            ).encode("utf-8")
-            headers = [(ID_HEADER, str(self.id).encode("ascii"))]
-            future = host.send("POST", "http", host.BINDING_AUTHORITY, f"/{self._binding}/rpc", headers, body)
-            response = await host.response_of(future)
-            status = response.status()
-            failed = any(name == "x-taipan-error" for name, _ in host.response_headers(response))
-            data = host.BodyReader(response).read_all()
-            if failed:
-                raise JsException(data.decode("utf-8", "replace"))
-            try:
-                reply = json.loads(data)
-            except ValueError:
-                raise JsException(f"the Durable Object answered {status}: {data[:200]!r}") from None
-            if status >= 400 or "error" in reply:
-                error = reply.get("error") or {}
-                raise host.HostError(error.get("name", "Error"), error.get("message", ""))
-            return decode(reply.get("value"))
+            return await call(self._binding, method, args, kwargs, [(ID_HEADER, str(self.id).encode("ascii"))])
 
         rpc.__name__ = method
         return rpc

@@ -44,7 +44,7 @@ pub trait Binding: Send + Sync + 'static {
 
 enum Entry {
     Stored(Arc<dyn Binding>),
-    Service(String),
+    Service(taipan_config::bindings::ServiceBinding),
     Assets(Arc<assets::Assets>),
     Durable(durable::Namespace),
 }
@@ -121,10 +121,7 @@ impl WorkerBindings {
         });
         entries.insert(durable::STORAGE_BINDING.to_string(), Entry::Stored(storage));
         for service in &config.services {
-            entries.insert(
-                service.binding.clone(),
-                Entry::Service(service.service.clone()),
-            );
+            entries.insert(service.binding.clone(), Entry::Service(service.clone()));
         }
         let allow_private = policy.allow_private || config.allow_private_fetch;
         Ok(Arc::new(Self {
@@ -154,7 +151,7 @@ impl WorkerHost for WorkerBindings {
         request: http::Request<HyperOutgoingBody>,
     ) -> HostFuture {
         match self.entries.get(name) {
-            Some(Entry::Service(service)) => service::forward(&self.services, service, request),
+            Some(Entry::Service(service)) => service::call(&self.services, service, op, request),
             Some(Entry::Durable(namespace)) => namespace.call(op, request),
             Some(Entry::Assets(assets)) => match service::addressed(request) {
                 Some(request) => assets.fetch(&request.into_parts().0),

@@ -1,10 +1,14 @@
 //! Service bindings (`services`): `env.OTHER.fetch(request)` runs the
-//! request through another worker on the same server, without the network.
+//! request through another worker on the same server, without the network;
+//! `await env.OTHER.method(args)` calls an RPC method of its entrypoint
+//! (`Default`, or the `entrypoint` the binding names).
 
 use std::sync::Arc;
 
+use taipan_config::bindings::ServiceBinding;
 use taipan_runtime::Worker;
 use taipan_runtime::host::{HostFuture, HostResponse, full_body};
+use taipan_runtime::worker::SERVICE_AUTHORITY;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
 /// Finds the worker a service binding names, at call time (so a redeployed
@@ -25,25 +29,55 @@ impl Services for NoServices {
 pub const URL_HEADER: &str = "x-taipan-url";
 pub const ERROR_HEADER: &str = "x-taipan-error";
 
-/// Forward `request` (addressed to the binding) to the worker `service`.
-pub fn forward(
+/// A service binding's call (`op` is `fetch` or `rpc`) run in the worker it
+/// names. A fetch to the default entrypoint is a request like one from
+/// outside (static assets first); a fetch to a named entrypoint and every RPC
+/// call go to that class through [`SERVICE_AUTHORITY`].
+pub fn call(
     services: &Arc<dyn Services>,
-    service: &str,
+    binding: &ServiceBinding,
+    op: &str,
     request: http::Request<HyperOutgoingBody>,
 ) -> HostFuture {
-    let worker = services.worker(service);
-    let service = service.to_string();
+    let worker = services.worker(&binding.service);
+    let service = binding.service.clone();
+    let entrypoint = binding.entrypoint.clone();
+    let op = op.to_string();
     Box::pin(async move {
         let Some(worker) = worker else {
             return Ok(binding_error(format!(
                 "the service binding's worker {service:?} is not running on this server"
             )));
         };
-        let Some(request) = addressed(request) else {
-            return Ok(binding_error("the service request has no valid URL".into()));
-        };
-        let response = worker.handle(request).await;
-        Ok(response)
+        match (op.as_str(), entrypoint) {
+            ("fetch", None) => {
+                let Some(request) = addressed(request) else {
+                    return Ok(binding_error("the service request has no valid URL".into()));
+                };
+                Ok(worker.handle(request).await)
+            }
+            ("fetch" | "rpc", entrypoint) => {
+                let entrypoint = entrypoint.as_deref().unwrap_or("Default");
+                let (mut parts, body) = request.into_parts();
+                let Ok(uri) = format!("http://{SERVICE_AUTHORITY}/{entrypoint}/{op}").parse()
+                else {
+                    return Ok(binding_error(format!(
+                        "{entrypoint:?} is not an entrypoint name"
+                    )));
+                };
+                parts.uri = uri;
+                parts.headers.insert(
+                    http::header::HOST,
+                    http::HeaderValue::from_static(SERVICE_AUTHORITY),
+                );
+                Ok(worker
+                    .entrypoint(http::Request::from_parts(parts, body))
+                    .await)
+            }
+            (op, _) => Ok(binding_error(format!(
+                "a service binding has no operation {op:?}"
+            ))),
+        }
     })
 }
 

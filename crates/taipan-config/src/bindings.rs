@@ -71,6 +71,10 @@ pub struct R2Bucket {
 pub struct ServiceBinding {
     pub binding: String,
     pub service: String,
+    /// `entrypoint`: a class of the other worker's main module other than
+    /// `Default` that `fetch` and RPC calls go to.
+    #[serde(default)]
+    pub entrypoint: Option<String>,
 }
 
 impl Bindings {
@@ -155,7 +159,22 @@ pub fn parse(
             )
             .hint("name the worker it calls: { binding = \"API\", service = \"api-worker\" }")
         })?;
-        bindings.services.push(ServiceBinding { binding, service });
+        let entrypoint = optional_string(raw, "services", &entry, "entrypoint")?;
+        if let Some(name) = &entrypoint
+            && (!is_identifier(name) || name.starts_with('_'))
+        {
+            return Err(raw
+                .error(
+                    "services",
+                    format!("the entrypoint {name:?} of service binding `{binding}` is not a class name"),
+                )
+                .hint("name a WorkerEntrypoint class of the other worker's main module: entrypoint = \"AdminApi\""));
+        }
+        bindings.services.push(ServiceBinding {
+            binding,
+            service,
+            entrypoint,
+        });
     }
     bindings.durable_objects = parse_durable_objects(raw)?;
     check_migrations(raw)?;

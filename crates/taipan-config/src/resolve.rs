@@ -635,6 +635,10 @@ bucket_name = "files"
 [[services]]
 binding = "AUTH"
 service = "auth-worker"
+[[services]]
+binding = "ADMIN"
+service = "auth-worker"
+entrypoint = "AdminApi"
 [triggers]
 crons = ["*/5 * * * *", "0 0 * * *"]
 [[durable_objects.bindings]]
@@ -655,6 +659,8 @@ new_sqlite_classes = ["Room"]
         assert_eq!(b.d1[0].migrations_dir, PathBuf::from("migrations"));
         assert_eq!(b.r2[0].bucket_name, "files");
         assert_eq!(b.services[0].service, "auth-worker");
+        assert_eq!(b.services[0].entrypoint, None);
+        assert_eq!(b.services[1].entrypoint.as_deref(), Some("AdminApi"));
         assert_eq!(b.crons.len(), 2);
         assert_eq!(
             (
@@ -687,6 +693,13 @@ new_sqlite_classes = ["Room"]
                 .message
                 .contains("used twice")
         );
+        let dir = project(
+            "wrangler.toml",
+            "main = \"src/entry.py\"\n[[services]]\nbinding = \"A\"\nservice = \"a\"\nentrypoint = \"not a class\"\n",
+        );
+        let err = load_at(dir.path(), TODAY).unwrap_err();
+        assert!(err.message.contains("not a class name"), "{err}");
+        assert_eq!(err.line, Some(2), "{err}");
         let dir = project(
             "wrangler.toml",
             "main = \"src/entry.py\"\n[[kv_namespaces]]\nid = \"a\"\n",

@@ -120,6 +120,11 @@ fn evict_idle(objects: &mut HashMap<String, ObjectSlot>) -> bool {
 /// `http://__taipan-do__/<class>/<id>/<rpc|fetch>`. Refused from outside.
 pub const DURABLE_AUTHORITY: &str = "__taipan-do__";
 
+/// The authority of a service binding's call into another worker:
+/// `http://__taipan-service__/<entrypoint>/<rpc|fetch>` (an RPC method, or a
+/// fetch to a named entrypoint). Refused from outside.
+pub const SERVICE_AUTHORITY: &str = "__taipan-service__";
+
 /// The authority of the internal warm-up request (not a valid host name, and
 /// refused from outside): the guest answers it 204 without calling the worker.
 pub const WARMUP_AUTHORITY: &str = "__taipan-warmup__";
@@ -332,6 +337,17 @@ impl Worker {
             Ok(request) => self.serve(request).await,
             Err(_) => text_response(StatusCode::BAD_REQUEST, "bad cron expression\n"),
         }
+    }
+
+    /// A service binding's call to one of this worker's entrypoints, from
+    /// another worker on the server: `request` is addressed to
+    /// [`SERVICE_AUTHORITY`] (which [`Worker::handle`] refuses from outside).
+    pub async fn entrypoint<B>(self: &Arc<Self>, request: http::Request<B>) -> Response<Body>
+    where
+        B: hyper::body::Body<Data = Bytes> + Send + 'static,
+        B::Error: std::error::Error + Send + Sync + 'static,
+    {
+        self.serve(request).await
     }
 
     async fn serve<B>(self: &Arc<Self>, mut request: http::Request<B>) -> Response<Body>

@@ -34,6 +34,11 @@ bucket_name = "files"
 binding = "API"
 service = "api"
 
+[[services]]
+binding = "ADMIN"
+service = "api"
+entrypoint = "AdminApi"
+
 [triggers]
 crons = ["* * * * *"]
 
@@ -49,10 +54,30 @@ new_sqlite_classes = ["Counter"]
 const MIGRATION: &str = "CREATE TABLE notes (id INTEGER PRIMARY KEY AUTOINCREMENT, author TEXT NOT NULL, body TEXT NOT NULL);\n";
 
 const API_WORKER: &str = r#"
-from workers import Response
+from workers import Response, WorkerEntrypoint
 
-async def on_fetch(request):
-    return Response(f"api saw {request.method} {request.url} from {request.headers.get('x-from')}")
+class Default(WorkerEntrypoint):
+    async def fetch(self, request):
+        return Response(f"api saw {request.method} {request.url} from {request.headers.get('x-from')}")
+
+    def add(self, a, b):
+        return a + b
+
+    async def kinds(self, blob, mapping, nothing, flag=False):
+        return [type(blob).__name__, mapping, nothing, flag]
+
+    def fail(self, why):
+        raise ValueError(why)
+
+    def _hidden(self):
+        return "private"
+
+class AdminApi(WorkerEntrypoint):
+    async def fetch(self, request):
+        return Response(f"admin entrypoint: {request.url}", status=202)
+
+    def whoami(self, caller):
+        return f"AdminApi called by {caller}"
 "#;
 
 fn json(server: &Server, path: &str) -> Value {
@@ -322,6 +347,32 @@ fn kv_d1_secrets_wait_until_fetch_services_and_cron_in_dev() {
         "api saw GET https://api.internal/hello?who=front from front"
     );
 
+    // RPC on service bindings: Default's methods, a named entrypoint
+    let rpc = json(&server, "/service-rpc");
+    assert_eq!(rpc["sum"], 5, "{rpc}");
+    assert_eq!(
+        rpc["types"],
+        serde_json::json!(["bytes", {"k": [1, 2]}, null, true])
+    );
+    assert_eq!(rpc["admin"], "AdminApi called by front");
+    assert_eq!(
+        rpc["admin_fetch"],
+        serde_json::json!([202, "admin entrypoint: https://admin.internal/stats"])
+    );
+    assert_eq!(rpc["raises"], "JsException: ValueError: bad input", "{rpc}");
+    for name in ["missing", "private"] {
+        assert!(
+            rpc[name]
+                .as_str()
+                .unwrap()
+                .contains("does not implement the method"),
+            "{rpc}"
+        );
+    }
+    // A named entrypoint is not reachable from outside.
+    let (status, _) = server.host_text("__taipan-service__", "/AdminApi/fetch");
+    assert_eq!(status, 400);
+
     // cron through --test-scheduled
     let (status, body) = server.text("/__scheduled?cron=*+*+*+*+*");
     assert_eq!(
@@ -449,6 +500,14 @@ fn serve_refuses_private_fetch_keeps_secrets_and_fires_crons() {
     let (status, body) = host("/service");
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("api saw GET"), "{body}");
+    let (status, body) = host("/service-rpc");
+    assert_eq!(status, 200, "{body}");
+    let rpc: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        (&rpc["sum"], &rpc["admin"]),
+        (&Value::from(5), &Value::from("AdminApi called by front")),
+        "{body}"
+    );
     // D1 through the admin API (`--remote`): migrations, then a query.
     let remote = ["--remote", "--server", server.admin.as_str()];
     let applied = d1(

@@ -341,6 +341,27 @@ class Default(WorkerEntrypoint):
         response = await self.env.API.fetch("https://api.internal/hello?who=front", headers={"x-from": "front"})
         return {"status": response.status, "body": await response.text()}
 
+    async def route_service_rpc(self, request, q):
+        api = self.env.API
+        out = {
+            "sum": await api.add(2, 3),
+            "types": await api.kinds(b"\x00", {"k": [1, 2]}, None, flag=True),
+            "admin": await self.env.ADMIN.whoami("front"),
+        }
+        admin = await self.env.ADMIN.fetch("https://admin.internal/stats")
+        out["admin_fetch"] = [admin.status, await admin.text()]
+        for name, call in [
+            ("raises", lambda: api.fail("bad input")),
+            ("missing", lambda: api.no_such_method()),
+            ("private", lambda: api.hidden()),
+        ]:
+            try:
+                await call()
+                out[name] = "no error"
+            except Exception as exc:  # noqa: BLE001
+                out[name] = describe(exc)
+        return out
+
     # -- Durable Objects -----------------------------------------------------
 
     async def route_do_increment(self, request, q):

@@ -13,13 +13,14 @@ import tests.test_ffi
 import tests.test_frameworks
 import tests.test_headers
 import tests.test_response
+import tests.test_rpc
 
 
 # Not async: the tests run with no event loop running (some start one).
 def on_fetch(request):
     loader = unittest.TestLoader()
     suite = unittest.TestSuite(
-        loader.loadTestsFromModule(m) for m in (tests.test_ffi, tests.test_frameworks, tests.test_headers, tests.test_response)
+        loader.loadTestsFromModule(m) for m in (tests.test_ffi, tests.test_frameworks, tests.test_headers, tests.test_response, tests.test_rpc)
     )
     out = io.StringIO()
     result = unittest.TextTestRunner(stream=out, verbosity=2).run(suite)
