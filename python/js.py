@@ -2,6 +2,7 @@
 
 import json as _json
 import sys as _sys
+import time as _time
 from urllib.parse import parse_qsl as _parse_qsl
 from urllib.parse import urlsplit as _urlsplit
 
@@ -10,7 +11,7 @@ from workers import Headers, Request, Response, fetch  # noqa: F401 - `from js i
 
 Error = JsException
 
-__all__ = ["JSON", "Error", "Headers", "Object", "Request", "Response", "URL", "URLSearchParams", "console", "fetch"]
+__all__ = ["JSON", "Date", "Error", "Headers", "Object", "Request", "Response", "URL", "URLSearchParams", "console", "fetch"]
 
 
 class JSON:
@@ -23,6 +24,13 @@ class JSON:
     @staticmethod
     def parse(text):
         return to_js(_json.loads(text))
+
+
+class Date:
+    @staticmethod
+    def now() -> int:
+        """Milliseconds since the epoch, as `Date.now()` (what `setAlarm` takes)."""
+        return _time.time_ns() // 1_000_000
 
 
 class Object:

@@ -10,6 +10,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from _taipan import loop
 from _taipan.wasi_http import Outparam, send_error, send_response, to_request
+from pyodide.ffi import JsObject
 from wit_world.imports import environment
 
 from workers import Env, ExecutionContext, Request, Response, ScheduledController, WorkerEntrypoint
@@ -134,7 +135,22 @@ class Dispatcher:
         state = getattr(instance, "ctx", None)
         if isinstance(state, DurableObjectState):
             state._request_ctx = ctx  # its waitUntil work runs after this call's response
+        if op == "alarm":
+            self._alarm(instance, request, out)
+            return
         self._call_in(instance, op, request, out)
+
+    def _alarm(self, instance, request, out: Outparam) -> None:
+        """The host firing the object's alarm; a failure (500) is retried."""
+        handler = getattr(instance, "alarm", None)
+        if not callable(handler):
+            raise LookupError(f"{type(instance).__name__} set an alarm but has no alarm() method")
+        retry = int(request.headers.get("x-taipan-alarm-retry") or 0)
+        info = JsObject({"retryCount": retry, "isRetry": retry > 0})
+        result = handler(info) if _positional_count(handler) >= 1 else handler()
+        if inspect.isawaitable(result):
+            loop.run_fast(result)
+        send_response(Response(None, status=204), out, head_only=True)
 
     def _service(self, request, ctx: ExecutionContext, out: Outparam) -> None:
         _, name, op = urlsplit(request.url).path.split("/", 2)

@@ -54,6 +54,15 @@ class JsTest(unittest.TestCase):
 
         self.assertEqual(Object.fromEntries([("a", 1)]).a, 1)
 
+    def test_date_now_is_ms_since_the_epoch(self):
+        import time
+
+        from js import Date
+
+        now = Date.now()
+        self.assertIsInstance(now, int)
+        self.assertLess(abs(now - time.time() * 1000), 5000)
+
     def test_headers_new(self):
         from js import Headers
 

@@ -9,6 +9,7 @@ stored values travel in a JSON encoding that keeps their Python types, so a
 `pyodide.ffi.to_js` object arrives as the same kind of object.
 """
 
+import datetime
 import hashlib
 import inspect
 import json
@@ -195,7 +196,25 @@ class DurableObjectStorage:
         entries = (await self._call("list", **args))["entries"]
         return {k: decode(json.loads(v)) for k, v in entries}
 
-    delete_all = deleteAll
+    async def setAlarm(self, scheduled_time, options=None) -> None:
+        """Call the object's `alarm()` at `scheduled_time`: ms since the epoch
+        (as `Date.now()` gives), or a `datetime`. Replaces any alarm set before."""
+        if isinstance(scheduled_time, datetime.datetime):
+            if scheduled_time.tzinfo is None:
+                scheduled_time = scheduled_time.replace(tzinfo=datetime.timezone.utc)
+            scheduled_time = scheduled_time.timestamp() * 1000
+        if isinstance(scheduled_time, bool) or not isinstance(scheduled_time, (int, float)):
+            raise TypeError(f"setAlarm() needs ms since the epoch or a datetime, got {type(scheduled_time).__name__}")
+        await self._call("setAlarm", at=scheduled_time)
+
+    async def getAlarm(self, options=None):
+        """The alarm's time in ms since the epoch, or None."""
+        return (await self._call("getAlarm"))["at"]
+
+    async def deleteAlarm(self, options=None) -> None:
+        await self._call("deleteAlarm")
+
+    delete_all, set_alarm, get_alarm, delete_alarm = deleteAll, setAlarm, getAlarm, deleteAlarm
 
 
 class SqlStorage:

@@ -15,6 +15,7 @@ use taipan_runtime::worker::DURABLE_AUTHORITY;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
 use crate::Binding;
+use crate::alarms::Alarms;
 use crate::d1;
 use crate::protocol::{BindingError, Call, Reply};
 use crate::service::{Services, binding_error};
@@ -92,6 +93,7 @@ pub fn valid_id(id: &str) -> bool {
 pub struct ObjectStorage {
     pub stores: Arc<Stores>,
     pub script: String,
+    pub alarms: Arc<Alarms>,
 }
 
 impl ObjectStorage {
@@ -122,6 +124,35 @@ impl ObjectStorage {
     }
 }
 
+impl ObjectStorage {
+    /// `setAlarm` / `getAlarm` / `deleteAlarm` (the schedule is the worker's,
+    /// not in the object's file: see `alarms`).
+    async fn alarm(&self, op: &str, args: Value) -> Result<Value, BindingError> {
+        // `database` checked both.
+        let text = |name: &str| args.get(name).and_then(Value::as_str).unwrap_or_default();
+        let (class, id) = (text("class"), text("id"));
+        match op {
+            "setAlarm" => {
+                let at = args.get("at").and_then(Value::as_f64).ok_or_else(|| {
+                    BindingError::type_error(
+                        "setAlarm() needs a time: ms since the epoch, or a datetime",
+                    )
+                })?;
+                self.alarms.set(class, id, at as i64).await?;
+                Ok(Value::Null)
+            }
+            "getAlarm" => Ok(json!({ "at": self.alarms.get(class, id).await? })),
+            "deleteAlarm" => {
+                self.alarms.delete(class, id).await?;
+                Ok(Value::Null)
+            }
+            other => Err(BindingError::type_error(format!(
+                "storage has no operation {other:?}"
+            ))),
+        }
+    }
+}
+
 impl Binding for ObjectStorage {
     fn call(
         self: Arc<Self>,
@@ -131,6 +162,9 @@ impl Binding for ObjectStorage {
         let op = op.to_string();
         Box::pin(async move {
             let db = self.database(&call)?;
+            if op.ends_with("Alarm") {
+                return self.alarm(&op, call.args).await.map(Reply::Json);
+            }
             let args = call.args;
             let reply = match op.as_str() {
                 "get" => {

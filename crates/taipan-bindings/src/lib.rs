@@ -7,6 +7,7 @@
 //! → registration in [`WorkerBindings`], which the runtime calls through the
 //! [`WorkerHost`] trait.
 
+pub mod alarms;
 pub mod assets;
 pub mod d1;
 pub mod durable;
@@ -118,6 +119,7 @@ impl WorkerBindings {
         let storage: Arc<dyn Binding> = Arc::new(durable::ObjectStorage {
             stores: stores.clone(),
             script: worker.to_string(),
+            alarms: alarms::Alarms::open(stores, worker, services.clone()),
         });
         entries.insert(durable::STORAGE_BINDING.to_string(), Entry::Stored(storage));
         for service in &config.services {

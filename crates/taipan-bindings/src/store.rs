@@ -108,6 +108,11 @@ impl Stores {
             .join(format!("{id}.sqlite"))
     }
 
+    /// The alarm schedule of a worker's Durable Objects.
+    pub fn alarms_path(&self, script: &str) -> PathBuf {
+        self.root.join("do").join(script).join("_alarms.sqlite")
+    }
+
     pub fn database(&self, path: &Path) -> anyhow::Result<Database> {
         let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(db) = open.get(path) {

@@ -86,6 +86,23 @@ fn json(server: &Server, path: &str) -> Value {
     serde_json::from_str(&body).unwrap_or_else(|e| panic!("{path}: {e}: {body}"))
 }
 
+/// GET `path` until `done` holds for its JSON (20 s at most).
+fn poll_json(server: &Server, path: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let value = json(server, path);
+        if done(&value) {
+            return value;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{path}: still {value}\n{}",
+            server.output()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 fn front_project() -> tempfile::TempDir {
     let config = CONFIG.replace("name = \"t\"", "name = \"front\"") + BINDINGS;
     project(&[
@@ -539,6 +556,13 @@ fn serve_refuses_private_fetch_keeps_secrets_and_fires_crons() {
     assert!(count.ends_with("n\n1\n"), "{count:?}");
     assert_eq!(host("/kv/put?k=kept&v=1").0, 200);
     assert!(host("/do/increment?name=s&n=7").1.contains("\"count\":7"));
+    // A Durable Object alarm fires in serve too.
+    assert_eq!(host("/do/alarm/set?name=s&ms=100").0, 200);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !host("/do/alarm/state?name=s").1.contains("\"fired\":1") {
+        assert!(std::time::Instant::now() < deadline, "{}", server.output());
+        std::thread::sleep(Duration::from_millis(100));
+    }
 
     // The cron trigger fires on its own at the next minute.
     let mut fired = String::new();
@@ -673,9 +697,24 @@ fn durable_objects_in_dev() {
         );
     }
 
+    // Alarms: alarm() runs at the time set; a failing one is retried (its
+    // alarm_info counts); one set before a restart fires after it.
+    let set = json(&server, "/do/alarm/set?name=al&ms=300&failures=1");
+    assert!(set["at"].as_i64().is_some_and(|at| at > 0), "{set}");
+    let fired = poll_json(&server, "/do/alarm/state?name=al", |s| s["fired"] == 1);
+    assert_eq!(fired["retry_count"], 1, "{fired}");
+    assert_eq!(fired["alarm"], Value::Null, "{fired}");
+    json(&server, "/do/alarm/set?name=later&ms=3000");
+    let pending = json(&server, "/do/alarm/state?name=later");
+    assert!(
+        pending["alarm"].is_i64() && pending["fired"].is_null(),
+        "{pending}"
+    );
+
     // Restart: storage is kept; the in-memory state starts again.
     server.stop();
     let server = Server::dev(front.path(), &["--no-watch"]);
+    poll_json(&server, "/do/alarm/state?name=later", |s| s["fired"] == 1);
     let state = json(&server, "/do/state?name=a");
     assert_eq!(state["count"], 5);
     assert_eq!(state["calls"], 1);

@@ -53,6 +53,24 @@ class Counter(DurableObject):
     async def boom(self):
         raise ValueError("the object refused")
 
+    async def schedule(self, in_ms, failures=0):
+        await self.ctx.storage.put("failures_left", failures)
+        await self.ctx.storage.setAlarm(js.Date.now() + in_ms)
+        return await self.ctx.storage.getAlarm()
+
+    async def alarm(self, alarm_info=None):
+        left = await self.ctx.storage.get("failures_left") or 0
+        if left:
+            await self.ctx.storage.put("failures_left", left - 1)
+            raise RuntimeError("the alarm handler failed on purpose")
+        fired = (await self.ctx.storage.get("fired") or 0) + 1
+        await self.ctx.storage.put("fired", fired)
+        await self.ctx.storage.put("retry_count", alarm_info.retryCount)
+
+    async def alarm_state(self):
+        storage = self.ctx.storage
+        return {"alarm": await storage.getAlarm(), "fired": await storage.get("fired"), "retry_count": await storage.get("retry_count")}
+
     async def fetch(self, request):
         count = await self.ctx.storage.get("count")
         return Response(f"{request.method} {request.url} count={count} body={await request.text()}", headers={"x-object": str(self.ctx.id)})
@@ -367,6 +385,14 @@ class Default(WorkerEntrypoint):
     async def route_do_increment(self, request, q):
         stub = self.env.COUNTER.get(self.env.COUNTER.idFromName(q["name"]))
         return {"count": await stub.increment(int(q.get("n", "1")))}
+
+    async def route_do_alarm_set(self, request, q):
+        stub = self.env.COUNTER.getByName(q["name"])
+        at = await stub.schedule(int(q["ms"]), int(q.get("failures", "0")))
+        return {"at": at}
+
+    async def route_do_alarm_state(self, request, q):
+        return await self.env.COUNTER.getByName(q["name"]).alarm_state()
 
     async def route_do_state(self, request, q):
         return await self.env.COUNTER.getByName(q["name"]).state()
