@@ -14,6 +14,7 @@ from pyodide.ffi import JsObject
 from wit_world.imports import environment
 
 from workers import Env, ExecutionContext, Request, Response, ScheduledController, WorkerEntrypoint
+from workers import _durable as durable
 from workers import _rpc as rpc
 from workers._bindings import make_bindings
 from workers._context import set_current_env
@@ -119,6 +120,7 @@ class Dispatcher:
 
     def _durable(self, request, ctx: ExecutionContext, out: Outparam) -> None:
         _, class_name, object_id, op = urlsplit(request.url).path.split("/", 3)
+        durable.set_home(object_id)
         instance = self.objects.get((class_name, object_id))
         if instance is None:
             cls = getattr(self.module, class_name, None)

@@ -86,6 +86,25 @@ class DurableObjectNamespace:
     id_from_name, new_unique_id, id_from_string, get_by_name = idFromName, newUniqueId, idFromString, getByName
 
 
+# The id of the object this sandbox hosts (an object lives in a sandbox of
+# its own), so a call to its own stub is refused instead of waiting forever
+# for the call it is part of to end.
+_home_id = None
+
+
+def set_home(object_id: str) -> None:
+    global _home_id
+    _home_id = object_id
+
+
+def _not_home(stub: "DurableObjectStub") -> None:
+    if _home_id is not None and str(stub.id) == _home_id:
+        raise JsException(
+            "Error: a Durable Object cannot call itself through its own stub: calls to one object run "
+            "one at a time, so it would wait for itself; call the method directly (self.method(...))"
+        )
+
+
 class DurableObjectStub:
     """A client for one object: `await stub.method(args)` (RPC) and `await stub.fetch(request)`."""
 
@@ -97,6 +116,7 @@ class DurableObjectStub:
     async def fetch(self, input, init=None, **kwargs):
         from ._fetch import URL_HEADER, _body_of, _request_of, _send
 
+        _not_home(self)
         request = _request_of(input, init, kwargs)
         headers = [(name, value.encode("latin-1")) for name, value in request.headers]
         headers.append((URL_HEADER, request.url.encode("utf-8")))
@@ -110,6 +130,7 @@ class DurableObjectStub:
             raise AttributeError(method)
 
         async def rpc(*args, **kwargs):
+            _not_home(self)
             return await call(self._binding, method, args, kwargs, [(ID_HEADER, str(self.id).encode("ascii"))])
 
         rpc.__name__ = method
@@ -174,13 +195,7 @@ class DurableObjectStorage:
         return decode(json.loads(found[key])) if key in found else None
 
     async def put(self, key, value=None, options=None):
-        if isinstance(key, dict):
-            entries = {k: dumps(v) for k, v in key.items()}
-        elif isinstance(key, str):
-            entries = {key: dumps(value)}
-        else:
-            raise TypeError(f"put() needs a str key (or a dict of entries), got {type(key).__name__}")
-        await self._call("put", entries=entries)
+        await self._call("put", entries=_entries(key, value))
 
     async def delete(self, key, options=None):
         many = isinstance(key, (list, tuple))
@@ -195,6 +210,17 @@ class DurableObjectStorage:
         args = {k: opts[k] for k in ("prefix", "start", "end", "reverse", "limit") if opts.get(k) is not None}
         entries = (await self._call("list", **args))["entries"]
         return {k: decode(json.loads(v)) for k, v in entries}
+
+    async def transaction(self, closure):
+        """Run `closure(txn)`; its writes through `txn` are committed together
+        when it returns, and dropped if it raises or calls `txn.rollback()`.
+        (Calls into an object are serialized, so nothing else interleaves.)"""
+        txn = DurableObjectTransaction(self)
+        result = closure(txn)
+        if inspect.isawaitable(result):
+            result = await result
+        await txn._commit()
+        return result
 
     async def setAlarm(self, scheduled_time, options=None) -> None:
         """Call the object's `alarm()` at `scheduled_time`: ms since the epoch
@@ -215,6 +241,77 @@ class DurableObjectStorage:
         await self._call("deleteAlarm")
 
     delete_all, set_alarm, get_alarm, delete_alarm = deleteAll, setAlarm, getAlarm, deleteAlarm
+
+
+def _entries(key, value) -> dict:
+    """`put(key, value)` or `put({key: value, ...})` → {key: encoded value}."""
+    if isinstance(key, dict):
+        return {k: dumps(v) for k, v in key.items()}
+    if isinstance(key, str):
+        return {key: dumps(value)}
+    raise TypeError(f"put() needs a str key (or a dict of entries), got {type(key).__name__}")
+
+
+class DurableObjectTransaction:
+    """The `txn` of `ctx.storage.transaction(closure)`: reads see its own
+    writes; the writes are held here until the closure returns."""
+
+    def __init__(self, storage: DurableObjectStorage):
+        self._storage = storage
+        self._writes = {}  # key -> encoded value, or None when deleted
+        self._rolled_back = False
+
+    async def get(self, key, options=None):
+        many = isinstance(key, (list, tuple))
+        keys = list(key) if many else [key]
+        unknown = [k for k in keys if k not in self._writes]
+        stored = await self._storage.get(unknown) if unknown else {}
+        found = {}
+        for k in keys:
+            if k in self._writes:
+                if self._writes[k] is not None:
+                    found[k] = decode(json.loads(self._writes[k]))
+            elif k in stored:
+                found[k] = stored[k]
+        return found if many else found.get(key)
+
+    async def put(self, key, value=None, options=None) -> None:
+        self._writes.update(_entries(key, value))
+
+    async def delete(self, key, options=None):
+        many = isinstance(key, (list, tuple))
+        keys = list(key) if many else [key]
+        existing = await self.get(keys)
+        for k in keys:
+            self._writes[k] = None
+        return len(existing) if many else bool(existing)
+
+    async def list(self, options=None, **kwargs):
+        opts = dict(options or {}, **kwargs)
+        limit = opts.pop("limit", None)
+        entries = await self._storage.list(opts)
+        prefix, start, end = opts.get("prefix"), opts.get("start"), opts.get("end")
+        for k, encoded in self._writes.items():
+            if (prefix and not k.startswith(prefix)) or (start and k < start) or (end and k >= end):
+                continue
+            if encoded is None:
+                entries.pop(k, None)
+            else:
+                entries[k] = decode(json.loads(encoded))
+        keys = sorted(entries, reverse=bool(opts.get("reverse")))
+        if limit is not None:
+            keys = keys[:limit]
+        return {k: entries[k] for k in keys}
+
+    def rollback(self) -> None:
+        self._rolled_back = True
+
+    async def _commit(self) -> None:
+        if self._rolled_back or not self._writes:
+            return
+        puts = {k: v for k, v in self._writes.items() if v is not None}
+        deletes = [k for k, v in self._writes.items() if v is None]
+        await self._storage._call("write", puts=puts, keys=deletes)
 
 
 class SqlStorage:

@@ -194,26 +194,22 @@ impl Binding for ObjectStorage {
                             "put() takes at most {MAX_KEYS_PER_CALL} entries at once"
                         )));
                     }
-                    for (key, value) in &entries {
-                        check_key(key)?;
-                        if value.as_str().map_or(0, str::len) > MAX_VALUE_BYTES {
-                            return Err(BindingError::range_error(format!(
-                                "the value of {key:?} is over the {MAX_VALUE_BYTES}-byte limit"
-                            )));
-                        }
-                    }
-                    db.with(move |conn| {
-                        let tx = conn.transaction()?;
-                        for (key, value) in entries {
-                            tx.execute(
-                                "INSERT INTO _cf_KV (key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-                                (&key, value.as_str().unwrap_or("null")),
-                            )?;
-                        }
-                        tx.commit()?;
-                        Ok(Value::Null)
-                    })
-                    .await?
+                    check_entries(&entries)?;
+                    db.with(move |conn| write(conn, entries, Vec::new())).await?
+                }
+                "write" => {
+                    // A transaction's writes, committed together.
+                    let puts = args
+                        .get("puts")
+                        .and_then(Value::as_object)
+                        .cloned()
+                        .unwrap_or_default();
+                    check_entries(&puts)?;
+                    let deletes = match args.get("keys") {
+                        Some(_) => keys_unbounded(&args)?,
+                        None => Vec::new(),
+                    };
+                    db.with(move |conn| write(conn, puts, deletes)).await?
                 }
                 "delete" => {
                     let keys = keys(&args)?;
@@ -287,7 +283,49 @@ impl Binding for ObjectStorage {
     }
 }
 
+/// Put `puts` and delete `deletes` in one SQLite transaction.
+fn write(
+    conn: &mut rusqlite::Connection,
+    puts: serde_json::Map<String, Value>,
+    deletes: Vec<String>,
+) -> rusqlite::Result<Value> {
+    let tx = conn.transaction()?;
+    for (key, value) in puts {
+        tx.execute(
+            "INSERT INTO _cf_KV (key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            (&key, value.as_str().unwrap_or("null")),
+        )?;
+    }
+    for key in deletes {
+        tx.execute("DELETE FROM _cf_KV WHERE key = ?1", [&key])?;
+    }
+    tx.commit()?;
+    Ok(Value::Null)
+}
+
+fn check_entries(entries: &serde_json::Map<String, Value>) -> Result<(), BindingError> {
+    for (key, value) in entries {
+        check_key(key)?;
+        if value.as_str().map_or(0, str::len) > MAX_VALUE_BYTES {
+            return Err(BindingError::range_error(format!(
+                "the value of {key:?} is over the {MAX_VALUE_BYTES}-byte limit"
+            )));
+        }
+    }
+    Ok(())
+}
+
 fn keys(args: &Value) -> Result<Vec<String>, BindingError> {
+    let keys = keys_unbounded(args)?;
+    if keys.len() > MAX_KEYS_PER_CALL {
+        return Err(BindingError::range_error(format!(
+            "at most {MAX_KEYS_PER_CALL} keys at once"
+        )));
+    }
+    Ok(keys)
+}
+
+fn keys_unbounded(args: &Value) -> Result<Vec<String>, BindingError> {
     let keys: Vec<String> = args
         .get("keys")
         .and_then(Value::as_array)
@@ -296,11 +334,6 @@ fn keys(args: &Value) -> Result<Vec<String>, BindingError> {
         .map(|k| k.as_str().map(str::to_string))
         .collect::<Option<_>>()
         .ok_or_else(|| BindingError::type_error("keys must be strings"))?;
-    if keys.len() > MAX_KEYS_PER_CALL {
-        return Err(BindingError::range_error(format!(
-            "at most {MAX_KEYS_PER_CALL} keys at once"
-        )));
-    }
     keys.iter().try_for_each(|k| check_key(k))?;
     Ok(keys)
 }

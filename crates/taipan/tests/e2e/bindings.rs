@@ -697,6 +697,28 @@ fn durable_objects_in_dev() {
         );
     }
 
+    // An object calling its own stub gets an error, not a wait on itself.
+    let selfish = json(&server, "/do/self-call");
+    assert!(
+        selfish["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("cannot call itself")),
+        "{selfish}"
+    );
+
+    // storage.transaction: reads see its writes; all or nothing.
+    let ok = json(&server, "/do/txn?mode=ok");
+    assert_eq!(
+        ok["result"],
+        serde_json::json!({"deleted": true, "a": 1, "listed": ["t:a", "t:b"]})
+    );
+    assert_eq!(ok["stored"], serde_json::json!({"t:a": 1, "t:b": 2}));
+    for mode in ["fail", "rollback"] {
+        let undone = json(&server, &format!("/do/txn?mode={mode}"));
+        assert_eq!(undone["stored"], serde_json::json!({}), "{mode}: {undone}");
+    }
+    assert_eq!(json(&server, "/do/txn?mode=fail")["result"], "abort");
+
     // Alarms: alarm() runs at the time set; a failing one is retried (its
     // alarm_info counts); one set before a restart fires after it.
     let set = json(&server, "/do/alarm/set?name=al&ms=300&failures=1");

@@ -53,6 +53,29 @@ class Counter(DurableObject):
     async def boom(self):
         raise ValueError("the object refused")
 
+    async def call_self(self):
+        try:
+            return await self.env.COUNTER.get(self.ctx.id).state()
+        except Exception as exc:  # noqa: BLE001
+            return describe(exc)
+
+    async def txn(self, mode):
+        async def body(txn):
+            await txn.put("t:a", 1)
+            await txn.put({"t:b": 2, "t:c": 3})
+            seen = {"deleted": await txn.delete("t:c"), "a": await txn.get("t:a"), "listed": sorted(await txn.list(prefix="t:"))}
+            if mode == "rollback":
+                txn.rollback()
+            if mode == "fail":
+                raise ValueError("abort")
+            return seen
+
+        try:
+            result = await self.ctx.storage.transaction(body)
+        except ValueError as exc:
+            result = str(exc)
+        return {"result": result, "stored": await self.ctx.storage.list(prefix="t:")}
+
     async def schedule(self, in_ms, failures=0):
         await self.ctx.storage.put("failures_left", failures)
         await self.ctx.storage.setAlarm(js.Date.now() + in_ms)
@@ -385,6 +408,12 @@ class Default(WorkerEntrypoint):
     async def route_do_increment(self, request, q):
         stub = self.env.COUNTER.get(self.env.COUNTER.idFromName(q["name"]))
         return {"count": await stub.increment(int(q.get("n", "1")))}
+
+    async def route_do_self_call(self, request, q):
+        return {"error": await self.env.COUNTER.getByName("selfish").call_self()}
+
+    async def route_do_txn(self, request, q):
+        return await self.env.COUNTER.getByName("txn-" + q["mode"]).txn(q["mode"])
 
     async def route_do_alarm_set(self, request, q):
         stub = self.env.COUNTER.getByName(q["name"])
