@@ -459,12 +459,20 @@ impl Worker {
         // arrives first (a streamed body, waitUntil work) or when the client
         // goes away mid-request.
         let worker = self.clone();
+        // The epoch stops wasm that runs past `cpu_time`, but not a call
+        // waiting in the host (a sleep, a binding call that never answers):
+        // the same deadline, a little later, ends that one too.
+        let deadline = limits.cpu_time + WAIT_GRACE;
         let mut call = Detached(Some(Box::pin(async move {
-            let result = sandbox
-                .proxy
-                .wasi_http_incoming_handler()
-                .call_handle(&mut sandbox.store, guest_request, out)
-                .await;
+            let handle = sandbox.proxy.wasi_http_incoming_handler().call_handle(
+                &mut sandbox.store,
+                guest_request,
+                out,
+            );
+            let result = match tokio::time::timeout(deadline, handle).await {
+                Ok(result) => result,
+                Err(_) => Err(wasmtime::Error::new(WaitedPastLimit)),
+            };
             let outcome = match (result, home) {
                 (Ok(()), Home::Pool(permit)) => {
                     drop(permit);
@@ -706,7 +714,26 @@ impl Drop for Detached {
 }
 
 /// Which limit (if any) a guest failure means, and the status it gets.
+/// How long past `cpu_time` a guest call waiting in the host may go on
+/// before it is ended (the epoch trap ends a running one first).
+const WAIT_GRACE: Duration = Duration::from_secs(1);
+
+/// A guest call ended at its time limit while it waited in the host.
+#[derive(Debug)]
+struct WaitedPastLimit;
+
+impl std::fmt::Display for WaitedPastLimit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the guest call was still waiting when its time limit ran out")
+    }
+}
+
+impl std::error::Error for WaitedPastLimit {}
+
 fn classify_trap(error: &wasmtime::Error) -> (StatusCode, Option<&'static str>) {
+    if error.downcast_ref::<WaitedPastLimit>().is_some() {
+        return (StatusCode::SERVICE_UNAVAILABLE, Some("cpu_time"));
+    }
     match error.downcast_ref::<wasmtime::Trap>() {
         Some(wasmtime::Trap::Interrupt) => (StatusCode::SERVICE_UNAVAILABLE, Some("cpu_time")),
         Some(wasmtime::Trap::StackOverflow) => (StatusCode::INTERNAL_SERVER_ERROR, Some("stack")),

@@ -3,6 +3,7 @@
 use crate::harness::{CONFIG, Server, project};
 
 const WORKER: &str = r#"
+import asyncio
 from urllib.parse import urlparse
 from workers import Response
 
@@ -11,6 +12,8 @@ async def on_fetch(request):
     if path == "/loop":
         while True:
             pass
+    if path == "/sleep":
+        await asyncio.sleep(3600)
     if path == "/eat":
         hog = []
         while True:
@@ -35,6 +38,14 @@ fn cpu_and_memory_limits() {
         "{}",
         server.output()
     );
+    assert_eq!(server.text("/"), (200, "fine".to_string()));
+
+    // Waiting in the host is bounded by the same limit (the epoch only stops
+    // running wasm): a sleeping handler ends at 500 ms + 1 s of grace.
+    let started = std::time::Instant::now();
+    let response = server.get("/sleep");
+    assert_eq!(response.status(), 503);
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
     assert_eq!(server.text("/"), (200, "fine".to_string()));
 
     let (status, body) = server.text("/eat");
