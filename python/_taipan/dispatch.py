@@ -17,7 +17,7 @@ from workers import Env, ExecutionContext, Request, Response, ScheduledControlle
 from workers import _durable as durable
 from workers import _rpc as rpc
 from workers._bindings import make_bindings
-from workers._context import set_current_env
+from workers._context import set_current_ctx, set_current_env
 from workers._durable import DurableObjectState
 
 # Note: the generated `wit_world` package exists only while building, so every
@@ -68,6 +68,7 @@ class Dispatcher:
     def handle(self, incoming, response_out) -> None:
         out = Outparam(response_out)
         ctx = ExecutionContext()
+        set_current_ctx(ctx)
         try:
             self._respond(incoming, out, ctx)
         except BaseException as exc:  # noqa: BLE001 - every failure becomes a 500 and a log line
@@ -79,6 +80,7 @@ class Dispatcher:
                 loop.run(pending)
             except BaseException as exc:  # noqa: BLE001
                 _log_exception("ctx.waitUntil task failed", exc)
+        set_current_ctx(None)
         incoming.__exit__(None, None, None)
 
     def _respond(self, incoming, out: Outparam, ctx: ExecutionContext) -> None:

@@ -2,12 +2,14 @@
 
 from ._bindings import D1Database, Fetcher, KVNamespace, R2Bucket
 from ._durable import DurableObject, DurableObjectId, DurableObjectNamespace, DurableObjectStub
-from ._context import Env, ExecutionContext, ScheduledController, import_from_javascript
+from ._context import Env, ExecutionContext, ScheduledController, import_from_javascript, patch_env
 from ._fetch import fetch
+from ._forms import Blob, File, FormData
 from ._headers import Headers
 from ._http import Request, Response
 
 __all__ = [
+    "Blob",
     "D1Database",
     "DurableObject",
     "DurableObjectId",
@@ -15,7 +17,10 @@ __all__ = [
     "DurableObjectStub",
     "Env",
     "ExecutionContext",
+    "FetchResponse",
     "Fetcher",
+    "File",
+    "FormData",
     "Headers",
     "KVNamespace",
     "R2Bucket",
@@ -23,9 +28,21 @@ __all__ = [
     "Response",
     "ScheduledController",
     "WorkerEntrypoint",
+    "WorkflowEntrypoint",
+    "env",
     "fetch",
+    "handler",
     "import_from_javascript",
+    "patch_env",
+    "python_from_rpc",
+    "python_to_rpc",
+    "waitUntil",
+    "wait_until",
 ]
+
+# What `fetch` returns is a `Response` here.
+FetchResponse = Response
+
 
 
 class WorkerEntrypoint:
@@ -38,3 +55,41 @@ class WorkerEntrypoint:
     def __init__(self, ctx, env):
         self.ctx = ctx
         self.env = env
+
+
+class WorkflowEntrypoint:
+    """Base class of a Workflow (`class MyWorkflow(WorkflowEntrypoint)` with
+    `async def run(self, event, step)`). Taipan has no Workflows binding yet:
+    the class exists so modules that define one import and serve their other
+    handlers."""
+
+    def __init__(self, ctx, env):
+        self.ctx = ctx
+        self.env = env
+
+
+def handler(func):
+    """`@handler` on `on_fetch` and friends: their arguments are Python types
+    already in Taipan, so this returns `func` as it is."""
+    return func
+
+
+def python_to_rpc(value):
+    """Values cross RPC as they are in Taipan (see `workers._rpc`)."""
+    return value
+
+
+def python_from_rpc(value):
+    return value
+
+
+def __getattr__(name):
+    # `from workers import env` / `workers.wait_until(...)`: the sandbox's
+    # bindings and the running request's ctx, looked up when used.
+    if name == "env":
+        from ._context import live_env
+
+        return live_env
+    if name in ("waitUntil", "wait_until"):
+        return import_from_javascript("cloudflare:workers").waitUntil
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,5 +1,7 @@
 """`env` and `ctx`: what a handler receives besides the request."""
 
+from contextlib import contextmanager
+
 
 class Env:
     """The bindings of a worker, reached as attributes: `env.MY_VAR`.
@@ -78,6 +80,54 @@ def set_current_env(env: "Env") -> None:
     _current_env = env
 
 
+class _LiveEnv:
+    """`from workers import env`: importable at module level (while the
+    snapshot is taken, when no bindings exist yet); each use reads the
+    sandbox's env of the moment."""
+
+    def __getattr__(self, name):
+        return getattr(_CloudflareWorkers().env, name)
+
+    def __getitem__(self, name):
+        return _CloudflareWorkers().env[name]
+
+    def __contains__(self, name) -> bool:
+        return name in _CloudflareWorkers().env
+
+    def to_py(self) -> dict:
+        return _CloudflareWorkers().env.to_py()
+
+    def __repr__(self) -> str:
+        return repr(_current_env) if _current_env is not None else "Env(<not started>)"
+
+
+live_env = _LiveEnv()
+
+
+# The ExecutionContext of the request this sandbox is handling (one at a time).
+_current_ctx = None
+
+
+def set_current_ctx(ctx) -> None:
+    global _current_ctx
+    _current_ctx = ctx
+
+
+@contextmanager
+def patch_env(d=None, **values):
+    """Within the block, `from workers import env` (and `cloudflare:workers`
+    env) also has `values` (for tests): `with patch_env(FLAG="1"): ...`."""
+    global _current_env
+    saved = _current_env
+    merged = dict(saved.to_py()) if saved is not None else {}
+    merged.update(dict(d or {}), **values)
+    _current_env = Env(merged)
+    try:
+        yield
+    finally:
+        _current_env = saved
+
+
 class _CloudflareWorkers:
     """`import_from_javascript("cloudflare:workers")`: `.env` is the worker's
     bindings, usable outside a handler (e.g. by a library's module-level code
@@ -94,7 +144,9 @@ class _CloudflareWorkers:
 
     @staticmethod
     def waitUntil(awaitable) -> None:
-        raise RuntimeError("use ctx.waitUntil inside a handler")
+        if _current_ctx is None:
+            raise RuntimeError("waitUntil() is only available while a request is handled")
+        _current_ctx.waitUntil(awaitable)
 
 
 _MODULES = {"cloudflare:workers": _CloudflareWorkers()}

@@ -2,6 +2,7 @@
 
 import json as _json
 
+from . import _forms
 from ._headers import Headers, _unwrap
 
 TEXT_PLAIN = "text/plain;charset=UTF-8"
@@ -55,6 +56,15 @@ class _Body:
     async def json(self):
         return _json.loads(await self._take_body_async())
 
+    async def formData(self) -> "_forms.FormData":
+        """The body as `FormData`: multipart/form-data or urlencoded, by content type."""
+        return _forms.parse(self.headers.get("content-type") or "", await self._take_body_async())
+
+    form_data = formData
+
+    async def blob(self) -> "_forms.Blob":
+        return _forms.Blob([await self._take_body_async()], self.headers.get("content-type") or "")
+
 
 class Response(_Body):
     """An HTTP response. `Response("text")` sends `text/plain;charset=UTF-8`,
@@ -66,6 +76,7 @@ class Response(_Body):
         self.status = status
         self.statusText = status_text if status_text is not None else (statusText or "")
         self.headers = Headers(headers)
+        body = _typed_body(body, self.headers)
         if isinstance(body, str):
             body = body.encode("utf-8")
             if not self.headers.has("content-type"):
@@ -151,6 +162,7 @@ class Request(_Body):
         self.url = str(input)
         self.method = (method or init.pop("method", None) or "GET").upper()
         self.headers = Headers(headers if headers is not None else init.pop("headers", None))
+        body = _typed_body(body, self.headers)
         if isinstance(body, str):
             body = body.encode("utf-8")
         elif isinstance(body, (bytearray, memoryview)):
@@ -198,6 +210,19 @@ def _init_kwargs(init, extra) -> dict:
     merged = dict(init)
     merged.update(extra)
     return merged
+
+
+def _typed_body(body, headers: Headers):
+    """A FormData or Blob body as bytes, with its content type unless one is set."""
+    if isinstance(body, _forms.FormData):
+        body, content_type = _forms.encode(body)
+    elif isinstance(body, _forms.Blob):
+        body, content_type = body._data, body.type
+    else:
+        return body
+    if content_type and not headers.has("content-type"):
+        headers.set("content-type", content_type)
+    return body
 
 
 def _unwrap_body(body):

@@ -321,15 +321,42 @@ fn kv_d1_secrets_wait_until_fetch_services_and_cron_in_dev() {
     // waitUntil runs after the response is sent
     let (status, body) = server.text("/wait?v=later");
     assert_eq!((status, body.as_str()), (200, "sent before the work\n"));
-    let mut waited = Value::Null;
-    for _ in 0..100 {
-        waited = json(&server, "/kv/get?k=waited")["value"].clone();
-        if waited == "later" {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    assert_eq!(waited, "later");
+    poll_json(&server, "/kv/get?k=waited", |v| v["value"] == "later");
+    // ... and through `workers.wait_until` at module level.
+    assert_eq!(server.text("/wait?v=module&module=1").0, 200);
+    poll_json(&server, "/kv/get?k=waited", |v| v["value"] == "module");
+
+    // A multipart form with a file, read with request.form_data(); a
+    // FormData body sent back is multipart again; `from workers import env`.
+    let boundary = "XyZ123";
+    let form = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"title\"\r\n\r\nhéllo\r\n\
+         --{boundary}\r\nContent-Disposition: form-data; name=\"tag\"\r\n\r\na\r\n\
+         --{boundary}\r\nContent-Disposition: form-data; name=\"tag\"\r\n\r\nb\r\n\
+         --{boundary}\r\nContent-Disposition: form-data; name=\"upload\"; filename=\"notes.txt\"\r\n\
+         Content-Type: text/plain\r\n\r\nline 1\nline 2\r\n--{boundary}--\r\n"
+    );
+    let response = Server::client()
+        .post(format!("{}/form", server.url))
+        .header(
+            "content-type",
+            format!("multipart/form-data; boundary={boundary}"),
+        )
+        .body(form)
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let form: Value = response.json().unwrap();
+    assert_eq!(form["title"], "héllo", "{form}");
+    assert_eq!(form["tags"], serde_json::json!(["a", "b"]));
+    assert_eq!(
+        form["file"],
+        serde_json::json!(["notes.txt", "text/plain", "line 1\nline 2"])
+    );
+    assert_eq!(
+        form["echo"],
+        serde_json::json!(["hello", "a,b", "notes.txt", "line 1\nline 2"])
+    );
 
     // outbound fetch (dev may reach loopback), js.fetch, the subrequest limit
     let upstream = upstream();
@@ -442,7 +469,7 @@ fn kv_d1_secrets_wait_until_fetch_services_and_cron_in_dev() {
     assert!(count.contains("163"), "{count}");
     let server = Server::dev(front.path(), &["--no-watch"]);
     assert_eq!(json(&server, "/kv/count?prefix=par:")["count"], 160);
-    assert_eq!(json(&server, "/kv/get?k=waited")["value"], "later");
+    assert_eq!(json(&server, "/kv/get?k=waited")["value"], "module");
     assert_eq!(json(&server, "/d1/read")["count"], 163);
     assert_eq!(json(&server, "/r2/head?k=dir/big.txt")["size"], 3_000_000);
 }

@@ -6,7 +6,9 @@ from urllib.parse import parse_qs, urlsplit
 
 import js
 from pyodide.ffi import run_sync, to_js
-from workers import DurableObject, Response, WorkerEntrypoint, fetch, import_from_javascript
+import workers
+from workers import DurableObject, FormData, Response, WorkerEntrypoint, fetch, import_from_javascript
+from workers import env as module_env  # at import time (in the snapshot); live when used
 
 
 def describe(exc):
@@ -310,9 +312,26 @@ class Default(WorkerEntrypoint):
             await asyncio.sleep(0.2)
             await self.env.KV.put("waited", q["v"])
 
-        self.ctx.waitUntil(later())
+        if q.get("module"):
+            workers.wait_until(later())
+        else:
+            self.ctx.waitUntil(later())
         self.ctx.passThroughOnException()
         return Response("sent before the work\n")
+
+    async def route_form(self, request, q):
+        form = await request.form_data()
+        upload = form["upload"]
+        reply = FormData({"greeting": module_env.GREETING})
+        reply.append("tags", ",".join(form.get_all("tag")))
+        reply.append("file", upload)
+        echoed = await Response(reply).form_data()
+        return {
+            "title": form["title"],
+            "tags": form.get_all("tag"),
+            "file": [upload.name, upload.type, await upload.text()],
+            "echo": [echoed["greeting"], echoed["tags"], echoed["file"].name, await echoed["file"].text()],
+        }
 
     async def route_sync(self, request, q):
         env = import_from_javascript("cloudflare:workers").env
