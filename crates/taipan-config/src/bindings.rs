@@ -255,15 +255,19 @@ fn binding_name(
     Ok(name)
 }
 
-/// Storage ids become file names: keep them to a safe alphabet.
-fn check_storage_id(raw: &RawConfig, key: &str, id: &str) -> Result<(), ConfigError> {
-    let ok = !id.is_empty()
+/// Storage ids (KV ids, D1 database ids, bucket names) become file names:
+/// letters, digits, '-', '_' and '.', up to 128 characters, not starting with '.'.
+pub fn is_storage_id(id: &str) -> bool {
+    !id.is_empty()
         && id.len() <= 128
         && !id.starts_with('.')
         && id
             .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
-    if ok {
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+fn check_storage_id(raw: &RawConfig, key: &str, id: &str) -> Result<(), ConfigError> {
+    if is_storage_id(id) {
         Ok(())
     } else {
         Err(raw

@@ -295,13 +295,7 @@ impl ServeState {
     /// A D1 database of this server's state by its storage id
     /// (`database_id`, else `database_name`).
     pub fn d1_database(&self, id: &str) -> Result<taipan_bindings::store::Database, ApiError> {
-        let valid = !id.is_empty()
-            && id.len() <= 128
-            && !id.starts_with('.')
-            && id
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
-        if !valid {
+        if !taipan_config::bindings::is_storage_id(id) {
             return Err(ApiError::new(
                 http::StatusCode::BAD_REQUEST,
                 format!("{id:?} is not a D1 database id"),

@@ -86,6 +86,17 @@ fn json(server: &Server, path: &str) -> Value {
     serde_json::from_str(&body).unwrap_or_else(|e| panic!("{path}: {e}: {body}"))
 }
 
+/// `taipan d1 execute test-db` counting the notes (`extra`: where).
+fn count_notes(dir: &std::path::Path, extra: &[&str]) -> String {
+    let query = [
+        "execute",
+        "test-db",
+        "--command",
+        "SELECT count(*) AS n FROM notes",
+    ];
+    d1(dir, &[&query[..], extra].concat())
+}
+
 /// GET `path` until `done` holds for its JSON (20 s at most).
 fn poll_json(server: &Server, path: &str, done: impl Fn(&Value) -> bool) -> Value {
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
@@ -457,15 +468,7 @@ fn kv_d1_secrets_wait_until_fetch_services_and_cron_in_dev() {
 
     // Restart: everything written is still there.
     server.stop();
-    let count = d1(
-        front.path(),
-        &[
-            "execute",
-            "test-db",
-            "--command",
-            "SELECT count(*) AS n FROM notes",
-        ],
-    );
+    let count = count_notes(front.path(), &[]);
     assert!(count.contains("163"), "{count}");
     let server = Server::dev(front.path(), &["--no-watch"]);
     assert_eq!(json(&server, "/kv/count?prefix=par:")["count"], 160);
@@ -567,19 +570,7 @@ fn serve_refuses_private_fetch_keeps_secrets_and_fires_crons() {
         .contains("No migrations to apply")
     );
     assert_eq!(host("/d1/add?author=s&body=b").0, 200);
-    let count = d1(
-        front.path(),
-        &[
-            &[
-                "execute",
-                "test-db",
-                "--command",
-                "SELECT count(*) AS n FROM notes",
-            ][..],
-            &remote[..],
-        ]
-        .concat(),
-    );
+    let count = count_notes(front.path(), &remote);
     assert!(count.ends_with("n\n1\n"), "{count:?}");
     assert_eq!(host("/kv/put?k=kept&v=1").0, 200);
     assert!(host("/do/increment?name=s&n=7").1.contains("\"count\":7"));
