@@ -44,7 +44,6 @@ __all__ = [
 FetchResponse = Response
 
 
-
 class WorkerEntrypoint:
     """Base class of the class-style worker: `class Default(WorkerEntrypoint)`.
 

@@ -403,17 +403,10 @@ class ServiceBinding(Fetcher):
     worker (its `Default` entrypoint, or the one the binding names); any other
     attribute is an RPC method of that entrypoint: `await env.OTHER.add(1, 2)`."""
 
-    def __getattr__(self, method: str):
-        if method.startswith("_"):
-            raise AttributeError(method)
+    def __getattr__(self, name: str):
+        from workers._rpc import method
 
-        async def rpc(*args, **kwargs):
-            from workers._rpc import call
-
-            return await call(self._binding, method, args, kwargs)
-
-        rpc.__name__ = method
-        return rpc
+        return method(self._binding, name)
 
     def __repr__(self) -> str:
         return f"<ServiceBinding {self._binding}>"

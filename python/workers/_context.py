@@ -80,22 +80,31 @@ def set_current_env(env: "Env") -> None:
     _current_env = env
 
 
+def current_env() -> "Env":
+    if _current_env is None:
+        raise RuntimeError(
+            "cloudflare:workers env is not available while the snapshot is taken; "
+            "read it inside a function that runs at request time"
+        )
+    return _current_env
+
+
 class _LiveEnv:
     """`from workers import env`: importable at module level (while the
     snapshot is taken, when no bindings exist yet); each use reads the
     sandbox's env of the moment."""
 
     def __getattr__(self, name):
-        return getattr(_CloudflareWorkers().env, name)
+        return getattr(current_env(), name)
 
     def __getitem__(self, name):
-        return _CloudflareWorkers().env[name]
+        return current_env()[name]
 
     def __contains__(self, name) -> bool:
-        return name in _CloudflareWorkers().env
+        return name in current_env()
 
     def to_py(self) -> dict:
-        return _CloudflareWorkers().env.to_py()
+        return current_env().to_py()
 
     def __repr__(self) -> str:
         return repr(_current_env) if _current_env is not None else "Env(<not started>)"
@@ -135,12 +144,7 @@ class _CloudflareWorkers:
 
     @property
     def env(self) -> "Env":
-        if _current_env is None:
-            raise RuntimeError(
-                "cloudflare:workers env is not available while the snapshot is taken; "
-                "read it inside a function that runs at request time"
-            )
-        return _current_env
+        return current_env()
 
     @staticmethod
     def waitUntil(awaitable) -> None:

@@ -18,7 +18,7 @@ import os
 from _taipan import host
 from pyodide.ffi import JsException, JsObject
 
-from ._rpc import call, decode, dumps, encode  # noqa: F401 - encode/decode are this module's API too
+from ._rpc import decode, dumps, encode, method  # noqa: F401 - encode/decode are this module's API too
 
 ID_HEADER = "x-taipan-do-id"
 STORAGE = "do-storage"
@@ -125,16 +125,9 @@ class DurableObjectStub:
             request.method, "http", host.BINDING_AUTHORITY, f"/{self._binding}/fetch", headers, _body_of(request)
         )
 
-    def __getattr__(self, method: str):
-        if method.startswith("_"):
-            raise AttributeError(method)
-
-        async def rpc(*args, **kwargs):
-            _not_home(self)
-            return await call(self._binding, method, args, kwargs, [(ID_HEADER, str(self.id).encode("ascii"))])
-
-        rpc.__name__ = method
-        return rpc
+    def __getattr__(self, name: str):
+        headers = [(ID_HEADER, str(self.id).encode("ascii"))]
+        return method(self._binding, name, headers, check=lambda: _not_home(self))
 
     def __repr__(self) -> str:
         return f"<DurableObjectStub {self._binding} {self.id}>"

@@ -84,6 +84,21 @@ async def call(binding: str, method: str, args, kwargs, headers=()):
     return decode(reply.get("value"))
 
 
+def method(binding: str, name: str, headers=(), check=None):
+    """`stub.name` / `env.OTHER.name`: an async function calling `name` over
+    RPC (`check()`, if given, runs first and may refuse the call)."""
+    if name.startswith("_"):
+        raise AttributeError(name)
+
+    async def rpc(*args, **kwargs):
+        if check is not None:
+            check()
+        return await call(binding, name, args, kwargs, headers)
+
+    rpc.__name__ = name
+    return rpc
+
+
 def answer(instance, payload: str, run, log):
     """Run the RPC call in `payload` on `instance`: (status, reply body).
     `run` drives an awaitable to its result; `log(what, exc)` records a failure."""

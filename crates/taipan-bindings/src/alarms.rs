@@ -6,7 +6,7 @@
 //! (`state/do/<worker>/_alarms.sqlite`), so alarms survive restarts.
 
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use http_body_util::Empty;
@@ -37,6 +37,8 @@ pub struct Alarms {
     path: PathBuf,
     script: String,
     services: Arc<dyn Services>,
+    /// The schedule, opened (and its table made) on first use.
+    db: OnceLock<Database>,
     wake: Arc<Notify>,
     task: Mutex<Option<tokio::task::AbortHandle>>,
 }
@@ -48,6 +50,7 @@ impl Alarms {
             path: stores.alarms_path(script),
             script: script.to_string(),
             services,
+            db: OnceLock::new(),
             wake: Arc::new(Notify::new()),
             task: Mutex::new(None),
         });
@@ -58,13 +61,16 @@ impl Alarms {
     }
 
     fn database(&self) -> Result<Database, BindingError> {
+        if let Some(db) = self.db.get() {
+            return Ok(db.clone());
+        }
         let db = self
             .stores
             .database(&self.path)
             .map_err(|e| BindingError::error(format!("opening the alarm schedule: {e:#}")))?;
         db.with_blocking(|conn| conn.execute_batch(SCHEMA))
             .map_err(BindingError::from)?;
-        Ok(db)
+        Ok(self.db.get_or_init(|| db).clone())
     }
 
     /// `setAlarm`: replaces the object's alarm.

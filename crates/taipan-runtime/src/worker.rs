@@ -713,7 +713,6 @@ impl Drop for Detached {
     }
 }
 
-/// Which limit (if any) a guest failure means, and the status it gets.
 /// How long past `cpu_time` a guest call waiting in the host may go on
 /// before it is ended (the epoch trap ends a running one first).
 const WAIT_GRACE: Duration = Duration::from_secs(1);
@@ -730,6 +729,7 @@ impl std::fmt::Display for WaitedPastLimit {
 
 impl std::error::Error for WaitedPastLimit {}
 
+/// Which limit (if any) a guest failure means, and the status it gets.
 fn classify_trap(error: &wasmtime::Error) -> (StatusCode, Option<&'static str>) {
     if error.downcast_ref::<WaitedPastLimit>().is_some() {
         return (StatusCode::SERVICE_UNAVAILABLE, Some("cpu_time"));

@@ -11,6 +11,7 @@ use serde_json::Value;
 use taipan_bindings::Stores;
 use taipan_bindings::d1;
 use taipan_config::WorkerConfig;
+use taipan_config::bindings::D1Database;
 
 #[derive(Args)]
 pub struct D1Args {
@@ -81,8 +82,9 @@ impl D1Args {
                     _ => bail!("pass the SQL with --command \"...\" or --file x.sql"),
                 };
                 if target.remote {
-                    let (_, id) = target.binding()?;
-                    let answer = target.post(&id, "execute", serde_json::json!({ "sql": sql }))?;
+                    let (_, binding) = target.binding()?;
+                    let answer =
+                        target.post(&binding.id, "execute", serde_json::json!({ "sql": sql }))?;
                     match &answer["result"] {
                         Value::Null => println!(
                             "Ran {} statement(s) on {} (remote).",
@@ -103,11 +105,8 @@ impl D1Args {
             D1Action::Migrations {
                 action: MigrationsAction::Apply { target },
             } => {
-                let (config, id) = target.binding()?;
-                let binding = config
-                    .bindings
-                    .d1_by_name(&target.database)
-                    .ok_or_else(|| anyhow!("no D1 database {:?}", target.database))?;
+                let (config, binding) = target.binding()?;
+                let id = &binding.id;
                 let dir = config.project_dir.join(&binding.migrations_dir);
                 let applied = if target.remote {
                     let migrations: Vec<Value> = d1::read_migrations(&dir)?
@@ -115,7 +114,7 @@ impl D1Args {
                         .map(|(name, sql)| serde_json::json!({ "name": name, "sql": sql }))
                         .collect();
                     let answer = target.post(
-                        &id,
+                        id,
                         "migrations",
                         serde_json::json!({ "migrations": migrations }),
                     )?;
@@ -142,8 +141,8 @@ impl D1Args {
 }
 
 impl Target {
-    /// The config and the database's storage id.
-    fn binding(&self) -> Result<(WorkerConfig, String)> {
+    /// The config and the D1 binding named on the command line.
+    fn binding(&self) -> Result<(WorkerConfig, D1Database)> {
         let config = taipan_config::load(&self.config).map_err(|e| anyhow!("{e}"))?;
         let Some(binding) = config.bindings.d1_by_name(&self.database) else {
             let known: Vec<_> = config
@@ -163,8 +162,8 @@ impl Target {
                 }
             );
         };
-        let id = binding.id.clone();
-        Ok((config, id))
+        let binding = binding.clone();
+        Ok((config, binding))
     }
 
     /// `POST /api/d1/<id>/<action>` on the server (`--remote`).
@@ -178,13 +177,13 @@ impl Target {
     }
 
     fn open(&self) -> Result<(WorkerConfig, taipan_bindings::store::Database)> {
-        let (config, id) = self.binding()?;
+        let (config, binding) = self.binding()?;
         let root = match &self.data_dir {
             Some(dir) => dir.join("state"),
             None => config.project_dir.join(".taipan").join("state"),
         };
         let stores = Stores::new(root);
-        let db = stores.database(&stores.d1_path(&id))?;
+        let db = stores.database(&stores.d1_path(&binding.id))?;
         Ok((config, db))
     }
 }
