@@ -164,15 +164,9 @@ impl Assets {
             header::CACHE_CONTROL,
             HeaderValue::from_static("public, max-age=0, must-revalidate"),
         );
-        if response.status() != StatusCode::NOT_MODIFIED {
-            let mime = mime_guess::from_path(&file).first_or_octet_stream();
-            let text = mime.type_() == mime_guess::mime::TEXT
-                || matches!(mime.subtype().as_str(), "javascript" | "json" | "xml");
-            let content_type = if text {
-                format!("{mime}; charset=utf-8")
-            } else {
-                mime.to_string()
-            };
+        if response.status() != StatusCode::NOT_MODIFIED
+            && let Some(content_type) = crate::content_type::for_path(&file)
+        {
             response
                 .headers_mut()
                 .insert(header::CONTENT_TYPE, HeaderValue::from_str(&content_type)?);

@@ -244,36 +244,72 @@ fn database_size(conn: &Connection) -> i64 {
 /// Run a script of statements (`exec`, `--file`, migrations) in one
 /// transaction; returns how many statements ran.
 pub fn exec_script(conn: &mut Connection, sql: &str) -> Result<usize, BindingError> {
+    run_script(conn, sql, false).map(|(count, _)| count)
+}
+
+/// Run `sql` statement by statement, as `sqlite3_exec` does: each one is
+/// prepared only after the one before it ran, so a script may create a table
+/// and then use it. All in one transaction: on an error nothing is kept.
+/// With `keep_rows`, also the last statement's result (`columns`, `rows`,
+/// `meta.changes`).
+fn run_script(
+    conn: &mut Connection,
+    sql: &str,
+    keep_rows: bool,
+) -> Result<(usize, Option<Value>), BindingError> {
     let tx = conn.transaction().map_err(d1_error)?;
     let mut count = 0;
+    let mut last = None;
+    // Only the last statement's rows are shown: an earlier one may return
+    // more than the cap, which fails the script only if it is the last.
+    let mut too_many = false;
     {
         let mut batch = rusqlite::Batch::new(&tx, sql);
         while let Some(mut stmt) = batch.next().map_err(d1_error)? {
-            let mut rows = stmt.raw_query();
-            while rows.next().map_err(d1_error)?.is_some() {}
+            let columns: Vec<String> = stmt.column_names().iter().map(|c| c.to_string()).collect();
+            let before = tx.total_changes();
+            let mut rows = Vec::new();
+            too_many = false;
+            let mut cursor = stmt.raw_query();
+            while let Some(row) = cursor.next().map_err(d1_error)? {
+                if !keep_rows || too_many {
+                    continue;
+                }
+                if rows.len() >= MAX_RESULT_ROWS {
+                    too_many = true;
+                    rows.clear();
+                    continue;
+                }
+                let values: Vec<Value> = (0..columns.len())
+                    .map(|i| row.get_ref(i).map(to_json))
+                    .collect::<Result<_, _>>()
+                    .map_err(d1_error)?;
+                rows.push(Value::Array(values));
+            }
             count += 1;
+            if keep_rows {
+                let changes = tx.total_changes() - before;
+                last =
+                    Some(json!({"columns": columns, "rows": rows, "meta": {"changes": changes}}));
+            }
         }
     }
+    if too_many {
+        return Err(BindingError::range_error(format!(
+            "D1_ERROR: the result is over {MAX_RESULT_ROWS} rows; add a LIMIT"
+        )));
+    }
     tx.commit().map_err(d1_error)?;
-    Ok(count)
+    Ok((count, last))
 }
 
-/// `taipan d1 execute --command`: run `sql`; the last statement's rows as a table.
+/// `taipan d1 execute`: run `sql` (one statement or a script); the count of
+/// statements and the last statement's rows, shown as a table.
 pub fn execute_for_cli(db: &Database, sql: &str) -> Result<(usize, Option<Value>), BindingError> {
-    db.with_blocking(|conn| {
-        // One statement: show its rows. A script: run it all.
-        let single = rusqlite::Batch::new(conn, sql).count().map_err(d1_error)? <= 1;
-        if single {
-            let statement = Statement {
-                sql: sql.to_string(),
-                params: Vec::new(),
-            };
-            let result = run_batch(conn, &[statement])?;
-            Ok((1, result.into_iter().next()))
-        } else {
-            Ok((exec_script(conn, sql)?, None))
-        }
-    })
+    let (count, last) = db.with_blocking(|conn| run_script(conn, sql, true))?;
+    // A script whose last statement returns no rows is summed up by its count.
+    let rows = |r: &Value| r["columns"].as_array().is_some_and(|c| !c.is_empty());
+    Ok((count, last.filter(|r| count == 1 || rows(r))))
 }
 
 /// Migrations applied so far, recorded as wrangler does in `d1_migrations`.
@@ -430,6 +466,41 @@ mod tests {
             out[1]["rows"][0],
             json!([7, 1.5, "hé", {"$blob": "AP8="}, null])
         );
+    }
+
+    #[test]
+    fn scripts_run_one_statement_after_another() {
+        // A statement that names a table the script creates just before it
+        // cannot be prepared up front (Cloudflare's quotes example).
+        let (_dir, db) = db();
+        let script = "CREATE TABLE IF NOT EXISTS qtable (id INTEGER PRIMARY KEY, quote TEXT);
+            INSERT INTO qtable (quote) SELECT * FROM (VALUES ('a'), ('b'))
+                WHERE NOT EXISTS (SELECT 1 FROM qtable);
+            SELECT count(*) AS n FROM qtable;";
+        let (count, last) = execute_for_cli(&db, script).unwrap();
+        assert_eq!(count, 3);
+        assert_eq!(last.unwrap()["rows"], json!([[2]]));
+        // Run again: the guard holds, still two rows.
+        let (_, last) = execute_for_cli(&db, script).unwrap();
+        assert_eq!(last.unwrap()["rows"], json!([[2]]));
+        // A failing statement late in a script undoes the earlier ones.
+        let err = execute_for_cli(
+            &db,
+            "INSERT INTO qtable (quote) VALUES ('c'); SELECT * FROM nope;",
+        )
+        .unwrap_err();
+        assert!(
+            err.message.contains("no such table: nope"),
+            "{}",
+            err.message
+        );
+        let (_, last) = execute_for_cli(&db, "SELECT count(*) FROM qtable").unwrap();
+        assert_eq!(last.unwrap()["rows"], json!([[2]]));
+        // exec() and migrations take the same path.
+        db.with_blocking(|c| {
+            exec_script(c, "CREATE TABLE t2 (x); INSERT INTO t2 SELECT * FROM (VALUES (1)) WHERE NOT EXISTS (SELECT 1 FROM t2);")
+        })
+        .unwrap();
     }
 
     #[test]

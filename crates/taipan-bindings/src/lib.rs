@@ -9,6 +9,7 @@
 
 pub mod alarms;
 pub mod assets;
+pub mod content_type;
 pub mod d1;
 pub mod durable;
 pub mod kv;

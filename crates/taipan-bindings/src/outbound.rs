@@ -159,6 +159,9 @@ fn error_code(e: &reqwest::Error) -> ErrorCode {
     let text = format!("{e:?}");
     if text.contains("PrivateAddress") {
         ErrorCode::DestinationIpProhibited
+    } else if causes(e).contains("certificate") {
+        // Trust comes from the system store (and SSL_CERT_FILE / SSL_CERT_DIR).
+        ErrorCode::TlsCertificateError
     } else if e.is_timeout() {
         ErrorCode::ConnectionTimeout
     } else if e.is_connect() {
@@ -175,6 +178,18 @@ fn error_code(e: &reqwest::Error) -> ErrorCode {
     } else {
         ErrorCode::InternalError(Some(format!("fetch failed: {e}")))
     }
+}
+
+/// The messages of `e`'s causes, without `e`'s own (which holds the URL).
+fn causes(e: &reqwest::Error) -> String {
+    let mut text = String::new();
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        text.push_str(&cause.to_string());
+        text.push('\n');
+        source = cause.source();
+    }
+    text
 }
 
 /// A URL whose host is a literal IP address in a refused range.

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use rusqlite::Connection;
+use sha2::Digest;
 
 use crate::protocol::BindingError;
 
@@ -65,6 +66,33 @@ impl Database {
     }
 }
 
+/// The file name (without extension) that holds the storage `id` of a KV
+/// namespace, D1 database or R2 bucket.
+///
+/// Config ids are whatever the user wrote, placeholders such as
+/// `<YOUR_KV_NAMESPACE_ID>` included (wrangler accepts any id for local
+/// state). A plain id (letters, digits, `-`, `_`, `.`; not starting with `.`
+/// nor ending in `.sqlite`, whose name an R2 bucket's index takes; up to 128
+/// bytes) is its own name, so existing state keeps its files. Any other id
+/// becomes `~<its plain characters>-<sha256 prefix>`: `~` never appears in a
+/// plain id and the hash tells ids apart that share their plain characters,
+/// so no two ids share a file.
+pub fn file_stem(id: &str) -> String {
+    let plain = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
+    if !id.is_empty()
+        && id.len() <= 128
+        && !id.starts_with('.')
+        && !id.ends_with(".sqlite")
+        && id.chars().all(plain)
+    {
+        return id.to_string();
+    }
+    let kept: String = id.chars().filter(|&c| plain(c)).take(48).collect();
+    let digest = sha2::Sha256::digest(id.as_bytes());
+    let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
+    format!("~{}-{hex}", kept.trim_start_matches('.'))
+}
+
 /// Process-lifetime: the state folder and the databases opened in it.
 pub struct Stores {
     root: PathBuf,
@@ -84,19 +112,25 @@ impl Stores {
     }
 
     pub fn kv_path(&self, id: &str) -> PathBuf {
-        self.root.join("kv").join(format!("{id}.sqlite"))
+        self.root
+            .join("kv")
+            .join(format!("{}.sqlite", file_stem(id)))
     }
 
     pub fn d1_path(&self, id: &str) -> PathBuf {
-        self.root.join("d1").join(format!("{id}.sqlite"))
+        self.root
+            .join("d1")
+            .join(format!("{}.sqlite", file_stem(id)))
     }
 
     pub fn r2_index(&self, bucket: &str) -> PathBuf {
-        self.root.join("r2").join(format!("{bucket}.sqlite"))
+        self.root
+            .join("r2")
+            .join(format!("{}.sqlite", file_stem(bucket)))
     }
 
     pub fn r2_blobs(&self, bucket: &str) -> PathBuf {
-        self.root.join("r2").join(bucket)
+        self.root.join("r2").join(file_stem(bucket))
     }
 
     /// A Durable Object's storage: one file per object.
@@ -121,5 +155,45 @@ impl Stores {
         let db = Database::open(path)?;
         open.insert(path.to_path_buf(), db.clone());
         Ok(db)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::file_stem;
+
+    #[test]
+    fn plain_ids_keep_their_names_and_others_get_safe_distinct_ones() {
+        assert_eq!(file_stem("notes-db_1.v2"), "notes-db_1.v2");
+        let ids = [
+            "<YOUR_KV_NAMESPACE_ID>",
+            "YOUR_KV_NAMESPACE_ID",
+            "<YOUR_KV_NAMESPACE_ID >",
+            "../../etc/passwd",
+            ".hidden",
+            "a/b",
+            "a\\b",
+            "ünïcode",
+            "bucket.sqlite",
+            &"x".repeat(300),
+        ];
+        let stems: Vec<String> = ids.iter().map(|id| file_stem(id)).collect();
+        for (id, stem) in ids.iter().zip(&stems) {
+            assert!(
+                stem.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.~".contains(c)),
+                "{id:?} -> {stem:?}"
+            );
+            assert!(!stem.starts_with('.') && stem.len() <= 128, "{stem:?}");
+        }
+        let mut unique = stems.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(unique.len(), stems.len(), "{stems:?}");
+        assert!(
+            stems[0].starts_with("~YOUR_KV_NAMESPACE_ID-"),
+            "{}",
+            stems[0]
+        );
     }
 }

@@ -77,8 +77,18 @@ pub fn build(
         taipan_packages::sync(&config.project_dir, &options.packages, options.write_lock).map_err(
             |e| BuildError::Worker(format!("installing the worker's packages failed:\n{e:#}")),
         )?;
-    let files = source::files(&config.source_dir)?;
-    let id = build_id(config, &files, installed.as_ref())?;
+    let mut files = source::files(&config.source_dir)?;
+    let vendored_dir = config.project_dir.join(source::VENDORED_DIR);
+    let vendored = if vendored_dir.is_dir() {
+        source::files(&vendored_dir)?
+    } else {
+        Vec::new()
+    };
+    if config.source_dir == config.project_dir {
+        // `main` at the top: the vendored folder is inside the source tree.
+        files.retain(|(rel, _)| !rel.starts_with(&format!("{}/", source::VENDORED_DIR)));
+    }
+    let id = build_id(config, &files, &vendored, installed.as_ref())?;
     let dir = builds_dir.join(&id);
     if let Some(artifact) = Artifact::open(&dir) {
         return Ok(BuildOutcome {
@@ -105,6 +115,16 @@ pub fn build(
         link_tree(&installed.site, &packages)
             .context("copying the installed packages into the build")?;
     }
+    // Vendored files win over installed ones of the same path. The installed
+    // ones are hard links into the shared site: unlink before copying, never
+    // write through them.
+    for (rel, _) in &vendored {
+        let target = packages.join(rel);
+        if target.exists() {
+            std::fs::remove_file(&target).context("replacing an installed file")?;
+        }
+    }
+    source::copy_into(&vendored, &packages).context("copying python_modules into the build")?;
     let wit = stage.join("wit");
     embedded::write_files(WIT_FILES, &wit)?;
 
@@ -152,6 +172,7 @@ fn package_names(installed: Option<&Installed>) -> Vec<String> {
 fn build_id(
     config: &WorkerConfig,
     files: &[(String, PathBuf)],
+    vendored: &[(String, PathBuf)],
     installed: Option<&Installed>,
 ) -> Result<String> {
     let mut hasher = Sha256::new();
@@ -171,6 +192,10 @@ fn build_id(
         hasher.update(field);
     }
     source::hash_into(&mut hasher, files)?;
+    if !vendored.is_empty() {
+        hasher.update(b"python_modules");
+        source::hash_into(&mut hasher, vendored)?;
+    }
     Ok(embedded::hex(&hasher.finalize()[..16]))
 }
 

@@ -8,6 +8,11 @@ use sha2::{Digest, Sha256};
 /// Folders never part of a worker's source, wherever they appear.
 const SKIPPED_DIRS: &[&str] = &["__pycache__", "node_modules", "venv", "env"];
 
+/// The project folder of vendored packages (Cloudflare's `pywrangler` fills
+/// it): on the Python path beside the installed requirements, not part of the
+/// worker's own modules.
+pub const VENDORED_DIR: &str = "python_modules";
+
 /// Every file under `dir` that belongs to the worker, as (relative path, absolute path), sorted.
 pub fn files(dir: &Path) -> Result<Vec<(String, PathBuf)>> {
     let mut out = Vec::new();

@@ -255,27 +255,22 @@ fn binding_name(
     Ok(name)
 }
 
-/// Storage ids (KV ids, D1 database ids, bucket names) become file names:
-/// letters, digits, '-', '_' and '.', up to 128 characters, not starting with '.'.
-pub fn is_storage_id(id: &str) -> bool {
-    !id.is_empty()
-        && id.len() <= 128
-        && !id.starts_with('.')
-        && id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-}
+/// Storage ids (KV ids, D1 database ids, bucket names): any non-empty string
+/// (placeholders like `<YOUR_KV_NAMESPACE_ID>` included, as wrangler accepts
+/// them for local state); the bindings crate maps each to a safe file name.
+/// Bounded so a file name derived from it stays short.
+pub const MAX_STORAGE_ID_BYTES: usize = 1024;
 
 fn check_storage_id(raw: &RawConfig, key: &str, id: &str) -> Result<(), ConfigError> {
-    if is_storage_id(id) {
+    if id.len() <= MAX_STORAGE_ID_BYTES {
         Ok(())
     } else {
         Err(raw
             .error(
                 key,
-                format!("the id or name {id:?} in `{key}` has characters Taipan cannot store"),
+                format!("an id or name in `{key}` is {} bytes long", id.len()),
             )
-            .hint("use letters, digits, '-', '_' and '.', up to 128 characters"))
+            .hint(format!("use at most {MAX_STORAGE_ID_BYTES} bytes")))
     }
 }
 

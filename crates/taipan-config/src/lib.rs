@@ -7,6 +7,7 @@
 pub mod assets;
 pub mod bindings;
 pub mod cron;
+pub mod environments;
 pub mod error;
 pub mod raw;
 pub mod resolve;
@@ -16,7 +17,7 @@ pub mod runtimes;
 pub use assets::AssetsConfig;
 pub use bindings::Bindings;
 pub use error::ConfigError;
-pub use resolve::{ConfigLimits, SnapshotMode, WorkerConfig, load, load_at};
+pub use resolve::{ConfigLimits, SnapshotMode, WorkerConfig, load, load_at, load_env_at};
 pub use routes::RoutePattern;
 pub use runtimes::{PythonRuntime, RUNTIMES, RuntimeChoice};
 

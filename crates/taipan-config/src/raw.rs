@@ -1,5 +1,6 @@
 //! The config exactly as written: a JSON value tree plus where each key sits.
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
@@ -19,6 +20,10 @@ pub struct RawConfig {
     pub format: Format,
     pub source: String,
     pub root: serde_json::Map<String, Value>,
+    /// The environment (`--env`) this config was selected for, and the keys
+    /// whose values come from its `[env.NAME]` section (for line numbers).
+    pub env: Option<String>,
+    env_keys: BTreeSet<String>,
 }
 
 impl RawConfig {
@@ -50,19 +55,84 @@ impl RawConfig {
             format,
             source,
             root,
+            env: None,
+            env_keys: BTreeSet::new(),
         })
+    }
+
+    /// This config with `root` as environment `env` sees it (see
+    /// [`crate::environments`]); `from_env` are the keys its section set.
+    pub fn with_environment(
+        self,
+        env: &str,
+        root: serde_json::Map<String, Value>,
+        from_env: BTreeSet<String>,
+    ) -> Self {
+        Self {
+            root,
+            env: Some(env.to_string()),
+            env_keys: from_env,
+            ..self
+        }
     }
 
     pub fn get(&self, key: &str) -> Option<&Value> {
         self.root.get(key)
     }
 
+    /// Whether `key`'s value comes from the selected environment's section.
+    pub fn env_sets(&self, key: &str) -> bool {
+        self.env_keys.contains(key)
+    }
+
     /// The 1-based line where top-level `key` is written, if it can be found.
     pub fn line_of(&self, key: &str) -> Option<usize> {
+        if let Some(env) = self.env.as_deref().filter(|_| self.env_keys.contains(key)) {
+            return self.env_line_of(env, key);
+        }
         self.source
             .lines()
             .position(|line| self.defines(line.trim_start(), key))
             .map(|i| i + 1)
+    }
+
+    /// Where `key` is written inside environment `env`'s section: a
+    /// `[env.NAME.key]` table, or a `key` line after the section starts.
+    fn env_line_of(&self, env: &str, key: &str) -> Option<usize> {
+        let lines: Vec<&str> = self.source.lines().map(str::trim_start).collect();
+        let (start, own_table) = match self.format {
+            Format::Toml => {
+                let nested = format!("env.{env}.{key}");
+                if let Some(i) = lines.iter().position(|l| {
+                    let l = l.trim_start_matches('[');
+                    l.strip_prefix(&nested)
+                        .is_some_and(|r| r.trim_start().starts_with(']'))
+                }) {
+                    return Some(i + 1);
+                }
+                let header = format!("env.{env}");
+                let start = lines.iter().position(|l| {
+                    l.trim_start_matches('[')
+                        .strip_prefix(&header)
+                        .is_some_and(|r| r.trim_start().starts_with(']'))
+                })?;
+                (start, true)
+            }
+            Format::Json => {
+                let env_line = lines.iter().position(|l| self.defines(l, "env"))?;
+                let start = env_line
+                    + lines[env_line..]
+                        .iter()
+                        .position(|l| self.defines(l, env))?;
+                (start, false)
+            }
+        };
+        lines[start + 1..]
+            .iter()
+            // TOML: the section's own keys end at the next table header.
+            .take_while(|l| !own_table || !l.starts_with('['))
+            .position(|l| self.defines(l, key))
+            .map(|i| start + 2 + i)
     }
 
     fn defines(&self, line: &str, key: &str) -> bool {

@@ -36,6 +36,8 @@ impl SnapshotMode {
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
     pub name: String,
+    /// The environment (`--env NAME`, an `[env.NAME]` section) this is, if any.
+    pub env: Option<String>,
     /// The config file this came from.
     pub config_path: PathBuf,
     /// The folder holding the config file.
@@ -113,6 +115,7 @@ const USED_KEYS: &[&str] = &[
     "assets",
     "durable_objects",
     "migrations",
+    "env",
 ];
 
 /// Keys from wrangler that Taipan knows but does not act on yet: a warning, never an error.
@@ -131,6 +134,24 @@ const LATER_KEYS: &[&str] = &[
     "version_metadata",
     "unsafe",
     "placement",
+    "worker_loaders",
+    "ratelimits",
+    "secrets_store_secrets",
+    "secrets",
+    "pipelines",
+    "images",
+    "media",
+    "stream",
+    "containers",
+    "cloudchamber",
+    "vpc_services",
+    "vpc_networks",
+    "streaming_tail_consumers",
+    "logfwdr",
+    "ai_search",
+    "ai_search_namespaces",
+    "connect",
+    "define",
 ];
 
 /// Keys that carry no meaning for a self-hosted runtime: accepted silently.
@@ -141,7 +162,6 @@ const IGNORED_KEYS: &[&str] = &[
     "preview_urls",
     "observability",
     "logpush",
-    "env",
     "build",
     "rules",
     "find_additional_modules",
@@ -155,18 +175,42 @@ const IGNORED_KEYS: &[&str] = &[
     "compatibility_flags_overrides",
     "send_metrics",
     "python_modules",
+    "preserve_file_names",
+    "base_dir",
+    "tsconfig",
+    "jsx_factory",
+    "jsx_fragment",
+    "keep_names",
+    "first_party_worker",
+    "compliance_region",
+    "previews",
+    "alias",
 ];
 
-/// Find the config in `dir` (or use `dir` itself if it is a file) and resolve it.
-pub fn load(dir_or_file: &Path) -> Result<WorkerConfig, ConfigError> {
-    load_at(dir_or_file, jiff::Zoned::now().date())
+/// Find the config in `dir` (or use `dir` itself if it is a file) and
+/// resolve it, for environment `env` (`--env`) when given.
+pub fn load(dir_or_file: &Path, env: Option<&str>) -> Result<WorkerConfig, ConfigError> {
+    load_env_at(dir_or_file, env, jiff::Zoned::now().date())
+}
+
+/// [`load`] of the top level with a fixed "today", for tests.
+pub fn load_at(dir_or_file: &Path, today: Date) -> Result<WorkerConfig, ConfigError> {
+    load_env_at(dir_or_file, None, today)
 }
 
 /// [`load`] with a fixed "today", for tests.
-pub fn load_at(dir_or_file: &Path, today: Date) -> Result<WorkerConfig, ConfigError> {
+pub fn load_env_at(
+    dir_or_file: &Path,
+    env: Option<&str>,
+    today: Date,
+) -> Result<WorkerConfig, ConfigError> {
     let path = find_config(dir_or_file)?;
-    let raw = RawConfig::read(&path)?;
-    resolve(&raw, today)
+    let mut warnings = Vec::new();
+    let raw = crate::environments::select(RawConfig::read(&path)?, env, &mut warnings)?;
+    let mut config = resolve(&raw, today)?;
+    warnings.append(&mut config.warnings);
+    config.warnings = warnings;
+    Ok(config)
 }
 
 fn find_config(dir_or_file: &Path) -> Result<PathBuf, ConfigError> {
@@ -239,6 +283,19 @@ pub fn resolve(raw: &RawConfig, today: Date) -> Result<WorkerConfig, ConfigError
             ));
             fallback
         }
+    };
+    // An environment is its own worker: `<name>-<env>`, unless it names itself.
+    let name = match raw.env.as_deref() {
+        Some(env) if !raw.env_sets("name") => {
+            let named = format!("{name}-{env}");
+            if !valid_name(&named) {
+                return Err(raw
+                    .error("env", format!("the worker name {named:?} of environment {env:?} is not valid"))
+                    .hint("shorten `name` or the environment's name (63 characters in all), or set `name` in the environment"));
+            }
+            named
+        }
+        _ => name,
     };
 
     let main_rel = match raw.get("main") {
@@ -381,6 +438,7 @@ pub fn resolve(raw: &RawConfig, today: Date) -> Result<WorkerConfig, ConfigError
 
     Ok(WorkerConfig {
         name,
+        env: raw.env.clone(),
         config_path: raw.path.clone(),
         project_dir,
         main,
@@ -500,6 +558,38 @@ mod tests {
     }
 
     const TODAY: Date = date(2026, 11, 25);
+
+    #[test]
+    fn environments_resolve_with_their_own_vars_and_bindings() {
+        let dir = project(
+            "wrangler.toml",
+            "name = \"shop\"\nmain = \"src/entry.py\"\ncompatibility_date = \"2025-11-01\"\n\
+             compatibility_flags = [\"python_workers\"]\n[vars]\nMODE = \"prod\"\n\
+             [[d1_databases]]\nbinding = \"DB\"\ndatabase_name = \"shop\"\ndatabase_id = \"<YOUR_DATABASE_ID>\"\n\
+             [env.staging.vars]\nMODE = \"staging\"\n\
+             [[env.staging.d1_databases]]\nbinding = \"DB\"\ndatabase_name = \"shop-staging\"\n\
+             [env.staging.limits]\ncpu_ms = \"x\"\n",
+        );
+        let top = load_at(dir.path(), TODAY).unwrap();
+        assert_eq!((top.name.as_str(), top.env.as_deref()), ("shop", None));
+        assert_eq!(top.bindings.d1[0].id, "<YOUR_DATABASE_ID>");
+        // The environment's own mistakes point at its section.
+        let err = load_env_at(dir.path(), Some("staging"), TODAY).unwrap_err();
+        assert_eq!(err.line, Some(16), "{err}");
+        let fixed = std::fs::read_to_string(dir.path().join("wrangler.toml"))
+            .unwrap()
+            .replace("cpu_ms = \"x\"", "cpu_ms = 50");
+        std::fs::write(dir.path().join("wrangler.toml"), fixed).unwrap();
+        let staging = load_env_at(dir.path(), Some("staging"), TODAY).unwrap();
+        assert_eq!(staging.name, "shop-staging");
+        assert_eq!(staging.env.as_deref(), Some("staging"));
+        assert_eq!(staging.vars["MODE"], "staging");
+        assert_eq!(staging.bindings.d1[0].id, "shop-staging");
+        assert_eq!(staging.limits.cpu_ms, Some(50));
+        assert!(staging.warnings.is_empty(), "{:?}", staging.warnings);
+        let err = load_env_at(dir.path(), Some("prod"), TODAY).unwrap_err();
+        assert_eq!(err.hint.as_deref(), Some("environments defined: staging"));
+    }
 
     #[test]
     fn seed_three_line_config_works_with_a_warning() {

@@ -239,7 +239,7 @@ fn get(client: &reqwest::blocking::Client, url: &str) -> Result<Vec<u8>> {
     let response = client
         .get(url)
         .send()
-        .with_context(|| format!("downloading {url}"))?;
+        .map_err(|e| anyhow::anyhow!("downloading {url}: {}{}", error_chain(&e), tls_hint(&e)))?;
     if !response.status().is_success() {
         bail!("downloading {url}: HTTP {}", response.status());
     }
@@ -257,8 +257,15 @@ fn index_candidates(
         .get(&base)
         .header("Accept", "application/vnd.pypi.simple.v1+json")
         .send()
-        .with_context(|| {
-            format!("asking the package index {index} for {name}\nhint: pass --no-index --find-links DIR to install offline")
+        .map_err(|e| {
+            let hint = match tls_hint(&e) {
+                "" => "\nhint: pass --no-index --find-links DIR to install offline",
+                tls => tls,
+            };
+            anyhow::anyhow!(
+                "asking the package index {index} for {name}: {}{hint}",
+                error_chain(&e)
+            )
         })?;
     if response.status() == reqwest::StatusCode::NOT_FOUND {
         return Ok(Vec::new());
@@ -319,6 +326,36 @@ pub fn parse_metadata(text: &str) -> Metadata {
         }
     }
     meta
+}
+
+/// An error and its causes on one line: reqwest's own message alone
+/// ("error sending request") hides what went wrong.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+/// What to do when the index's certificate is not trusted: the usual cause
+/// is a TLS-intercepting proxy whose CA is not where Taipan looks.
+fn tls_hint(e: &reqwest::Error) -> &'static str {
+    // The causes only: the top-level message holds the URL, which may say anything.
+    let causes = std::error::Error::source(e)
+        .map(error_chain)
+        .unwrap_or_default();
+    if causes.contains("certificate") {
+        "\nhint: Taipan trusts the system's certificate store; if a proxy intercepts TLS, add its CA there or point SSL_CERT_FILE (or SSL_CERT_DIR) at it"
+    } else {
+        ""
+    }
 }
 
 #[cfg(test)]

@@ -59,8 +59,10 @@ impl AdminFront {
         match (request.method().clone(), segments.as_slice()) {
             (Method::POST, ["api", "deploy"]) => {
                 let limit = state.options.bundle_limits.max_bytes as usize + (1 << 20);
+                // `?env=NAME`: deploy the config's [env.NAME] section (`taipan deploy --env`).
+                let env = query_param(request.uri(), "env");
                 let body = read_body(request, limit, "the upload").await?;
-                let result = state.deploy(body).await?;
+                let result = state.deploy(body, env).await?;
                 Ok(json(
                     StatusCode::CREATED,
                     &serde_json::to_value(result).map_err(anyhow::Error::from)?,
@@ -149,7 +151,7 @@ impl AdminFront {
                 ))
             }
             (Method::POST, ["api", "d1", database, "execute"]) => {
-                let database = database.to_string();
+                let database = path_segment(database)?;
                 let body = read_json(request, MAX_SQL_BYTES).await?;
                 let Some(sql) = body["sql"].as_str().map(str::to_string) else {
                     return Err(ApiError::new(
@@ -170,7 +172,7 @@ impl AdminFront {
                 ))
             }
             (Method::POST, ["api", "d1", database, "migrations"]) => {
-                let database = database.to_string();
+                let database = path_segment(database)?;
                 let body = read_json(request, MAX_SQL_BYTES).await?;
                 let migrations: Vec<(String, String)> = body["migrations"]
                     .as_array()
@@ -310,4 +312,20 @@ fn tail(receiver: tokio::sync::broadcast::Receiver<String>, name: &str) -> http:
         http::HeaderValue::from_static("application/x-ndjson"),
     );
     response
+}
+
+/// A path segment the client percent-encoded (D1 ids may be any string).
+fn path_segment(segment: &str) -> Result<String, ApiError> {
+    percent_encoding::percent_decode_str(segment)
+        .decode_utf8()
+        .map(|s| s.into_owned())
+        .map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, "the path is not UTF-8"))
+}
+
+/// A query parameter of `uri`, decoded.
+fn query_param(uri: &http::Uri, name: &str) -> Option<String> {
+    url::form_urlencoded::parse(uri.query()?.as_bytes())
+        .find(|(key, _)| key == name)
+        .map(|(_, value)| value.into_owned())
+        .filter(|value| !value.is_empty())
 }

@@ -36,6 +36,8 @@ pub struct DevOptions {
     pub test_scheduled: bool,
     /// Where the workers' packages come from.
     pub packages: taipan_build::SourceOptions,
+    /// The config environment (`--env`): an `[env.NAME]` section of each config.
+    pub env: Option<String>,
 }
 
 /// Builds kept in `.taipan/builds` besides the one serving.
@@ -143,7 +145,7 @@ pub async fn run_dev(options: DevOptions, runtime: Runtime) -> Result<()> {
     let configs = options
         .projects
         .iter()
-        .map(|p| load_config(p))
+        .map(|p| load_config(p, options.env.as_deref()))
         .collect::<Result<Vec<_>>>()?;
     let primary = configs
         .first()
@@ -207,8 +209,8 @@ pub async fn run_dev(options: DevOptions, runtime: Runtime) -> Result<()> {
     Ok(())
 }
 
-fn load_config(project: &Path) -> Result<WorkerConfig> {
-    let config = taipan_config::load(project).map_err(|e| anyhow!("{e}"))?;
+fn load_config(project: &Path, env: Option<&str>) -> Result<WorkerConfig> {
+    let config = taipan_config::load(project, env).map_err(|e| anyhow!("{e}"))?;
     for warning in &config.warnings {
         println!("warning: {warning}");
     }
@@ -235,7 +237,8 @@ async fn build_and_load(
     tokio::task::spawn_blocking(move || {
         let dot = config.project_dir.join(".taipan");
         let builds = dot.join("builds");
-        let secrets = read_dev_vars(&config.project_dir).map_err(BuildError::Internal)?;
+        let secrets = read_dev_vars(&config.project_dir, config.env.as_deref())
+            .map_err(BuildError::Internal)?;
         let assets_dir =
             (config.bindings.assets.as_ref()).map(|a| config.project_dir.join(&a.directory));
         let source = EnvSource {
@@ -279,7 +282,7 @@ async fn reload_loop(
     while let Some(path) = watcher.next_change().await {
         let started = Instant::now();
         println!("Change in {}; rebuilding...", path.display());
-        let config = match load_config(&project) {
+        let config = match load_config(&project, options.env.as_deref()) {
             Ok(config) => config,
             Err(e) => {
                 println!("error: {e:#}\nThe previous build keeps serving.");

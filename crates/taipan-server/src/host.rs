@@ -70,9 +70,14 @@ pub fn with_secrets(vars_json: &str, secrets: &BTreeMap<String, String>) -> Stri
 }
 
 /// `.dev.vars` in the project: `NAME=value` lines (dotenv syntax), the
-/// secrets of `taipan dev`. Missing is fine; malformed is an error.
-pub fn read_dev_vars(project_dir: &Path) -> Result<BTreeMap<String, String>> {
-    let path = project_dir.join(".dev.vars");
+/// secrets of `taipan dev`. For an environment, `.dev.vars.<env>` when it
+/// exists (as wrangler reads it), else `.dev.vars`. Missing is fine;
+/// malformed is an error.
+pub fn read_dev_vars(project_dir: &Path, env: Option<&str>) -> Result<BTreeMap<String, String>> {
+    let path = env
+        .map(|env| project_dir.join(format!(".dev.vars.{env}")))
+        .filter(|p| p.is_file())
+        .unwrap_or_else(|| project_dir.join(".dev.vars"));
     if !path.is_file() {
         return Ok(BTreeMap::new());
     }
@@ -103,13 +108,23 @@ mod tests {
             "# local secrets\nAPI_KEY=abc\nQUOTED=\"a b\"\n",
         )
         .unwrap();
-        let secrets = read_dev_vars(dir.path()).unwrap();
+        let secrets = read_dev_vars(dir.path(), None).unwrap();
         assert_eq!(secrets["API_KEY"], "abc");
         assert_eq!(secrets["QUOTED"], "a b");
+        // An environment's own file wins; without one, .dev.vars serves it.
+        assert_eq!(read_dev_vars(dir.path(), Some("staging")).unwrap(), secrets);
+        std::fs::write(dir.path().join(".dev.vars.staging"), "API_KEY=staging\n").unwrap();
+        let staging = read_dev_vars(dir.path(), Some("staging")).unwrap();
+        assert_eq!(staging["API_KEY"], "staging");
+        assert!(!staging.contains_key("QUOTED"));
         let merged: Value =
             serde_json::from_str(&with_secrets(r#"{"API_KEY":"var","N":1}"#, &secrets)).unwrap();
         assert_eq!(merged["API_KEY"], "abc");
         assert_eq!(merged["N"], 1);
-        assert!(read_dev_vars(&dir.path().join("none")).unwrap().is_empty());
+        assert!(
+            read_dev_vars(&dir.path().join("none"), None)
+                .unwrap()
+                .is_empty()
+        );
     }
 }

@@ -181,20 +181,28 @@ impl ServeState {
 
     /// Upload → validate → build → compile → record → switch. Any failure
     /// leaves the previous version serving and nothing half-written visible.
-    pub async fn deploy(self: &Arc<Self>, upload: bytes::Bytes) -> Result<DeployResult, ApiError> {
+    pub async fn deploy(
+        self: &Arc<Self>,
+        upload: bytes::Bytes,
+        env: Option<String>,
+    ) -> Result<DeployResult, ApiError> {
         let _one_at_a_time = self.deploy_lock.lock().await;
         let state = self.clone();
-        tokio::task::spawn_blocking(move || state.deploy_blocking(upload))
+        tokio::task::spawn_blocking(move || state.deploy_blocking(upload, env.as_deref()))
             .await
             .map_err(|e| ApiError::from(anyhow!("the deploy task failed: {e}")))?
     }
 
-    fn deploy_blocking(self: &Arc<Self>, upload: bytes::Bytes) -> Result<DeployResult, ApiError> {
+    fn deploy_blocking(
+        self: &Arc<Self>,
+        upload: bytes::Bytes,
+        env: Option<&str>,
+    ) -> Result<DeployResult, ApiError> {
         let bad = |message: String| ApiError::new(http::StatusCode::BAD_REQUEST, message);
         let staging = tempfile::tempdir_in(self.data.staging()).map_err(anyhow::Error::from)?;
         bundle::unpack(&upload[..], staging.path(), self.options.bundle_limits)
             .map_err(|e| bad(format!("{e:#}")))?;
-        let config = taipan_config::load(staging.path()).map_err(|e| {
+        let config = taipan_config::load(staging.path(), env).map_err(|e| {
             // Paths in the message are the server's staging folder: show them relative.
             bad(e
                 .to_string()
@@ -295,7 +303,7 @@ impl ServeState {
     /// A D1 database of this server's state by its storage id
     /// (`database_id`, else `database_name`).
     pub fn d1_database(&self, id: &str) -> Result<taipan_bindings::store::Database, ApiError> {
-        if !taipan_config::bindings::is_storage_id(id) {
+        if id.is_empty() || id.len() > taipan_config::bindings::MAX_STORAGE_ID_BYTES {
             return Err(ApiError::new(
                 http::StatusCode::BAD_REQUEST,
                 format!("{id:?} is not a D1 database id"),

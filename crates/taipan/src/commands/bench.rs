@@ -33,6 +33,8 @@ pub struct BenchArgs {
     #[arg(long)]
     json: bool,
     #[command(flatten)]
+    env: super::EnvArgs,
+    #[command(flatten)]
     packages: super::PackageArgs,
 }
 
@@ -41,7 +43,7 @@ impl BenchArgs {
         if self.fresh == 0 || self.warm == 0 {
             bail!("--fresh and --warm must be at least 1");
         }
-        let config = taipan_config::load(&self.dir).map_err(|e| anyhow!("{e}"))?;
+        let config = self.env.load(&self.dir)?;
         let builds = config.project_dir.join(".taipan").join("builds");
         let started = Instant::now();
         let options = taipan_build::BuildOptions {

@@ -13,12 +13,14 @@ pub struct BuildArgs {
     #[arg(default_value = ".")]
     dir: PathBuf,
     #[command(flatten)]
+    env: super::EnvArgs,
+    #[command(flatten)]
     packages: super::PackageArgs,
 }
 
 impl BuildArgs {
     pub fn run(self) -> Result<()> {
-        let config = taipan_config::load(&self.dir).map_err(|e| anyhow!("{e}"))?;
+        let config = self.env.load(&self.dir)?;
         for warning in &config.warnings {
             println!("warning: {warning}");
         }

@@ -26,13 +26,15 @@ pub struct WorkerArgs {
     /// Project folder whose config names the worker.
     #[arg(long, default_value = ".")]
     pub dir: PathBuf,
+    #[command(flatten)]
+    pub env: super::EnvArgs,
 }
 
 impl WorkerArgs {
     pub fn name(&self) -> Result<String> {
         match &self.name {
             Some(name) => Ok(name.clone()),
-            None => Ok(taipan_config::load(&self.dir)
+            None => Ok(taipan_config::load(&self.dir, self.env.get())
                 .map_err(|e| anyhow!("{e}\nhint: or pass --name"))?
                 .name),
         }

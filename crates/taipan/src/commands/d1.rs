@@ -36,6 +36,8 @@ struct Target {
     #[arg(long)]
     remote: bool,
     #[command(flatten)]
+    env: super::EnvArgs,
+    #[command(flatten)]
     server: super::client::ServerArgs,
 }
 
@@ -143,7 +145,7 @@ impl D1Args {
 impl Target {
     /// The config and the D1 binding named on the command line.
     fn binding(&self) -> Result<(WorkerConfig, D1Database)> {
-        let config = taipan_config::load(&self.config).map_err(|e| anyhow!("{e}"))?;
+        let config = self.env.load(&self.config)?;
         let Some(binding) = config.bindings.d1_by_name(&self.database) else {
             let known: Vec<_> = config
                 .bindings
@@ -171,7 +173,10 @@ impl Target {
         let request = self
             .server
             .client(None)?
-            .post(self.server.url(&format!("/api/d1/{id}/{action}")))
+            .post(self.server.url(&format!(
+                "/api/d1/{}/{action}",
+                percent_encoding::utf8_percent_encode(id, percent_encoding::NON_ALPHANUMERIC)
+            )))
             .json(&body);
         self.server.json(request)
     }

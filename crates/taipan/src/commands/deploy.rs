@@ -4,7 +4,7 @@ use std::io::Read;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use anyhow::{Result, anyhow};
+use anyhow::Result;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -16,13 +16,15 @@ pub struct DeployArgs {
     #[arg(default_value = ".")]
     dir: PathBuf,
     #[command(flatten)]
+    env: super::EnvArgs,
+    #[command(flatten)]
     server: ServerArgs,
 }
 
 impl DeployArgs {
     pub fn run(self) -> Result<()> {
         // Validate locally first: a config mistake never needs a round trip.
-        let config = taipan_config::load(&self.dir).map_err(|e| anyhow!("{e}"))?;
+        let config = self.env.load(&self.dir)?;
         for warning in &config.warnings {
             eprintln!("warning: {warning}");
         }
@@ -43,8 +45,16 @@ impl DeployArgs {
         // report a broken pipe instead of the server's answer.
         self.server
             .json(client.get(self.server.url("/api/workers")))?;
+        // The server resolves the same environment from the uploaded config.
+        let mut url = self.server.url("/api/deploy");
+        if let Some(env) = self.env.get() {
+            url = format!(
+                "{url}?env={}",
+                percent_encoding::utf8_percent_encode(env, percent_encoding::NON_ALPHANUMERIC)
+            );
+        }
         let request = client
-            .post(self.server.url("/api/deploy"))
+            .post(url)
             .header("content-type", "application/x-tar")
             .body(reqwest::blocking::Body::sized(reader, length));
         progress.set_message("building");

@@ -41,6 +41,8 @@ pub struct DevArgs {
     #[arg(long, default_value_t = 30_000)]
     cpu_ms: u64,
     #[command(flatten)]
+    env: super::EnvArgs,
+    #[command(flatten)]
     packages: super::PackageArgs,
 }
 
@@ -73,6 +75,7 @@ impl DevArgs {
             limits,
             log_requests: !self.quiet,
             packages: self.packages.sources(None)?,
+            env: self.env.get().map(str::to_string),
         };
         let pool = PoolSize {
             max_memory: options.limits.memory_bytes,

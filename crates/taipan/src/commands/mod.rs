@@ -37,6 +37,26 @@ pub fn tokio() -> Result<tokio::runtime::Runtime> {
         .build()?)
 }
 
+/// `--env NAME`: use the config's `[env.NAME]` section, as wrangler does.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct EnvArgs {
+    /// The config environment: an [env.NAME] section (its worker is named
+    /// <name>-<NAME> unless the section sets `name`).
+    #[arg(short = 'e', long = "env", env = "CLOUDFLARE_ENV", value_name = "NAME")]
+    pub env: Option<String>,
+}
+
+impl EnvArgs {
+    pub fn get(&self) -> Option<&str> {
+        self.env.as_deref().filter(|e| !e.is_empty())
+    }
+
+    /// Load the worker's config from `dir` for this environment.
+    pub fn load(&self, dir: &std::path::Path) -> Result<taipan_config::WorkerConfig> {
+        taipan_config::load(dir, self.get()).map_err(|e| anyhow::anyhow!("{e}"))
+    }
+}
+
 /// Where a build finds the worker's packages (`requirements.txt`,
 /// `pyproject.toml` dependencies).
 #[derive(clap::Args, Debug, Clone)]
@@ -45,7 +65,8 @@ pub struct PackageArgs {
     #[arg(long, env = "TAIPAN_INDEX_URL", default_value = taipan_packages::sources::DEFAULT_INDEX)]
     index_url: String,
     /// Use no package index: only --find-links folders (offline).
-    #[arg(long, env = "TAIPAN_NO_INDEX")]
+    /// TAIPAN_NO_INDEX takes 1/0, true/false, yes/no, on/off, as uv's flags do.
+    #[arg(long, env = "TAIPAN_NO_INDEX", value_parser = clap::builder::BoolishValueParser::new())]
     no_index: bool,
     /// A folder of wheels and sdists to install from (repeatable).
     #[arg(long = "find-links", env = "TAIPAN_FIND_LINKS", value_delimiter = ',')]

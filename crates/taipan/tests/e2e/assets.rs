@@ -58,7 +58,24 @@ fn dev_serves_assets_and_runs_the_worker_for_the_rest() {
     assert_eq!(head.status(), 200);
     assert_eq!(header(&head, "content-type"), "text/css; charset=utf-8");
     assert_eq!(header(&head, "content-length"), css.len().to_string());
-    assert!(header(&get("/app.js"), "content-type").contains("javascript"));
+    // Content types as Cloudflare serves them (the full table is a unit test).
+    for (file, bytes) in [
+        ("favicon.ico", &[0u8, 0, 1, 0][..]),
+        ("data.json", b"{}"),
+        ("blob.unknownext", b"?"),
+    ] {
+        std::fs::write(project.path().join("public").join(file), bytes).unwrap();
+    }
+    for (path, want) in [
+        ("/app.js", "text/javascript; charset=utf-8"),
+        ("/favicon.ico", "image/vnd.microsoft.icon"),
+        ("/data.json", "application/json"),
+        ("/blob.unknownext", ""),
+    ] {
+        let response = get(path);
+        assert_eq!(response.status(), 200, "{path}");
+        assert_eq!(header(&response, "content-type"), want, "{path}");
+    }
 
     // html_handling = auto-trailing-slash (the default).
     let about = get("/about");

@@ -10,6 +10,8 @@ mod harness;
 mod isolation;
 mod limits;
 mod packages;
+mod real_projects;
 mod reload;
 mod sdk;
 mod serve;
+mod tls;

@@ -22,6 +22,21 @@ class Default(WorkerEntrypoint):
             return Response("with headers", status=202, headers=headers)
         if path == "/empty":
             return Response(None, status=204)
+        if path == "/empty-string-204":
+            # What frameworks send for "no content": an empty body, not None.
+            return Response("", status=204)
+        if path == "/not-modified":
+            return Response(b"", status=304, headers={"ETag": '"v1"'})
+        if path == "/wsgi-204":
+            from workers.wsgi import fetch as wsgi_fetch
+
+            def app(environ, start_response):
+                start_response("204 No Content", [("Content-Type", "text/html; charset=utf-8")])
+                return [b""]
+
+            return await wsgi_fetch(app, request, self.env)
+        if path == "/body-with-204":
+            return Response("not allowed", status=204)
         if path == "/stream":
             return Response((f"chunk{i};" for i in range(3)))
         if path == "/unicode":
