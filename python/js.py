@@ -1,17 +1,78 @@
-"""`js`: the JavaScript globals legacy Python Workers import (`from js import Response`)."""
+"""`js`: the JavaScript globals legacy Python Workers import (`from js import Response`).
+
+They keep JavaScript's call shapes: constructors are called plainly or with
+`.new(...)` (`TextEncoder.new()`), names are camelCase. A global Taipan does
+not provide raises ImportError naming it.
+"""
 
 import json as _json
+import math as _math
 import sys as _sys
 import time as _time
+from collections.abc import Mapping as _Mapping
+from opcode import opmap as _opmap
+from datetime import UTC as _UTC
+from datetime import datetime as _datetime
+from datetime import timedelta as _timedelta
 from urllib.parse import parse_qsl as _parse_qsl
+from urllib.parse import quote_plus as _quote_plus
 from urllib.parse import urlsplit as _urlsplit
 
+from _taipan.webapi import (
+    AbortController,
+    AbortSignal,
+    ArrayBuffer,
+    DOMException,
+    TextDecoder,
+    TextEncoder,
+    Uint8Array,
+    atob,
+    btoa,
+    clearInterval,
+    clearTimeout,
+    setInterval,
+    setTimeout,
+)
+from _taipan.webapi import JsClass as _JsClass
+from _taipan.webapi import js_error as _js_error
+from _taipan.webcrypto import CryptoKey, crypto
 from pyodide.ffi import JsArray, JsException, JsObject, JsProxy, to_js
-from workers import Headers, Request, Response, fetch  # noqa: F401 - `from js import fetch`
+from workers import Blob, File, FormData, Headers, Request, Response, fetch
 
 Error = JsException
 
-__all__ = ["JSON", "Date", "Error", "Headers", "Object", "Request", "Response", "URL", "URLSearchParams", "console", "fetch"]
+__all__ = [
+    "AbortController",
+    "AbortSignal",
+    "Array",
+    "ArrayBuffer",
+    "Blob",
+    "CryptoKey",
+    "DOMException",
+    "Date",
+    "Error",
+    "File",
+    "FormData",
+    "Headers",
+    "JSON",
+    "Object",
+    "Request",
+    "Response",
+    "TextDecoder",
+    "TextEncoder",
+    "URL",
+    "URLSearchParams",
+    "Uint8Array",
+    "atob",
+    "btoa",
+    "clearInterval",
+    "clearTimeout",
+    "console",
+    "crypto",
+    "fetch",
+    "setInterval",
+    "setTimeout",
+]
 
 
 class JSON:
@@ -26,11 +87,57 @@ class JSON:
         return to_js(_json.loads(text))
 
 
-class Date:
+_EPOCH = _datetime(1970, 1, 1, tzinfo=_UTC)
+_MS = _timedelta(milliseconds=1)
+
+
+class Date(_JsClass):
+    """`new Date()`, `new Date(ms)` or `new Date("2024-05-01T12:00:00Z")`: an
+    instant in milliseconds since the epoch, in UTC (the sandbox's time zone).
+    An unparsable string makes an invalid date, whose `getTime()` is NaN."""
+
+    def __init__(self, value=None):
+        if value is None:
+            self._ms = Date.now()
+        elif isinstance(value, Date):
+            self._ms = value._ms
+        elif isinstance(value, str):
+            self._ms = Date.parse(value)
+        else:
+            self._ms = int(value) if _math.isfinite(value) else _math.nan
+
     @staticmethod
     def now() -> int:
         """Milliseconds since the epoch, as `Date.now()` (what `setAlarm` takes)."""
         return _time.time_ns() // 1_000_000
+
+    @staticmethod
+    def parse(text: str):
+        """Milliseconds since the epoch of an ISO 8601 date (UTC unless it has an offset), or NaN."""
+        try:
+            moment = _datetime.fromisoformat(text.strip())
+        except ValueError:
+            return _math.nan
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=_UTC)
+        return (moment - _EPOCH) // _MS
+
+    def getTime(self):
+        return self._ms
+
+    valueOf = getTime
+
+    def toISOString(self) -> str:
+        if _math.isnan(self._ms):
+            raise _js_error("RangeError", "Invalid time value")
+        moment = _EPOCH + self._ms * _MS
+        return moment.replace(tzinfo=None).isoformat(timespec="milliseconds") + "Z"
+
+    def toJSON(self):
+        return None if _math.isnan(self._ms) else self.toISOString()
+
+    def __repr__(self) -> str:
+        return f"Date({self.toJSON() or 'Invalid Date'})"
 
 
 class Object:
@@ -55,6 +162,32 @@ class Object:
         return JsObject()
 
 
+class Array:
+    """`Array.from_` (`Array.from`), `Array.of`, `Array.isArray` and `Array.new`: arrays are `JsArray` lists."""
+
+    @staticmethod
+    def new(*items):
+        # As in JavaScript, new Array(3) has three empty slots but new Array(a, b) is [a, b].
+        if len(items) == 1 and isinstance(items[0], int) and not isinstance(items[0], bool):
+            return JsArray([None] * items[0])
+        return JsArray(items)
+
+    @staticmethod
+    def of(*items):
+        return JsArray(items)
+
+    @staticmethod
+    def from_(items, map_fn=None):
+        return JsArray(items if map_fn is None else map(map_fn, items))
+
+    @staticmethod
+    def isArray(value) -> bool:
+        return isinstance(value, (list, tuple))
+
+
+setattr(Array, "from", Array.__dict__["from_"])
+
+
 class _Console:
     """`console.log` and friends: one line to the worker's log, tagged by the host."""
 
@@ -77,9 +210,39 @@ class _Console:
 console = _Console()
 
 
-class URLSearchParams:
-    def __init__(self, query: str = ""):
-        self._pairs = _parse_qsl(query.lstrip("?"), keep_blank_values=True)
+class URLSearchParams(_JsClass):
+    """`new URLSearchParams(init)`: ordered name/value pairs from a query
+    string ("?a=1&b=2"), a dict or JS object, pairs, or another
+    URLSearchParams. Iterating yields (name, value) pairs."""
+
+    def __init__(self, init=""):
+        if isinstance(init, URLSearchParams):
+            pairs = init._pairs
+        elif isinstance(init, str):
+            pairs = _parse_qsl(init.removeprefix("?"), keep_blank_values=True)
+        elif isinstance(init, _Mapping):
+            pairs = init.items()
+        else:
+            pairs = init
+        self._pairs = [(str(name), str(value)) for name, value in pairs]
+
+    @property
+    def size(self) -> int:
+        return len(self._pairs)
+
+    def append(self, name, value) -> None:
+        self._pairs.append((str(name), str(value)))
+
+    def set(self, name, value) -> None:
+        """Give the first `name` pair `value` and drop the others (or append one)."""
+        name = str(name)
+        # No pair before the first match is removed, so its index stays valid.
+        index = next((i for i, (k, _) in enumerate(self._pairs) if k == name), len(self._pairs))
+        self._pairs = [(k, v) for k, v in self._pairs if k != name]
+        self._pairs.insert(index, (name, str(value)))
+
+    def delete(self, name, value=None) -> None:
+        self._pairs = [(k, v) for k, v in self._pairs if k != name or (value is not None and v != str(value))]
 
     def get(self, name):
         return next((v for k, v in self._pairs if k == name), None)
@@ -87,16 +250,35 @@ class URLSearchParams:
     def getAll(self, name):
         return [v for k, v in self._pairs if k == name]
 
-    def has(self, name):
-        return any(k == name for k, _ in self._pairs)
+    def has(self, name, value=None):
+        return any(k == name and (value is None or v == str(value)) for k, v in self._pairs)
 
-    def __iter__(self):
-        return iter(self._pairs)
+    def keys(self):
+        return (k for k, _ in self._pairs)
 
-    def toString(self):
-        from urllib.parse import urlencode
+    def values(self):
+        return (v for _, v in self._pairs)
 
-        return urlencode(self._pairs)
+    def entries(self):
+        return iter(list(self._pairs))
+
+    __iter__ = entries
+
+    def sort(self) -> None:
+        self._pairs.sort(key=lambda pair: pair[0])
+
+    def toString(self) -> str:
+        return "&".join(f"{_form_encode(k)}={_form_encode(v)}" for k, v in self._pairs)
+
+    __str__ = toString
+
+    def __repr__(self) -> str:
+        return f"URLSearchParams({self._pairs!r})"
+
+
+def _form_encode(text: str) -> str:
+    # The urlencoded serializer of the URL standard: "*" stays, "~" does not.
+    return _quote_plus(text, safe="*").replace("~", "%7E")
 
 
 class URL:
@@ -134,6 +316,8 @@ class URL:
 
 def _plain(value):
     """A JSON-ready Python value from a "JS" value."""
+    if isinstance(value, Date):
+        return value.toJSON()
     if isinstance(value, JsProxy):
         value = value.to_py()
     if isinstance(value, dict):
@@ -156,3 +340,24 @@ def _format(value) -> str:
         except (TypeError, ValueError):
             pass
     return str(value)
+
+
+_IMPORT_FROM = _opmap["IMPORT_FROM"]
+
+
+def __getattr__(name: str):
+    """`from js import X` for a global Taipan lacks: an ImportError saying so.
+
+    CPython turns an AttributeError raised here during `from js import X` into
+    a bare "cannot import name 'X'", losing the explanation, so for that
+    statement (the caller is at an IMPORT_FROM instruction) this raises the
+    ImportError itself. Everything else (`hasattr(js, X)`, `getattr(js, X,
+    None)`) gets the AttributeError attribute lookups expect."""
+    caller = _sys._getframe(1)
+    if not name.startswith("_") and caller.f_code.co_code[caller.f_lasti] == _IMPORT_FROM:
+        raise ImportError(
+            f"js.{name} is not available in Taipan yet: Taipan's `js` module does not provide "
+            "this JavaScript global (js.__all__ lists the ones it does)",
+            name=__name__,
+        )
+    raise AttributeError(f"module 'js' has no attribute {name!r}")

@@ -29,16 +29,15 @@ def _prepare() -> WorkerModules:
     worker = WorkerModules(build.SOURCE_ROOT, build.DISPLAY_PREFIX)
     try:
         worker.compile_tree()
+        worker.check(build.MAIN)
         worker.install()
-        if build.MAIN not in worker.modules:
-            raise WorkerBuildError(f"the main module {build.MAIN!r} was not found in {build.DISPLAY_PREFIX or '.'}")
         if build.SNAPSHOT == "full":
             try:
                 __import__(build.MAIN)
             except Exception:
                 raise WorkerBuildError("running the worker's main module failed:\n" + traceback.format_exc()) from None
         else:
-            execute_imports(worker)
+            execute_imports(worker, build.MAIN)
     except WorkerBuildError as e:
         cause = e.__cause__
         detail = "".join(traceback.format_exception(cause)) if cause is not None else ""

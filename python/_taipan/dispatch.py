@@ -3,12 +3,13 @@
 import importlib
 import inspect
 import json
+import os
 import random
 import sys
 import traceback
 from urllib.parse import parse_qs, urlsplit
 
-from _taipan import loop
+from _taipan import loop, webapi
 from _taipan.wasi_http import Outparam, send_error, send_response, to_request
 from pyodide.ffi import JsObject
 from wit_world.imports import environment
@@ -35,6 +36,8 @@ DURABLE_PREFIX = "http://__taipan-do__/"
 # Must match SERVICE_AUTHORITY in worker.rs: a service binding's RPC call, or
 # its fetch to a named entrypoint (`/<entrypoint>/<rpc|fetch>`).
 SERVICE_PREFIX = "http://__taipan-service__/"
+# The environment values the host sets for the SDK (TAIPAN_VARS, ...).
+INTERNAL_ENV_PREFIX = "TAIPAN_"
 
 
 class Dispatcher:
@@ -56,6 +59,7 @@ class Dispatcher:
         # host's entropy so no two sandboxes share a random sequence.
         random.seed()
         host_env = dict(environment.get_environment())
+        _hide_internal_environment()
         self.dev = host_env.get("TAIPAN_DEV") == "1"
         env = json.loads(host_env.get("TAIPAN_VARS") or "{}")
         env.update(make_bindings(json.loads(host_env.get("TAIPAN_BINDINGS") or "{}")))
@@ -80,6 +84,7 @@ class Dispatcher:
                 loop.run(pending)
             except BaseException as exc:  # noqa: BLE001
                 _log_exception("ctx.waitUntil task failed", exc)
+        webapi.cancel_timers()
         set_current_ctx(None)
         incoming.__exit__(None, None, None)
 
@@ -205,6 +210,13 @@ class Dispatcher:
             send_error(out, 500, text if self.dev else "Internal Server Error\n")
         except BaseException as e:  # noqa: BLE001
             _log_exception("sending the error response failed", e)
+
+
+def _hide_internal_environment() -> None:
+    """The host hands vars and bindings over in `TAIPAN_*` environment
+    values; the worker's `os.environ` must not show that protocol."""
+    for key in [k for k in os.environ if k.startswith(INTERNAL_ENV_PREFIX)]:
+        del os.environ[key]
 
 
 def _resolve_handler(module):

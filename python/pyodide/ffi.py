@@ -78,6 +78,43 @@ class JsArray(JsProxy, list):
         return [_to_py(v, depth - 1) if depth != 0 else v for v in self]
 
 
+class BufferMethods:
+    """Pyodide's methods of a JavaScript buffer proxy, for Python classes
+    holding bytes (`JsBuffer` here, `js.Uint8Array` and `js.ArrayBuffer`)."""
+
+    @property
+    def byteLength(self) -> int:
+        return len(self)
+
+    def to_bytes(self) -> bytes:
+        return bytes(self)
+
+    def to_memoryview(self) -> memoryview:
+        """A memoryview of a copy, as in Pyodide."""
+        return memoryview(bytes(self))
+
+    def to_py(self, *, depth: int = -1, default_converter=None) -> memoryview:
+        return self.to_memoryview()
+
+    def to_string(self, encoding: str | None = None) -> str:
+        return bytes(self).decode(encoding or "utf-8")
+
+
+class JsBuffer(BufferMethods, JsProxy, bytes):
+    """Binary data as JavaScript holds it (an ArrayBuffer or a Uint8Array):
+    what `arrayBuffer()` returns and `to_js(bytes)` makes. It is `bytes`, so
+    Python code uses it as is; ported code calls Pyodide's methods on it."""
+
+    @property
+    def length(self) -> int:
+        return len(self)
+
+    @property
+    def buffer(self) -> "JsBuffer":
+        """`u8.buffer`: the same bytes, as an ArrayBuffer (a Response body)."""
+        return self
+
+
 def to_js(obj, *, depth: int = -1, dict_converter=None, create_pyproxies: bool = True, default_converter=None, **_ignored):
     """Convert a Python value to its "JavaScript" counterpart.
 
@@ -94,6 +131,8 @@ def to_js(obj, *, depth: int = -1, dict_converter=None, create_pyproxies: bool =
         return dict_converter(items) if dict_converter is not None else JsObject(items)
     if isinstance(obj, (list, tuple)):
         return JsArray(to_js(v, depth=depth - 1, dict_converter=dict_converter) for v in obj)
+    if isinstance(obj, (bytes, bytearray, memoryview)):
+        return JsBuffer(obj)  # a copy, as Pyodide's Uint8Array is
     if default_converter is not None and not isinstance(obj, (str, bytes, int, float, bool, type(None))):
         return default_converter(obj, lambda v: to_js(v, depth=depth - 1), lambda k, v: None)
     return obj
@@ -147,6 +186,7 @@ def _to_py(value, depth):
 
 __all__ = [
     "JsArray",
+    "JsBuffer",
     "JsException",
     "JsObject",
     "JsProxy",

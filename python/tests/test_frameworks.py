@@ -31,6 +31,17 @@ class WsgiTest(unittest.TestCase):
         self.assertEqual(seen["workers.env"], {"E": 1})
 
 
+    def test_no_content_with_an_empty_body(self):
+        # Django's HttpResponse(status=204) yields b"" (django-cf's delete views).
+        def app(environ, start_response):
+            start_response("204 No Content", [("Content-Type", "text/html; charset=utf-8")])
+            return [b""]
+
+        response = run(wsgi_fetch(app, Request("http://h/items/1", method="DELETE"), {}))
+        self.assertEqual(response.status, 204)
+        self.assertEqual(run(response.bytes()), b"")
+
+
 class AsgiTest(unittest.TestCase):
     def test_scope_body_and_streamed_response(self):
         seen = {}
@@ -53,3 +64,14 @@ class AsgiTest(unittest.TestCase):
         self.assertEqual(seen["query_string"], b"z=2")
         self.assertEqual(seen["server"], ("h", 8080))
         self.assertEqual(seen["env"], "ENV")
+
+    def test_not_modified_with_an_empty_body(self):
+        async def app(scope, receive, send):
+            if scope["type"] == "lifespan":
+                raise RuntimeError("no lifespan here")
+            await send({"type": "http.response.start", "status": 304, "headers": [(b"etag", b'"v1"')]})
+            await send({"type": "http.response.body", "body": b""})
+
+        response = run_loop(asgi.fetch(app, Request("http://h/"), None))
+        self.assertEqual((response.status, response.headers.get("etag")), (304, '"v1"'))
+        self.assertEqual(run(response.bytes()), b"")

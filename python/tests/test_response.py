@@ -43,8 +43,15 @@ class ResponseTest(unittest.TestCase):
     def test_invalid_status(self):
         with self.assertRaises(ValueError):
             Response("x", status=99)
-        with self.assertRaises(ValueError):
-            Response("x", status=204)
+
+    def test_null_body_statuses_take_an_empty_body_but_not_content(self):
+        for status in (101, 204, 205, 304):
+            for empty in (None, "", b""):
+                r = Response(empty, status=status)
+                self.assertIsNone(r.body, (status, empty))
+                self.assertEqual(run(r.bytes()), b"")
+            with self.assertRaises(TypeError):
+                Response("x", status=status)
 
     def test_js_style_new_with_dict_and_to_js(self):
         from js import Response as JsResponse
@@ -64,6 +71,18 @@ class RequestTest(unittest.TestCase):
         self.assertEqual(req.headers.get("x-a"), "1")
         self.assertIs(req.js_object, req)
         self.assertEqual(run(req.json()), {"k": 2})
+
+    def test_pyodide_style_binary_bodies(self):
+        # As django-cf reads a body: request._js_request.arrayBuffer().to_bytes()
+        req = Request("https://a.test/", method="POST", body=b"\x00raw")
+        buffer = run(req._js_request.arrayBuffer())
+        self.assertEqual(buffer.to_bytes(), b"\x00raw")
+        self.assertEqual(bytes(buffer.to_py()), b"\x00raw")
+        self.assertEqual(buffer.byteLength, 4)
+        from pyodide.ffi import to_js
+
+        # to_js(bytes).buffer as a Response body (Cloudflare's image example).
+        self.assertEqual(run(Response(to_js(b"png").buffer).bytes()), b"png")
 
     def test_body_from_a_reader(self):
         class Reader:

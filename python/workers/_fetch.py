@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 from _taipan import host
 from pyodide.ffi import JsException
 
-from ._http import Request, Response, _init_kwargs
+from ._http import NULL_BODY_STATUSES, Request, Response, _init_kwargs
 
 # Headers the host reads to shape the request; never sent upstream.
 REDIRECT_HEADER = "x-taipan-redirect"
@@ -48,8 +48,10 @@ async def _send(method, scheme, authority, path, headers, body) -> Response:
     if any(name == BINDING_ERROR_HEADER for name, _ in header_list):
         data = host.BodyReader(response).read_all()
         raise JsException(data.decode("utf-8", "replace"))
-    result = Response(host.BodyReader(response), status=_status_for_response(status), headers=header_list)
-    return result
+    status = _status_for_response(status)
+    # A 204 or 304 from upstream has no body to read (and may not be given one).
+    body = None if status in NULL_BODY_STATUSES else host.BodyReader(response)
+    return Response(body, status=status, headers=header_list)
 
 
 def _status_for_response(status: int) -> int:

@@ -2,6 +2,8 @@
 
 import json as _json
 
+from pyodide.ffi import JsBuffer
+
 from . import _forms
 from ._headers import Headers, _unwrap
 
@@ -47,8 +49,11 @@ class _Body:
     async def bytes(self) -> bytes:
         return await self._take_body_async()
 
-    async def arrayBuffer(self) -> bytes:
-        return await self._take_body_async()
+    async def arrayBuffer(self) -> JsBuffer:
+        """The body as bytes that also answer Pyodide's `to_bytes()` / `to_py()`."""
+        return JsBuffer(await self._take_body_async())
+
+    array_buffer = arrayBuffer
 
     async def text(self) -> str:
         return (await self._take_body_async()).decode("utf-8", errors="replace")
@@ -64,6 +69,10 @@ class _Body:
 
     async def blob(self) -> "_forms.Blob":
         return _forms.Blob([await self._take_body_async()], self.headers.get("content-type") or "")
+
+
+# Statuses whose responses have no body (Fetch standard: "null body status").
+NULL_BODY_STATUSES = (101, 204, 205, 304)
 
 
 class Response(_Body):
@@ -85,9 +94,13 @@ class Response(_Body):
             body = bytes(body)
         elif body is not None and not isinstance(body, bytes):
             body = _unwrap_body(body)
+        if status in NULL_BODY_STATUSES and body is not None:
+            # An empty body is no body (what frameworks send with a 204);
+            # anything else is the Fetch standard's TypeError.
+            if body != b"":
+                raise TypeError(f"a response with status {status} cannot have a body")
+            body = None
         self._body_source = body
-        if body is not None and status in (101, 204, 205, 304):
-            raise ValueError(f"a response with status {status} cannot have a body")
 
     @property
     def ok(self) -> bool:
@@ -177,6 +190,10 @@ class Request(_Body):
     @property
     def js_object(self):
         return self
+
+    # The published SDK keeps the JavaScript request here; packages written
+    # against it (django-cf) read it: here the request is its own.
+    _js_request = js_object
 
     @property
     def body(self):

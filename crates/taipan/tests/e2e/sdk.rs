@@ -13,6 +13,7 @@ import tests.test_ffi
 import tests.test_forms
 import tests.test_frameworks
 import tests.test_headers
+import tests.test_js
 import tests.test_response
 import tests.test_rpc
 
@@ -21,7 +22,7 @@ import tests.test_rpc
 def on_fetch(request):
     loader = unittest.TestLoader()
     suite = unittest.TestSuite(
-        loader.loadTestsFromModule(m) for m in (tests.test_ffi, tests.test_forms, tests.test_frameworks, tests.test_headers, tests.test_response, tests.test_rpc)
+        loader.loadTestsFromModule(m) for m in (tests.test_ffi, tests.test_forms, tests.test_frameworks, tests.test_headers, tests.test_js, tests.test_response, tests.test_rpc)
     )
     out = io.StringIO()
     result = unittest.TextTestRunner(stream=out, verbosity=2).run(suite)
