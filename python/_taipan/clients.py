@@ -16,12 +16,9 @@ Every request obeys the worker's outbound rules (subrequest limit, timeouts,
 the SSRF rule under `taipan serve`).
 """
 
-import importlib.abc
-import sys
-
 from pyodide.ffi import JsException
 
-from . import host
+from . import host, patching
 
 REDIRECT_HEADER = "x-taipan-redirect"
 _CONNECTION_HEADERS = {"connection", "keep-alive", "transfer-encoding", "te", "upgrade", "proxy-connection"}
@@ -147,34 +144,5 @@ PATCHES = {
 }
 
 
-class _Loader(importlib.abc.Loader):
-    def __init__(self, loader, patch):
-        self._loader = loader
-        self._patch = patch
-
-    def create_module(self, spec):
-        return self._loader.create_module(spec)
-
-    def exec_module(self, module):
-        self._loader.exec_module(module)
-        self._patch(module)
-
-
-class _PatchOnImport(importlib.abc.MetaPathFinder):
-    def find_spec(self, fullname, path, target=None):
-        patch = PATCHES.get(fullname)
-        if patch is None:
-            return None
-        for finder in sys.meta_path:
-            if finder is self or not hasattr(finder, "find_spec"):
-                continue
-            spec = finder.find_spec(fullname, path, target)
-            if spec is not None and spec.loader is not None:
-                spec.loader = _Loader(spec.loader, patch)
-                return spec
-        return None
-
-
 def install() -> None:
-    if not any(isinstance(f, _PatchOnImport) for f in sys.meta_path):
-        sys.meta_path.insert(0, _PatchOnImport())
+    patching.register(PATCHES)

@@ -27,9 +27,12 @@ pub fn normalize(name: &str) -> String {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
-    /// A wheel the sandbox can run (pure Python).
-    PureWheel,
-    /// A wheel built for a native platform.
+    /// A wheel the sandbox can run: pure Python, or built for CPython on
+    /// WASI; `rank` orders them (see [`environment::wheel_rank`]).
+    Wheel {
+        rank: u8,
+    },
+    /// A wheel built for another platform.
     NativeWheel,
     Sdist,
 }
@@ -52,10 +55,9 @@ impl DistFile {
                 [n, v, p, a, pl] | [n, v, _, p, a, pl] => (*n, *v, *p, *a, *pl),
                 _ => return None,
             };
-            let kind = if environment::wheel_fits(python, abi, platform) {
-                Kind::PureWheel
-            } else {
-                Kind::NativeWheel
+            let kind = match environment::wheel_rank(python, abi, platform) {
+                Some(rank) => Kind::Wheel { rank },
+                None => Kind::NativeWheel,
             };
             return Some(Self {
                 filename: filename.to_string(),
@@ -76,13 +78,19 @@ impl DistFile {
         })
     }
 
-    /// Wheels before sdists: a wheel needs no building.
+    /// Lower is better: WASI builds, then pure-Python wheels, then sdists
+    /// (a wheel needs no building, and a WASI build has the native speed-ups).
     pub fn preference(&self) -> u8 {
         match self.kind {
-            Kind::PureWheel => 0,
-            Kind::Sdist => 1,
-            Kind::NativeWheel => 2,
+            Kind::Wheel { rank } => rank,
+            Kind::Sdist => 10,
+            Kind::NativeWheel => 11,
         }
+    }
+
+    /// A build for CPython on WASI (it carries native code).
+    pub fn is_wasi_build(&self) -> bool {
+        matches!(self.kind, Kind::Wheel { rank } if rank < 3)
     }
 }
 
@@ -97,10 +105,13 @@ mod tests {
         assert_eq!(normalize("zope.interface"), "zope-interface");
         let wheel = DistFile::parse("charset_normalizer-3.5.2-py3-none-any.whl").unwrap();
         assert_eq!(wheel.name, "charset-normalizer");
-        assert_eq!(wheel.kind, Kind::PureWheel);
+        assert_eq!(wheel.kind, Kind::Wheel { rank: 3 });
         let native =
             DistFile::parse("pydantic_core-2.41.5-cp314-cp314-manylinux_2_17_x86_64.whl").unwrap();
         assert_eq!(native.kind, Kind::NativeWheel);
+        let wasi =
+            DistFile::parse("pydantic_core-2.50.5-cp314-cp314-wasi_0_0_0_wasm32.whl").unwrap();
+        assert!(wasi.is_wasi_build() && wasi.preference() < wheel.preference());
         let sdist = DistFile::parse("markupsafe-3.0.4.tar.gz").unwrap();
         assert_eq!(
             (sdist.kind, sdist.version.to_string()),

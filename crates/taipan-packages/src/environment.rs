@@ -32,17 +32,38 @@ pub fn is_provided(name: &str) -> bool {
     PROVIDED.contains(&name)
 }
 
-/// Whether a wheel with these tags runs in the sandbox: pure Python only.
-pub fn wheel_fits(python: &str, abi: &str, platform: &str) -> bool {
-    let python_ok = python.split('.').any(|t| {
-        t == "py3"
-            || t == "py2.py3"
-            || t.strip_prefix("py3")
-                .is_some_and(|minor| minor.parse::<u32>().is_ok_and(|m| m <= 14))
+/// How well a wheel with these tags fits the sandbox, best first, or `None`
+/// when it cannot run there.
+///
+/// WASI builds (`wasi_<version>_wasm32`, the platform tag CPython's WASI
+/// packaging uses) come first: one built for CPython 3.14
+/// (`cp314-cp314`), then the stable ABI (`cp3X-abi3`, X ≤ 14), then a
+/// WASI-only wheel with no ABI; a pure-Python wheel (`py3-none-any`) after
+/// them. Builds for other platforms (manylinux, macOS, Emscripten) never fit.
+pub fn wheel_rank(python: &str, abi: &str, platform: &str) -> Option<u8> {
+    let any = |tags: &str, ok: &dyn Fn(&str) -> bool| tags.split('.').any(ok);
+    let minor_ok = |minor: &str| minor.parse::<u32>().is_ok_and(|m| m <= 14);
+    let pure_python = any(python, &|t| {
+        t == "py3" || t.strip_prefix("py3").is_some_and(minor_ok)
     });
-    let abi_ok = abi.split('.').any(|t| t == "none");
-    let platform_ok = platform.split('.').any(|t| t == "any");
-    python_ok && abi_ok && platform_ok
+    let wasi = any(platform, &|t| {
+        t.strip_prefix("wasi_")
+            .is_some_and(|rest| rest.ends_with("_wasm32"))
+    });
+    if wasi {
+        if any(python, &|t| t == "cp314") && any(abi, &|t| t == "cp314") {
+            return Some(0);
+        }
+        let cpython3 = any(python, &|t| t.strip_prefix("cp3").is_some_and(minor_ok));
+        if cpython3 && any(abi, &|t| t == "abi3") {
+            return Some(1);
+        }
+        if (pure_python || any(python, &|t| t == "cp314")) && any(abi, &|t| t == "none") {
+            return Some(2);
+        }
+        return None;
+    }
+    (pure_python && any(abi, &|t| t == "none") && any(platform, &|t| t == "any")).then_some(3)
 }
 
 #[cfg(test)]
@@ -50,14 +71,27 @@ mod tests {
     use super::*;
 
     #[test]
-    fn pure_wheels_only() {
-        assert!(wheel_fits("py3", "none", "any"));
-        assert!(wheel_fits("py2.py3", "none", "any"));
-        assert!(wheel_fits("py314", "none", "any"));
-        assert!(!wheel_fits("py315", "none", "any"));
-        assert!(!wheel_fits("cp314", "cp314", "manylinux_2_17_x86_64"));
-        assert!(!wheel_fits("py2", "none", "any"));
-        assert!(!wheel_fits("py3", "none", "win_amd64"));
+    fn wasi_builds_first_then_pure_python_and_nothing_else() {
+        let rank = |tags: &str| {
+            let [python, abi, platform]: [&str; 3] =
+                tags.split('-').collect::<Vec<_>>().try_into().unwrap();
+            wheel_rank(python, abi, platform)
+        };
+        assert_eq!(rank("cp314-cp314-wasi_0_0_0_wasm32"), Some(0));
+        assert_eq!(rank("cp312-abi3-wasi_0_0_0_wasm32"), Some(1));
+        assert_eq!(rank("py3-none-wasi_0_0_0_wasm32"), Some(2));
+        assert_eq!(rank("py3-none-any"), Some(3));
+        assert_eq!(rank("py2.py3-none-any"), Some(3));
+        assert_eq!(rank("py314-none-any"), Some(3));
+        // Not for this sandbox.
+        assert_eq!(rank("cp313-cp313-wasi_0_0_0_wasm32"), None);
+        assert_eq!(rank("cp315-abi3-wasi_0_0_0_wasm32"), None);
+        assert_eq!(rank("cp314-cp314-manylinux_2_17_x86_64"), None);
+        assert_eq!(rank("cp314-cp314-pyodide_2025_0_wasm32"), None);
+        assert_eq!(rank("cp314-cp314-emscripten_4_0_9_wasm32"), None);
+        assert_eq!(rank("py315-none-any"), None);
+        assert_eq!(rank("py2-none-any"), None);
+        assert_eq!(rank("py3-none-win_amd64"), None);
     }
 
     #[test]

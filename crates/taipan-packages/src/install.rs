@@ -39,7 +39,7 @@ pub fn site_for(lock: &LockFile, sources: &Sources) -> Result<PathBuf> {
         let file = DistFile::parse(&locked.filename)
             .with_context(|| format!("{} is not a wheel or an sdist", locked.filename))?;
         match file.kind {
-            Kind::PureWheel => unpack_wheel(&path, staging.path()),
+            Kind::Wheel { .. } => unpack_wheel(&path, staging.path()),
             Kind::Sdist => unpack_sdist(&path, &file, staging.path()),
             Kind::NativeWheel => bail!("{} is a native wheel", locked.filename),
         }

@@ -5,10 +5,12 @@
 //! site-packages folder the build puts on the Python path, and keep
 //! `taipan.lock` so the next build and `taipan deploy` install the same files.
 //!
-//! Which distributions install: pure-Python wheels as they are; an sdist
-//! built by setuptools whose packages are Python with an optional C
-//! extension (MarkupSafe, PyYAML) as its Python sources, extension skipped;
-//! anything else that needs native code is refused, naming the package.
+//! Which distributions install: wheels built for CPython 3.14 on WASI (the
+//! compiled packages Taipan ships, [`shipped`], or any the sources offer)
+//! and pure-Python wheels as they are; an sdist built by setuptools whose
+//! packages are Python with an optional C extension (MarkupSafe, PyYAML) as
+//! its Python sources, extension skipped; anything else that needs native
+//! code is refused, naming the package.
 
 pub mod dist;
 pub mod environment;
@@ -16,6 +18,7 @@ pub mod install;
 pub mod lock;
 pub mod requirements;
 pub mod resolve;
+pub mod shipped;
 pub mod sources;
 
 use std::path::{Path, PathBuf};
@@ -153,6 +156,40 @@ mod tests {
     }
 
     #[test]
+    fn wasi_builds_win_over_other_platforms_and_sdists() {
+        // A folder with pydantic-core's sdist name, a Linux wheel and the
+        // WASI build: the WASI build is chosen and locked like any file.
+        let cache = tempfile::tempdir().unwrap();
+        let links = tempfile::tempdir().unwrap();
+        for fake in [
+            "pydantic_core-2.50.5-cp314-cp314-manylinux_2_17_x86_64.manylinux2014_x86_64.whl",
+            "pydantic_core-2.50.5-cp314-cp314-pyodide_2025_0_wasm32.whl",
+        ] {
+            std::fs::write(links.path().join(fake), b"not for this sandbox").unwrap();
+        }
+        let options = offline(cache.path(), vec![links.path().to_path_buf(), wheelhouse()]);
+        let dir = project("pydantic-core==2.50.5\n");
+        let installed = sync(dir.path(), &options, true).unwrap().unwrap();
+        assert_eq!(
+            installed
+                .packages
+                .iter()
+                .find(|p| p.name == "pydantic-core")
+                .unwrap()
+                .filename,
+            "pydantic_core-2.50.5-cp314-cp314-wasi_0_0_0_wasm32.whl"
+        );
+        assert!(
+            installed
+                .site
+                .join("pydantic_core/_pydantic_core.cpython-314-wasm32-wasi.so")
+                .is_file()
+        );
+        let lock = std::fs::read_to_string(dir.path().join(LOCK_FILE)).unwrap();
+        assert!(lock.contains("wasi_0_0_0_wasm32.whl"), "{lock}");
+    }
+
+    #[test]
     fn conflicts_missing_and_native_packages_are_clear() {
         let cache = tempfile::tempdir().unwrap();
         let options = offline(cache.path(), vec![wheelhouse()]);
@@ -179,6 +216,11 @@ mod tests {
         let text = format!("{err:#}");
         assert!(
             text.contains("fastcore-native cannot be installed") && text.contains("native code"),
+            "{text}"
+        );
+        // The next step: what Taipan ships, and how to build a WASI wheel.
+        assert!(
+            text.contains("pydantic-core 2.50.5") && text.contains("recipes/"),
             "{text}"
         );
     }

@@ -130,7 +130,8 @@ impl Provider<'_> {
         if best.is_empty() && !all.is_empty() {
             let example = &all[0].file.filename;
             return Err(Self::err(format!(
-                "{name} cannot be installed: it publishes only native wheels (such as {example}) and no pure-Python wheel or source distribution; it needs native code, which has no WebAssembly build for Taipan's sandbox\nhint: use a pure-Python alternative, or drop {name} from the requirements"
+                "{name} cannot be installed: it publishes only native wheels (such as {example}) and no pure-Python wheel, source distribution or WASI build; it needs native code, and Taipan ships WASI builds only of: {}\nhint: use a pure-Python alternative, or build a WASI wheel with a recipe (recipes/README.md) and pass its folder with --find-links",
+                crate::shipped::packages().join(", ")
             )));
         }
         Ok(best)

@@ -65,6 +65,11 @@ impl Sources {
                 );
             }
         }
+        // The WASI wheels Taipan ships are always a source, offline or not.
+        let mut options = options.clone();
+        if let Some(shipped) = crate::shipped::folder(&options.cache)? {
+            options.find_links.push(shipped);
+        }
         let client = match &options.index_url {
             Some(_) => Some(
                 reqwest::blocking::Client::builder()
@@ -75,7 +80,7 @@ impl Sources {
             None => None,
         };
         Ok(Self {
-            options: options.clone(),
+            options,
             client,
             listed: Mutex::default(),
             hashes: Mutex::default(),

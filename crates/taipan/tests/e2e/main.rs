@@ -9,6 +9,7 @@ mod examples;
 mod harness;
 mod isolation;
 mod limits;
+mod native_packages;
 mod packages;
 mod real_projects;
 mod reload;

@@ -1,0 +1,30 @@
+//! Embeds the WASI wheels Taipan ships (`wheels/*.whl` at the repository's
+//! root, built by `recipes/`), so a user gets compiled packages with nothing
+//! but the `taipan` binary.
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+
+fn main() -> std::io::Result<()> {
+    let manifest_dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("set by cargo"));
+    let wheels = manifest_dir.join("../../wheels").canonicalize()?;
+    println!("cargo:rerun-if-changed={}", wheels.display());
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&wheels)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "whl"))
+        .collect();
+    files.sort();
+    let mut code = String::from("pub static WASI_WHEELS: &[(&str, &[u8])] = &[\n");
+    for path in &files {
+        let name = path.file_name().expect("a file").to_string_lossy();
+        writeln!(
+            code,
+            "    ({name:?}, include_bytes!({:?})),",
+            path.display().to_string()
+        )
+        .expect("writing to a String");
+    }
+    code.push_str("];\n");
+    let out = PathBuf::from(std::env::var("OUT_DIR").expect("set by cargo"));
+    std::fs::write(out.join("wasi_wheels.rs"), code)
+}

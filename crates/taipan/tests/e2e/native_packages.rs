@@ -1,0 +1,186 @@
+//! Compiled packages with no toolchain: FastAPI on pydantic v2, whose
+//! pydantic-core comes from the WASI wheel Taipan ships, offline.
+
+use serde_json::{Value, json};
+
+use crate::harness::{Server, example_copy, repo_root};
+
+fn offline_dev(dir: &std::path::Path) -> Server {
+    let wheelhouse = repo_root().join("testdata/wheelhouse");
+    Server::dev(
+        dir,
+        &["--no-index", "--find-links", wheelhouse.to_str().unwrap()],
+    )
+}
+
+fn send(server: &Server, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+    let client = Server::client();
+    let url = format!("{}{path}", server.url);
+    let request = match method {
+        "POST" => client.post(url),
+        _ => client.get(url),
+    };
+    let request = match body {
+        Some(body) => request.json(&body),
+        None => request,
+    };
+    let response = request.send().unwrap();
+    let status = response.status().as_u16();
+    let text = response.text().unwrap();
+    let value = serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("{method} {path}: {e}: {text}\n{}", server.output()));
+    (status, value)
+}
+
+#[test]
+fn fastapi_example_validates_with_pydantic_core() {
+    let dir = example_copy("fastapi");
+    let server = offline_dev(dir.path());
+    assert!(
+        server.output().contains("pydantic-core 2.50.5"),
+        "{}",
+        server.output()
+    );
+    let lock = std::fs::read_to_string(dir.path().join("taipan.lock")).unwrap();
+    assert!(
+        lock.contains("pydantic_core-2.50.5-cp314-cp314-wasi_0_0_0_wasm32.whl"),
+        "{lock}"
+    );
+
+    // env through the ASGI scope.
+    assert_eq!(
+        send(&server, "GET", "/", None),
+        (200, json!({"message": "Hello from FastAPI on Taipan"}))
+    );
+    // A sync endpoint with a sync dependency (anyio's thread helpers).
+    let (status, items) = send(&server, "GET", "/items?limit=5", None);
+    assert_eq!(status, 200, "{items}");
+    assert_eq!(items["page"], json!({"limit": 5, "offset": 0}));
+    assert_eq!(items["items"][0]["name"], "teapot");
+    // Query validation: a 422 naming the parameter and the rule.
+    let (status, error) = send(&server, "GET", "/items?limit=0", None);
+    assert_eq!(status, 422, "{error}");
+    assert_eq!(error["detail"][0]["loc"], json!(["query", "limit"]));
+    assert_eq!(error["detail"][0]["type"], "greater_than_equal");
+    // Path parameters, response models, HTTPException.
+    assert_eq!(
+        send(&server, "GET", "/items/1", None),
+        (
+            200,
+            json!({"name": "teapot", "price": 18.5, "tags": ["kitchen"]})
+        )
+    );
+    assert_eq!(
+        send(&server, "GET", "/items/99", None),
+        (404, json!({"detail": "no item 99"}))
+    );
+    let (status, error) = send(&server, "GET", "/items/abc", None);
+    assert_eq!(
+        (status, &error["detail"][0]["type"]),
+        (422, &json!("int_parsing"))
+    );
+    // Body validation: every error, with its location.
+    let (status, created) = send(
+        &server,
+        "POST",
+        "/items",
+        Some(json!({"name": "cup", "price": 3})),
+    );
+    assert_eq!(status, 201, "{created}");
+    assert_eq!(created["name"], "cup");
+    let (status, error) = send(
+        &server,
+        "POST",
+        "/items",
+        Some(json!({"name": "", "price": -1})),
+    );
+    assert_eq!(status, 422, "{error}");
+    let kinds: Vec<(&Value, &Value)> = error["detail"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (&e["loc"], &e["type"]))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            (&json!(["body", "name"]), &json!("string_too_short")),
+            (&json!(["body", "price"]), &json!("greater_than")),
+        ]
+    );
+    // A sync endpoint with a body and a response model.
+    let (status, quote) = send(
+        &server,
+        "POST",
+        "/quote?quantity=3",
+        Some(json!({"name": "cup", "price": 2.5})),
+    );
+    assert_eq!((status, &quote["total"]), (200, &json!(7.5)), "{quote}");
+    // OpenAPI generated in the sandbox.
+    let (status, openapi) = send(&server, "GET", "/openapi.json", None);
+    assert_eq!(status, 200);
+    assert_eq!(openapi["info"]["title"], "Taipan items");
+    assert!(
+        openapi["paths"]["/items/{item_id}"]["get"].is_object(),
+        "{openapi}"
+    );
+    assert!(openapi["components"]["schemas"]["Item"].is_object());
+}
+
+const CRASHING_WORKER: &str = r#"
+from urllib.parse import urlparse
+
+import taipan_crashtest
+from workers import Response
+
+
+async def on_fetch(request):
+    path = urlparse(request.url).path
+    if path == "/answer":
+        return Response(str(taipan_crashtest.answer()))
+    if path == "/grow":
+        return Response(str(taipan_crashtest.grow(4096)))
+    getattr(taipan_crashtest, path.strip("/"))()  # abort, trap, spin, boom
+    return Response("not reached")
+"#;
+
+/// A compiled extension that aborts, traps, loops or runs out of memory in C
+/// ends its request cleanly; the next request gets a clean sandbox.
+#[test]
+fn a_crashing_extension_ends_only_its_request() {
+    let dir = crate::harness::project(&[
+        ("wrangler.toml", crate::harness::CONFIG),
+        ("src/entry.py", CRASHING_WORKER),
+        ("requirements.txt", "taipan-crashtest\n"),
+    ]);
+    let wheels = repo_root().join("testdata/wasi-wheelhouse");
+    let server = Server::dev(
+        dir.path(),
+        &[
+            "--no-index",
+            "--find-links",
+            wheels.to_str().unwrap(),
+            "--cpu-ms",
+            "500",
+            "--memory-mb",
+            "64",
+        ],
+    );
+    assert_eq!(server.text("/answer"), (200, "42".into()));
+    for (path, status, says) in [
+        ("/abort", 500, "crash"),
+        ("/trap", 500, "crash"),
+        ("/spin", 503, "cpu_time"),
+        ("/grow", 500, "MemoryError"),
+        ("/boom", 500, "boom from C"),
+    ] {
+        let (got, body) = server.text(path);
+        assert_eq!(got, status, "{path}: {body}\n{}", server.output());
+        assert!(
+            body.contains(says) || server.output().contains(says),
+            "{path}: {body}\n{}",
+            server.output()
+        );
+        assert_eq!(server.text("/answer"), (200, "42".into()), "after {path}");
+    }
+}
