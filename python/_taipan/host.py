@@ -15,7 +15,7 @@ import asyncio
 import json
 
 from componentize_py_types import Err
-from pyodide.ffi import JsException
+from pyodide.ffi import JsException, json_default
 from wit_world.imports import outgoing_handler, streams, types
 
 BINDING_AUTHORITY = "__taipan__"
@@ -155,7 +155,7 @@ class BodyReader:
 async def call(binding: str, op: str, args=None, body=None, raw: bool = False):
     """Call `op` on binding `binding`. Returns the JSON reply, or with a
     payload reply `(meta, BodyReader)`; a failed call raises HostError."""
-    headers = [("x-taipan-args", json.dumps(args if args is not None else {}).encode("ascii"))]
+    headers = [("x-taipan-args", json.dumps(args if args is not None else {}, default=json_default).encode("ascii"))]
     future = send("POST", "http", BINDING_AUTHORITY, f"/{binding}/{op}", headers, body)
     response = await response_of(future)
     status = response.status()

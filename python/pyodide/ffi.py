@@ -180,6 +180,16 @@ def run_sync(awaitable):
     return _run_sync(awaitable)
 
 
+def json_default(value):
+    """`json.dumps(..., default=json_default)`: "JavaScript" values (a D1 row,
+    a `to_js` result) as their Python data, wherever Python data goes to JSON."""
+    if isinstance(value, JsProxy):
+        return value.to_py()
+    if isinstance(value, Mapping):
+        return dict(value)
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
 def _to_py(value, depth):
     return value.to_py(depth=depth) if isinstance(value, JsProxy) else value
 

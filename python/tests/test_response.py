@@ -44,6 +44,15 @@ class ResponseTest(unittest.TestCase):
         with self.assertRaises(ValueError):
             Response("x", status=99)
 
+    def test_json_of_javascript_values(self):
+        # A D1 row is a JsObject: Response.json(row) as Cloudflare's D1 example does.
+        from pyodide.ffi import JsObject, to_js
+
+        row = JsObject({"quote": "q", "meta": JsObject({"n": 1}), "tags": to_js(["a"])})
+        self.assertEqual(run(Response.json(row).json()), {"quote": "q", "meta": {"n": 1}, "tags": ["a"]})
+        with self.assertRaises(TypeError):
+            Response.json({"x": object()})
+
     def test_null_body_statuses_take_an_empty_body_but_not_content(self):
         for status in (101, 204, 205, 304):
             for empty in (None, "", b""):

@@ -2,7 +2,7 @@
 
 import json as _json
 
-from pyodide.ffi import JsBuffer
+from pyodide.ffi import JsBuffer, json_default
 
 from . import _forms
 from ._headers import Headers, _unwrap
@@ -123,7 +123,7 @@ class Response(_Body):
         headers = Headers(headers)
         if not headers.has("content-type"):
             headers.set("content-type", APPLICATION_JSON)
-        body = _json.dumps(_unwrap(data), separators=(",", ":"), ensure_ascii=False)
+        body = _json.dumps(_unwrap(data), separators=(",", ":"), ensure_ascii=False, default=json_default)
         return cls(body.encode("utf-8"), status=status, statusText=statusText, headers=headers, **kwargs)
 
     @classmethod

@@ -151,8 +151,11 @@ pub fn select(
     Ok(raw.with_environment(env, root, from_env))
 }
 
+/// One `[env.NAME]` table: the keys it sets.
+type Section = serde_json::Map<String, Value>;
+
 /// The `[env.NAME]` sections, validated: a table of tables with usable names.
-fn sections(raw: &RawConfig) -> Result<Vec<(String, serde_json::Map<String, Value>)>, ConfigError> {
+fn sections(raw: &RawConfig) -> Result<Vec<(String, Section)>, ConfigError> {
     let Some(value) = raw.root.get("env") else {
         return Ok(Vec::new());
     };

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::harness::{CONFIG, Server, deploy_ok, project, taipan, upstream};
+use crate::harness::{CONFIG, Server, d1, deploy_ok, project, taipan, upstream};
 
 const WORKER: &str = include_str!("bindings_worker.py");
 
@@ -127,23 +127,6 @@ fn front_project() -> tempfile::TempDir {
 fn api_project() -> tempfile::TempDir {
     let config = CONFIG.replace("name = \"t\"", "name = \"api\"");
     project(&[("wrangler.toml", &config), ("src/entry.py", API_WORKER)])
-}
-
-fn d1(dir: &std::path::Path, args: &[&str]) -> String {
-    let output = taipan()
-        .arg("d1")
-        .args(args)
-        .arg("-c")
-        .arg(dir)
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert!(output.status.success(), "taipan d1 {args:?}: {text}");
-    text
 }
 
 #[test]

@@ -292,6 +292,24 @@ pub fn upstream() -> String {
     format!("http://{address}/")
 }
 
+/// `taipan d1 ARGS -c DIR`, which must succeed; its output.
+pub fn d1(dir: &std::path::Path, args: &[&str]) -> String {
+    let output = taipan()
+        .arg("d1")
+        .args(args)
+        .arg("-c")
+        .arg(dir)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(output.status.success(), "taipan d1 {args:?}: {text}");
+    text
+}
+
 /// `taipan deploy DIR` to `server`'s admin API.
 pub fn deploy(server: &Server, dir: &Path) -> Output {
     taipan()

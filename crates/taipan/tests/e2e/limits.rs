@@ -31,10 +31,13 @@ fn cpu_and_memory_limits() {
     assert_eq!(response.status(), 503);
     assert_eq!(response.headers()["retry-after"], "1");
     assert!(response.text().unwrap().contains("CPU time limit"));
+    // The log line is written beside the response, and may land just after it.
     assert!(
-        server
-            .output()
-            .contains("exceeded the cpu_time limit (500ms); sandbox discarded"),
+        server.wait_for(
+            "exceeded the cpu_time limit (500ms); sandbox discarded",
+            1,
+            std::time::Duration::from_secs(10)
+        ),
         "{}",
         server.output()
     );

@@ -2,11 +2,9 @@
 //! environments (dev, d1, serve), D1 scripts that create a table and then use
 //! it, vendored packages, and no internal values in `os.environ`.
 
-use std::path::Path;
-
 use serde_json::Value;
 
-use crate::harness::{Server, project, taipan};
+use crate::harness::{Server, d1, project, taipan};
 
 const CONFIG: &str = r#"name = "quotes"
 main = "src/entry.py"
@@ -107,26 +105,6 @@ fn quotes_project() -> tempfile::TempDir {
         ),
         ("src/vendorpkg/tests/test_old.py", "print 'python 2'\n"),
     ])
-}
-
-fn d1(dir: &Path, args: &[&str]) -> String {
-    let output = taipan()
-        .arg("d1")
-        .args(args)
-        .arg("-c")
-        .arg(dir)
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert!(
-        output.status.success(),
-        "taipan d1 {args:?} failed:\n{text}"
-    );
-    text
 }
 
 fn json(server: &Server, path: &str) -> Value {
