@@ -5,7 +5,8 @@
 #   recipes/build.sh NAME [OUT_DIR]      (OUT_DIR defaults to /tmp/wasi-wheels)
 #
 # Env: WORK (default /tmp/taipan-recipes), CARGO_TARGET_DIR (default $WORK/target/NAME),
-#      NICE (default "nice -n 19": builds yield to everything else on the machine).
+#      NICE (default "nice -n 19": builds yield to everything else on the machine),
+#      JOBS (flow c-meson: ninja -j, default 2).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 name=${1:?usage: recipes/build.sh NAME [OUT_DIR]}

@@ -20,6 +20,10 @@ pub struct Runtime {
     pub python: taipan_build::PythonFiles,
 }
 
+/// Core instances one sandbox may have: its modules and the compiled
+/// extensions linked in (numpy and pandas together need ~130).
+pub const MAX_CORE_INSTANCES: u32 = 256;
+
 /// Sizing of the pooling allocator: slots are reserved address space, not memory.
 #[derive(Debug, Clone)]
 pub struct PoolSize {
@@ -50,12 +54,14 @@ impl Runtime {
             .enable_incremental_compilation(Arc::new(CompileCache::new(cache.compile_cache())))?;
 
         // A componentize-py component is a handful of core modules (libc,
-        // libpython, the runtime, bindings, the WASI adapter) sharing memory.
+        // libpython, the runtime, bindings, the WASI adapter) sharing memory,
+        // plus about two per compiled extension module: numpy alone makes 42,
+        // numpy and pandas ~130. Slots are reserved address space.
         let mut pooling = PoolingAllocationConfig::default();
         pooling
             .total_component_instances(pool.sandboxes)
-            .total_core_instances(pool.sandboxes * 16)
-            .max_core_instances_per_component(32)
+            .total_core_instances(pool.sandboxes * 64)
+            .max_core_instances_per_component(MAX_CORE_INSTANCES)
             .total_memories(pool.sandboxes * 4)
             .max_memories_per_component(4)
             .max_memories_per_module(1)
