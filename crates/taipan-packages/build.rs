@@ -5,6 +5,8 @@
 use std::fmt::Write as _;
 use std::path::PathBuf;
 
+use sha2::{Digest, Sha256};
+
 fn main() -> std::io::Result<()> {
     let manifest_dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("set by cargo"));
     let wheels = manifest_dir.join("../../wheels").canonicalize()?;
@@ -14,9 +16,14 @@ fn main() -> std::io::Result<()> {
         .filter(|p| p.extension().is_some_and(|e| e == "whl"))
         .collect();
     files.sort();
+    // The set's digest names its folder in the cache: computed here, once,
+    // rather than over megabytes of wheels at every build.
+    let mut digest = Sha256::new();
     let mut code = String::from("pub static WASI_WHEELS: &[(&str, &[u8])] = &[\n");
     for path in &files {
         let name = path.file_name().expect("a file").to_string_lossy();
+        digest.update(name.as_bytes());
+        digest.update(std::fs::read(path)?);
         writeln!(
             code,
             "    ({name:?}, include_bytes!({:?})),",
@@ -25,6 +32,12 @@ fn main() -> std::io::Result<()> {
         .expect("writing to a String");
     }
     code.push_str("];\n");
+    let digest: String = digest.finalize()[..12]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    writeln!(code, "pub static WASI_WHEELS_DIGEST: &str = {digest:?};")
+        .expect("writing to a String");
     let out = PathBuf::from(std::env::var("OUT_DIR").expect("set by cargo"));
     std::fs::write(out.join("wasi_wheels.rs"), code)
 }

@@ -143,6 +143,15 @@ fn to_sql(value: &Value) -> Result<Sql, BindingError> {
     })
 }
 
+/// A result row as a JSON array of its `width` columns.
+fn row_json(row: &rusqlite::Row<'_>, width: usize) -> Result<Value, BindingError> {
+    (0..width)
+        .map(|i| row.get_ref(i).map(to_json))
+        .collect::<Result<_, _>>()
+        .map(Value::Array)
+        .map_err(d1_error)
+}
+
 fn to_json(value: ValueRef<'_>) -> Value {
     match value {
         ValueRef::Null => Value::Null,
@@ -208,11 +217,7 @@ fn run_statement(tx: &Transaction<'_>, statement: &Statement) -> Result<Value, B
                     "D1_ERROR: the result is over {MAX_RESULT_ROWS} rows; add a LIMIT"
                 )));
             }
-            let values: Vec<Value> = (0..columns.len())
-                .map(|i| row.get_ref(i).map(to_json))
-                .collect::<Result<_, _>>()
-                .map_err(d1_error)?;
-            rows.push(Value::Array(values));
+            rows.push(row_json(row, columns.len())?);
         }
     }
     let changes = tx.total_changes() - before;
@@ -280,11 +285,7 @@ fn run_script(
                     rows.clear();
                     continue;
                 }
-                let values: Vec<Value> = (0..columns.len())
-                    .map(|i| row.get_ref(i).map(to_json))
-                    .collect::<Result<_, _>>()
-                    .map_err(d1_error)?;
-                rows.push(Value::Array(values));
+                rows.push(row_json(row, columns.len())?);
             }
             count += 1;
             if keep_rows {

@@ -6,10 +6,8 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use sha2::{Digest, Sha256};
 
 use crate::dist::DistFile;
-use crate::lock::hex;
 
 include!(concat!(env!("OUT_DIR"), "/wasi_wheels.rs"));
 
@@ -28,12 +26,7 @@ pub fn folder(cache: &Path) -> Result<Option<PathBuf>> {
     if WASI_WHEELS.is_empty() {
         return Ok(None);
     }
-    let mut hasher = Sha256::new();
-    for (name, bytes) in WASI_WHEELS {
-        hasher.update(name);
-        hasher.update(bytes);
-    }
-    let dir = cache.join("shipped").join(hex(&hasher.finalize()[..12]));
+    let dir = cache.join("shipped").join(WASI_WHEELS_DIGEST);
     if dir.join("complete").is_file() {
         return Ok(Some(dir));
     }
