@@ -3,27 +3,32 @@
 # by the recipe in recipes/NAME/recipe.toml.
 #
 #   recipes/build.sh NAME [OUT_DIR]      (OUT_DIR defaults to /tmp/wasi-wheels)
+#   recipes/build.sh --check NAME        only check for the toolchain NAME's recipe needs
 #
 # Env: WORK (default /tmp/taipan-recipes), CARGO_TARGET_DIR (default $WORK/target/NAME),
 #      NICE (default "nice -n 19": builds yield to everything else on the machine),
-#      JOBS (flow c-meson: ninja -j, default 2).
+#      JOBS (flow c-meson: ninja -j, default 2),
+#      WASI_WHEELS (default ../wheels: the WASI wheels a recipe's wasi-requires names).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
-name=${1:?usage: recipes/build.sh NAME [OUT_DIR]}
+check_only=; [ "${1:-}" != --check ] || { check_only=1; shift; }
+name=${1:?usage: recipes/build.sh [--check] NAME [OUT_DIR]}
 out=${2:-/tmp/wasi-wheels}
 recipe="$here/$name/recipe.toml"
 [ -f "$recipe" ] || { echo "no recipe: $recipe" >&2; exit 2; }
 WORK=${WORK:-/tmp/taipan-recipes}
 NICE=${NICE:-nice -n 19}
 cargo_home=${CARGO_HOME:-$HOME/.cargo}
-mkdir -p "$WORK" "$out"
+[ -n "$check_only" ] || mkdir -p "$WORK" "$out"
 
 missing=()
 need() { command -v "$1" >/dev/null 2>&1 || missing+=("$1: $2"); }
 need python3 "apt-get install python3 (3.11+, for tomllib)"
 need curl "apt-get install curl"
 need zstd "apt-get install zstd"
-[ ${#missing[@]} -eq 0 ] || { printf 'missing: %s\n' "${missing[@]}" >&2; exit 3; }
+python3 -c 'import tomllib' 2>/dev/null || missing+=("python3 3.11 or newer (tomllib): apt-get install python3")
+# the recipe is read with python3: without it, stop here
+python3 -c 'import tomllib' 2>/dev/null || { printf 'missing: %s\n' "${missing[@]}" >&2; exit 3; }
 
 # Recipe fields as shell variables (r_package_version, r_build_rustflags as a \x1f list, ...).
 eval "$(python3 - "$recipe" <<'PY'
@@ -75,6 +80,7 @@ if [ "$r_build_flow" = c-meson ]; then
   python3 -c 'import ensurepip, venv' 2>/dev/null || missing+=("python3 venv: apt-get install python3-venv")
 fi
 [ ${#missing[@]} -eq 0 ] || { printf 'missing: %s\n' "${missing[@]}" >&2; exit 3; }
+if [ -n "$check_only" ]; then echo "toolchain for $name: complete"; exit 0; fi
 
 # --- sources ---------------------------------------------------------------------------
 fetch() {  # url sha256 dest
@@ -233,12 +239,16 @@ cc=("$clang" --target=wasm32-wasip2 "--sysroot=$WASI_SYSROOT"
 if [ -n "$shared" ]; then
   mod=${out##*/}; mod=${mod%%.*}
   exec "${cc[@]}" "${args[@]}" -nostartfiles -Wl,--no-entry -Wl,--no-export-dynamic \
-    "-Wl,--export=PyInit_$mod" -Wl,--export-if-defined=__wasm_call_ctors -Wl,--strip-debug
+    "-Wl,--export=PyInit_$mod" -Wl,--export-if-defined=__wasm_call_ctors -Wl,--strip-debug -lcxa_abort
 fi
 exec "${cc[@]}" "${args[@]}"
 SH
   chmod +x "$tc/bin/wasi-clang" && ln -s wasi-clang "$tc/bin/wasi-clang++"
   export WASI_SYSROOT=$sysroot WASI_PYINC=$pyinc
+  # __cxa_throw for C++ built with -fexceptions (cxa_abort.c): an archive, so a module
+  # that throws nothing links nothing of it
+  "$tc/bin/wasi-clang" -O2 -fPIC -c "$here/cxa_abort.c" -o "$tc/cxa_abort.o"
+  llvm-ar-22 rcs "$sysroot/lib/wasm32-wasip2/libcxa_abort.a" "$tc/cxa_abort.o"
   cat > "$tc/build-details.json" <<JSON
 {"schema_version": "1.0", "base_prefix": "$tc", "platform": "wasi-0.0.0-wasm32",
  "language": {"version": "3.14", "version_info": {"major": 3, "minor": 14, "micro": 0, "releaselevel": "final", "serial": 0}},
@@ -252,8 +262,31 @@ JSON
   python3 -m venv "$tc/venv"
   IFS=$'\x1f' read -r -a reqs <<< "$r_build_requires"
   "$tc/venv/bin/pip" install -q --disable-pip-version-check "${reqs[@]}"
+  # [build] wasi-requires: WASI wheels from ../wheels, unpacked in $tc/wasi-site. The
+  # host python cannot import them (wasm .so files): numpy is offered to it as a
+  # stand-in package with numpy's .pxd files (for Cython's `cimport numpy`) and a
+  # get_include() naming the WASI numpy's headers (its _numpyconfig.h is wasm32's).
+  local dep whl; IFS=$'\x1f' read -r -a wdeps <<< "${r_build_wasi_requires:-}"
+  for dep in "${wdeps[@]}"; do
+    [ -n "$dep" ] || continue
+    whl=$(ls "${WASI_WHEELS:-$here/../wheels}/$dep"-*-cp314-cp314-wasi_0_0_0_wasm32.whl 2>/dev/null | head -1)
+    [ -n "$whl" ] || { echo "wasi-requires: no $dep WASI wheel in ${WASI_WHEELS:-$here/../wheels} (build it first: recipes/build.sh $dep)" >&2; exit 3; }
+    python3 -m zipfile -e "$whl" "$tc/wasi-site"
+    case "$dep" in
+      numpy)
+        mkdir -p "$tc/shim/numpy"
+        cp "$tc/wasi-site/numpy/"*.pxd "$tc/shim/numpy/"
+        printf 'def get_include():\n    return %s\n' "'$tc/wasi-site/numpy/_core/include'" > "$tc/shim/numpy/__init__.py"
+        ;;
+      *) echo "wasi-requires: build.sh knows no stand-in for $dep" >&2; exit 2 ;;
+    esac
+  done
+  [ ! -d "$tc/shim" ] || export PYTHONPATH="$tc/shim${PYTHONPATH:+:$PYTHONPATH}"
   export PATH="$tc/bin:$tc/venv/bin:$PATH"
   local props; props=$(printf '%s\n' "${r_build_cross_properties//$'\x1f'/$'\n'}")
+  # [build] cpp-args, as a meson list (default: no exceptions, like componentize-py's libc++)
+  local cpp_args; cpp_args=$(python3 -c 'import sys; print(repr(sys.argv[1].split("\x1f")))' \
+    "${r_build_cpp_args:-$(printf '%s\x1f%s' -fPIC -fno-exceptions)}")
   cat > "$tc/cross.ini" <<INI
 [binaries]
 c = 'wasi-clang'
@@ -278,7 +311,7 @@ $props
 
 [built-in options]
 c_args = ['-fPIC']
-cpp_args = ['-fPIC', '-fno-exceptions']
+cpp_args = $cpp_args
 c_link_args = ['-fuse-ld=lld']
 cpp_link_args = ['-fuse-ld=lld']
 INI
@@ -292,7 +325,8 @@ INI
     "-Dpython.build_config=$tc/build-details.json" --prefix=/ \
     -Dpython.platlibdir=/site-packages -Dpython.purelibdir=/site-packages "${margs[@]}"
   $NICE ninja -C "$bld" -j "${JOBS:-2}"
-  "${meson[@]}" install -C "$bld" --no-rebuild --quiet --destdir "$tc/install" --tags "$r_build_install_tags"
+  local tags=(); [ -z "${r_build_install_tags:-}" ] || tags=(--tags "$r_build_install_tags")
+  "${meson[@]}" install -C "$bld" --no-rebuild --quiet --destdir "$tc/install" "${tags[@]}"
   tree="$tc/install/site-packages"
   built="$bld"
 }
@@ -301,6 +335,8 @@ INI
 pack_meson() {
   local so mod dist stage="$WORK/stage/$name-$ver"
   rm -rf "$stage" && mkdir -p "$WORK/stage" && cp -r "$tree" "$stage"
+  local x; IFS=$'\x1f' read -r -a excl <<< "${r_build_exclude:-}"
+  for x in "${excl[@]}"; do [ -z "$x" ] || rm -rf "${stage:?}/$x"; done
   for f in $(grep -rlF "$WORK" "$stage" || true); do sed -i "s|$WORK|/work|g" "$f"; done   # __config__.py
   for so in $(find "$stage" -name '*.cpython-314-wasm32-wasi.so' | sort); do
     mod=${so##*/}; mod=${mod%%.*}

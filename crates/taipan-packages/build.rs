@@ -1,9 +1,10 @@
 //! Embeds the WASI wheels Taipan ships (`wheels/*.whl` at the repository's
 //! root, built by `recipes/`), so a user gets compiled packages with nothing
-//! but the `taipan` binary.
+//! but the `taipan` binary; and the recipes themselves, so `taipan wheels
+//! build` runs from any folder.
 
 use std::fmt::Write as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
@@ -39,5 +40,40 @@ fn main() -> std::io::Result<()> {
     writeln!(code, "pub static WASI_WHEELS_DIGEST: &str = {digest:?};")
         .expect("writing to a String");
     let out = PathBuf::from(std::env::var("OUT_DIR").expect("set by cargo"));
-    std::fs::write(out.join("wasi_wheels.rs"), code)
+    std::fs::write(out.join("wasi_wheels.rs"), code)?;
+    embed_recipes(&manifest_dir.join("../../recipes").canonicalize()?, &out)
+}
+
+/// `RECIPE_FILES`: every file under `recipes/` as (relative path, bytes).
+fn embed_recipes(root: &Path, out: &Path) -> std::io::Result<()> {
+    println!("cargo:rerun-if-changed={}", root.display());
+    let mut files = Vec::new();
+    let mut dirs = vec![root.to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir)? {
+            let path = entry?.path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else {
+                files.push(path);
+            }
+        }
+    }
+    files.sort();
+    let mut code = String::from("pub static RECIPE_FILES: &[(&str, &[u8])] = &[\n");
+    for path in &files {
+        let rel = path
+            .strip_prefix(root)
+            .expect("under the root")
+            .to_string_lossy()
+            .replace('\\', "/");
+        writeln!(
+            code,
+            "    ({rel:?}, include_bytes!({:?})),",
+            path.display().to_string()
+        )
+        .expect("writing to a String");
+    }
+    code.push_str("];\n");
+    std::fs::write(out.join("recipes.rs"), code)
 }

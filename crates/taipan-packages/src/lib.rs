@@ -16,6 +16,7 @@ pub mod dist;
 pub mod environment;
 pub mod install;
 pub mod lock;
+pub mod recipes;
 pub mod requirements;
 pub mod resolve;
 pub mod shipped;

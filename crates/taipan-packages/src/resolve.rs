@@ -130,7 +130,7 @@ impl Provider<'_> {
         if best.is_empty() && !all.is_empty() {
             let example = &all[0].file.filename;
             return Err(Self::err(format!(
-                "{name} cannot be installed: it publishes only native wheels (such as {example}) and no pure-Python wheel, source distribution or WASI build; it needs native code, and Taipan ships WASI builds only of: {}\nhint: use a pure-Python alternative, or build a WASI wheel with a recipe (recipes/README.md) and pass its folder with --find-links",
+                "{name} cannot be installed: it publishes only native wheels (such as {example}) and no pure-Python wheel, source distribution or WASI build; it needs native code, and Taipan ships WASI builds only of: {}\nhint: use a pure-Python alternative, or write a recipe for it (recipes/README.md), build it with `taipan wheels build` and pass the wheel's folder with --find-links",
                 crate::shipped::packages().join(", ")
             )));
         }

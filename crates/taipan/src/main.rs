@@ -37,6 +37,8 @@ enum Command {
     D1(commands::d1::D1Args),
     /// List the Python runtimes and the compatibility dates that select them.
     Runtimes(commands::runtimes::RuntimesArgs),
+    /// The compiled (WASI) packages Taipan ships, and rebuilding one from source.
+    Wheels(commands::wheels::WheelsArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -55,6 +57,7 @@ fn main() -> std::process::ExitCode {
         Command::Runtimes(args) => args.run(),
         Command::Secret(args) => args.run(),
         Command::D1(args) => args.run(),
+        Command::Wheels(args) => args.run(),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

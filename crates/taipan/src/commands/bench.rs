@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{Result, anyhow, bail};
+use anyhow::{Context, Result, anyhow, bail};
 use bytes::Bytes;
 use clap::Args;
 use http_body_util::{BodyExt, Full};
@@ -29,6 +29,12 @@ pub struct BenchArgs {
     /// Path to request.
     #[arg(long, default_value = "/")]
     path: String,
+    /// Request method [default: GET, or POST with --body].
+    #[arg(long)]
+    method: Option<http::Method>,
+    /// A file whose bytes are every request's body.
+    #[arg(long, value_name = "FILE")]
+    body: Option<PathBuf>,
     /// Print one JSON object instead of a table.
     #[arg(long)]
     json: bool,
@@ -43,6 +49,18 @@ impl BenchArgs {
         if self.fresh == 0 || self.warm == 0 {
             bail!("--fresh and --warm must be at least 1");
         }
+        let body = match &self.body {
+            Some(path) => Bytes::from(
+                std::fs::read(path)
+                    .with_context(|| format!("reading --body \"{}\"", path.display()))?,
+            ),
+            None => Bytes::new(),
+        };
+        let method = self.method.clone().unwrap_or(if self.body.is_some() {
+            http::Method::POST
+        } else {
+            http::Method::GET
+        });
         let config = self.env.load(&self.dir)?;
         let builds = config.project_dir.join(".taipan").join("builds");
         let started = Instant::now();
@@ -53,6 +71,9 @@ impl BenchArgs {
         let outcome =
             taipan_build::build(&config, &builds, &options).map_err(|e| anyhow!("{e}"))?;
         let build_time = started.elapsed();
+        let component_bytes = std::fs::metadata(outcome.artifact.component())
+            .map(|m| m.len())
+            .unwrap_or(0);
 
         let runtime = super::runtime(PoolSize::default())?;
         let settings = |reuse, standby| WorkerSettings {
@@ -74,7 +95,11 @@ impl BenchArgs {
         let standby_worker = Worker::load(&runtime, &outcome.artifact, settings(false, 1))?;
         let warm_worker = Worker::load(&runtime, &outcome.artifact, settings(true, 0))?;
 
-        let uri = format!("http://localhost{}", self.path);
+        let probe = &Probe {
+            method,
+            uri: format!("http://localhost{}", self.path),
+            body,
+        };
         let tokio = super::tokio()?;
         let (instantiate, fresh, standby, warm, sandbox_memory, faults) =
             tokio.block_on(async {
@@ -90,7 +115,7 @@ impl BenchArgs {
                 }
                 let mut fresh = Vec::with_capacity(self.fresh);
                 for _ in 0..self.fresh {
-                    fresh.push(timed_request(&fresh_worker, &uri).await?);
+                    fresh.push(timed_request(&fresh_worker, probe).await?);
                 }
                 // Fresh sandboxes from the standby: each request gets a sandbox
                 // no request has used, instantiated and started ahead of time.
@@ -104,16 +129,16 @@ impl BenchArgs {
                         tokio::time::sleep(Duration::from_micros(200)).await;
                     }
                     let faults = minor_faults();
-                    standby.push(timed_request(&standby_worker, &uri).await?);
+                    standby.push(timed_request(&standby_worker, probe).await?);
                     standby_faults += minor_faults().saturating_sub(faults);
                 }
                 for _ in 0..20 {
-                    timed_request(&warm_worker, &uri).await?;
+                    timed_request(&warm_worker, probe).await?;
                 }
                 let mut warm = Vec::with_capacity(self.warm);
                 let warm_faults = minor_faults();
                 for _ in 0..self.warm {
-                    warm.push(timed_request(&warm_worker, &uri).await?);
+                    warm.push(timed_request(&warm_worker, probe).await?);
                 }
                 let warm_faults = minor_faults().saturating_sub(warm_faults);
                 let faults = (
@@ -138,6 +163,7 @@ impl BenchArgs {
             build: build_time,
             built: outcome.built,
             load: load_time,
+            component_bytes,
             instantiate: Stats::of(instantiate),
             fresh: Stats::of(fresh),
             standby: Stats::of(standby),
@@ -176,10 +202,19 @@ fn private_dirty_bytes() -> Result<u64> {
     Ok(kib * 1024)
 }
 
-async fn timed_request(worker: &Arc<Worker>, uri: &str) -> Result<Duration> {
-    let request = http::Request::get(uri)
+/// The request every sample sends.
+struct Probe {
+    method: http::Method,
+    uri: String,
+    body: Bytes,
+}
+
+async fn timed_request(worker: &Arc<Worker>, probe: &Probe) -> Result<Duration> {
+    let request = http::Request::builder()
+        .method(probe.method.clone())
+        .uri(&probe.uri)
         .header("host", "localhost")
-        .body(Full::new(Bytes::new()))?;
+        .body(Full::new(probe.body.clone()))?;
     let started = Instant::now();
     let response = worker.handle(request).await;
     let status = response.status();
@@ -222,6 +257,7 @@ struct Report {
     build: Duration,
     built: bool,
     load: Duration,
+    component_bytes: u64,
     instantiate: Stats,
     fresh: Stats,
     standby: Stats,
@@ -245,6 +281,10 @@ impl Report {
         println!(
             "compile or load compiled:            {:>10.1} ms",
             self.load.as_secs_f64() * 1e3
+        );
+        println!(
+            "component:                           {:>10.1} MB",
+            self.component_bytes as f64 / 1e6
         );
         println!(
             "                                      {:>10} {:>10} {:>10}",
@@ -283,6 +323,7 @@ impl Report {
             "build_ms": self.build.as_secs_f64() * 1e3,
             "build_kind": if self.built { "cold" } else { "cached" },
             "load_ms": self.load.as_secs_f64() * 1e3,
+            "component_bytes": self.component_bytes,
             "instantiate": stats(&self.instantiate),
             "fresh_first_response": stats(&self.fresh),
             "standby_first_response": stats(&self.standby),

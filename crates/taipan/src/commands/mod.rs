@@ -10,6 +10,7 @@ pub mod runtimes;
 pub mod secret;
 pub mod serve;
 pub mod versions;
+pub mod wheels;
 
 use anyhow::Result;
 use taipan_build::CacheDirs;

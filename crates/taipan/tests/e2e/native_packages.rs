@@ -229,3 +229,105 @@ fn numpy_array_math_in_a_worker() {
     assert_eq!(result["unique"], json!(["a", "b"]));
     assert_eq!(result["random_shape"], json!([2, 3]));
 }
+
+const SALES_CSV: &str = "date,region,units,price
+2026-01-05,north,3,2.50
+2026-01-20,south,5,4.00
+2026-02-02,north,2,2.50
+2026-02-14,south,1,10.00
+2026-03-01,east,4,1.25
+";
+
+fn post_csv(server: &Server, path: &str, csv: &str) -> (u16, Value) {
+    let response = Server::client()
+        .post(format!("{}{path}", server.url))
+        .header("content-type", "text/csv")
+        .body(csv.to_string())
+        .send()
+        .unwrap();
+    let status = response.status().as_u16();
+    let text = response.text().unwrap();
+    let value = serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("POST {path}: {e}: {text}\n{}", server.output()));
+    (status, value)
+}
+
+/// examples/pandas, with pandas and numpy from the WASI wheels Taipan ships
+/// (dateutil and tzdata from the offline wheelhouse): read_csv of a request
+/// body, groupby, describe, a rolling window (C++), dates, to_json.
+#[test]
+fn pandas_example_summarizes_an_uploaded_csv() {
+    let dir = example_copy("pandas");
+    let server = offline_dev(dir.path());
+    let lock = std::fs::read_to_string(dir.path().join("taipan.lock")).unwrap();
+    assert!(
+        lock.contains("pandas-3.1.1-cp314-cp314-wasi_0_0_0_wasm32.whl")
+            && lock.contains("numpy-2.5.5-cp314-cp314-wasi_0_0_0_wasm32.whl"),
+        "{lock}"
+    );
+
+    let (status, summary) = post_csv(&server, "/summary?by=region", SALES_CSV);
+    assert_eq!(status, 200, "{summary}\n{}", server.output());
+    assert_eq!(summary["rows"], 5);
+    assert_eq!(summary["columns"]["date"], "str");
+    assert_eq!(summary["columns"]["units"], "int64");
+    assert_eq!(summary["columns"]["price"], "float64");
+    assert_eq!(summary["describe"]["units"]["count"], json!(5.0));
+    assert_eq!(summary["describe"]["units"]["mean"], json!(3.0));
+    assert_eq!(summary["describe"]["price"]["max"], json!(10.0));
+    assert_eq!(
+        summary["sum"],
+        json!({
+            "east": {"units": 4, "price": 1.25},
+            "north": {"units": 5, "price": 5.0},
+            "south": {"units": 6, "price": 14.0},
+        })
+    );
+    assert_eq!(
+        summary["mean"]["south"],
+        json!({"units": 3.0, "price": 7.0})
+    );
+    assert_eq!(summary["count"]["north"], json!({"rows": 2}));
+    assert_eq!(
+        summary["rolling_mean"],
+        json!({"column": "units", "values": [null, null, 3.3333, 2.6667, 2.3333]})
+    );
+    assert_eq!(
+        summary["monthly"],
+        json!({
+            "2026-01": {"units": 8, "price": 6.5},
+            "2026-02": {"units": 3, "price": 12.5},
+            "2026-03": {"units": 4, "price": 1.25},
+        })
+    );
+    assert_eq!(summary["span_days"], 55);
+
+    // Bad input: a clean 4xx naming the problem, and the worker keeps serving.
+    let (status, error) = post_csv(&server, "/summary?by=city", SALES_CSV);
+    assert_eq!(status, 400, "{error}");
+    assert!(
+        error["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("no column 'city'"),
+        "{error}"
+    );
+    let (status, error) = post_csv(&server, "/summary", "");
+    assert_eq!(status, 400, "{error}");
+    assert!(
+        error["error"].as_str().unwrap().starts_with("not a CSV"),
+        "{error}"
+    );
+    let (status, error) = post_csv(&server, "/summary", "a,b\n1,2\n3,4,5,6,7\n");
+    assert_eq!(status, 400, "{error}");
+    assert!(
+        error["error"]
+            .as_str()
+            .unwrap()
+            .contains("Expected 2 fields in line 3, saw 5"),
+        "{error}"
+    );
+    assert_eq!(server.text("/summary").0, 405);
+    let (status, summary) = post_csv(&server, "/summary", "x\n1\n2\n");
+    assert_eq!((status, &summary["rows"]), (200, &json!(2)));
+}
