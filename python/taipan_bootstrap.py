@@ -14,13 +14,13 @@ import _taipan_build as build
 import js  # noqa: F401 - part of the snapshot
 import pyodide.ffi  # noqa: F401 - part of the snapshot
 import workers  # noqa: F401 - part of the snapshot
-from _taipan import clients, httpclient, loop, threads  # noqa: F401 - part of the snapshot
+from _taipan import clients, contract, httpclient, loop, threads  # noqa: F401 - part of the snapshot
 from _taipan.dispatch import Dispatcher
 from _taipan.loader import WorkerBuildError, WorkerModules, execute_imports
 from wit_world import exports
 
-ERROR_START = "<<<taipan-build-error>>>"
-ERROR_END = "<<<end-taipan-build-error>>>"
+ERROR_START = contract.BUILD_ERROR_START
+ERROR_END = contract.BUILD_ERROR_END
 
 
 def _prepare() -> WorkerModules:

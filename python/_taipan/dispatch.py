@@ -9,7 +9,7 @@ import sys
 import traceback
 from urllib.parse import parse_qs, urlsplit
 
-from _taipan import loop, webapi
+from _taipan import contract, loop, webapi
 from _taipan.wasi_http import Outparam, send_error, send_response, to_request
 from pyodide.ffi import JsObject
 from wit_world.imports import environment
@@ -25,19 +25,13 @@ from workers._durable import DurableObjectState
 # binding module the SDK uses must be imported at module level (snapshot time).
 
 
-# Must match WARMUP_AUTHORITY in crates/taipan-runtime/src/worker.rs; the
-# host refuses this host name from outside.
-WARMUP_URL = "http://__taipan-warmup__/"
-# Must match SCHEDULED_AUTHORITY in worker.rs: a cron trigger firing.
-SCHEDULED_PREFIX = "http://__taipan-scheduled__/"
-# Must match DURABLE_AUTHORITY in worker.rs: a call into a Durable Object
-# living in this sandbox (`/<class>/<id>/<rpc|fetch>`).
-DURABLE_PREFIX = "http://__taipan-do__/"
-# Must match SERVICE_AUTHORITY in worker.rs: a service binding's RPC call, or
-# its fetch to a named entrypoint (`/<entrypoint>/<rpc|fetch>`).
-SERVICE_PREFIX = "http://__taipan-service__/"
-# The environment values the host sets for the SDK (TAIPAN_VARS, ...).
-INTERNAL_ENV_PREFIX = "TAIPAN_"
+# Requests from the host into the guest (contract.py): the warm-up of a fresh
+# sandbox, cron triggers, calls into Durable Objects (`/<class>/<id>/<op>`)
+# and into named entrypoints of service bindings (`/<entrypoint>/<op>`).
+WARMUP_URL = f"http://{contract.AUTHORITY_WARMUP}/"
+SCHEDULED_PREFIX = f"http://{contract.AUTHORITY_SCHEDULED}/"
+DURABLE_PREFIX = f"http://{contract.AUTHORITY_DURABLE}/"
+SERVICE_PREFIX = f"http://{contract.AUTHORITY_SERVICE}/"
 
 
 class Dispatcher:
@@ -60,9 +54,9 @@ class Dispatcher:
         random.seed()
         host_env = dict(environment.get_environment())
         _hide_internal_environment()
-        self.dev = host_env.get("TAIPAN_DEV") == "1"
-        env = json.loads(host_env.get("TAIPAN_VARS") or "{}")
-        env.update(make_bindings(json.loads(host_env.get("TAIPAN_BINDINGS") or "{}")))
+        self.dev = host_env.get(contract.ENV_DEV) == contract.ENV_DEV_ON
+        env = json.loads(host_env.get(contract.ENV_VARS) or "{}")
+        env.update(make_bindings(json.loads(host_env.get(contract.ENV_BINDINGS) or "{}")))
         self.env = Env(env)
         set_current_env(self.env)
         self.module = importlib.import_module(self.main)
@@ -95,7 +89,7 @@ class Dispatcher:
         if request.url == WARMUP_URL:
             # The host's internal warm-up of a fresh sandbox: start-up is done
             # (above); no worker code runs for it.
-            send_response(Response(None, status=204), out, head_only=True)
+            send_response(Response(None, status=contract.STATUS_WARMUP), out, head_only=True)
             return
         if request.url.startswith(SCHEDULED_PREFIX):
             self._scheduled(request, ctx, out)
@@ -115,10 +109,13 @@ class Dispatcher:
 
     def _scheduled(self, request, ctx: ExecutionContext, out: Outparam) -> None:
         query = parse_qs(urlsplit(request.url).query)
-        controller = ScheduledController(query.get("cron", [""])[0], float(query.get("scheduledTime", ["0"])[0]))
+        controller = ScheduledController(
+            query.get(contract.SCHEDULED_QUERY_CRON, [""])[0],
+            float(query.get(contract.SCHEDULED_QUERY_TIME, ["0"])[0]),
+        )
         handler = _resolve_scheduled(self.module)
         if handler is None:
-            send_error(out, 501, "the worker has no scheduled handler (`on_scheduled` or `Default.scheduled`)\n")
+            send_error(out, contract.STATUS_NO_SCHEDULED_HANDLER, "the worker has no scheduled handler (`on_scheduled` or `Default.scheduled`)\n")
             return
         result = handler(controller, self.env, ctx)
         if inspect.isawaitable(result):
@@ -144,7 +141,7 @@ class Dispatcher:
         state = getattr(instance, "ctx", None)
         if isinstance(state, DurableObjectState):
             state._request_ctx = ctx  # its waitUntil work runs after this call's response
-        if op == "alarm":
+        if op == contract.OP_ALARM:
             self._alarm(instance, request, out)
             return
         self._call_in(instance, op, request, out)
@@ -154,7 +151,7 @@ class Dispatcher:
         handler = getattr(instance, "alarm", None)
         if not callable(handler):
             raise LookupError(f"{type(instance).__name__} set an alarm but has no alarm() method")
-        retry = int(request.headers.get("x-taipan-alarm-retry") or 0)
+        retry = int(request.headers.get(contract.HEADER_ALARM_RETRY) or 0)
         info = JsObject({"retryCount": retry, "isRetry": retry > 0})
         result = handler(info) if _positional_count(handler) >= 1 else handler()
         if inspect.isawaitable(result):
@@ -165,7 +162,7 @@ class Dispatcher:
         _, name, op = urlsplit(request.url).path.split("/", 2)
         cls = getattr(self.module, name, None)
         if not isinstance(cls, type) or name.startswith("_"):
-            if op == "rpc" and name == "Default":
+            if op == contract.OP_RPC and name == contract.DEFAULT_ENTRYPOINT:
                 error = {"name": "TypeError", "message": "The RPC receiver does not implement the method."}
                 send_response(Response.json({"error": error}, status=500), out, head_only=False)
                 return
@@ -183,9 +180,9 @@ class Dispatcher:
     def _call_in(self, instance, op: str, request, out: Outparam) -> None:
         """A call from another worker or a stub: `fetch` with the request it
         carries, or an RPC method."""
-        if op == "fetch":
-            url = request.headers.get("x-taipan-url") or request.url
-            headers = [(k, v) for k, v in request.headers if not k.startswith("x-taipan-")]
+        if op == contract.OP_FETCH:
+            url = request.headers.get(contract.HEADER_URL) or request.url
+            headers = [(k, v) for k, v in request.headers if not k.startswith(contract.HEADER_PREFIX)]
             inner = Request(url, method=request.method, headers=headers, body=request._body_source)
             fetch = getattr(instance, "fetch", None)
             if not callable(fetch):
@@ -215,7 +212,7 @@ class Dispatcher:
 def _hide_internal_environment() -> None:
     """The host hands vars and bindings over in `TAIPAN_*` environment
     values; the worker's `os.environ` must not show that protocol."""
-    for key in [k for k in os.environ if k.startswith(INTERNAL_ENV_PREFIX)]:
+    for key in [k for k in os.environ if k.startswith(contract.ENV_PREFIX)]:
         del os.environ[key]
 
 

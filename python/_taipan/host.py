@@ -1,24 +1,28 @@
 """Calls from the worker to the host, as `wasi:http` outgoing requests.
 
-Binding calls go to `http://__taipan__/<BINDING>/<op>` (the host routes them
-to the binding's implementation); anything else is an outbound subrequest.
+Binding calls go to `http://{AUTHORITY_BINDING}/<BINDING>/<op>` (the host
+routes them to the binding's implementation); anything else is an outbound
+subrequest.
 Waiting for a response suspends the calling coroutine on the sandbox's event
 loop, so `asyncio.gather` over several calls runs them concurrently.
 
-The binding protocol: arguments travel as JSON in the `x-taipan-args` header
-(ASCII) and a payload, if any, as the body. A reply is either a JSON body, or
-(with an `x-taipan-meta` header holding JSON) a payload body. A failed call
-answers 4xx/5xx with `{"name": ..., "message": ...}`.
+The binding protocol (`contract.py`; the wire format is described in
+`crates/taipan-guest/src/contract.rs`): the body is the arguments as one line
+of JSON, a newline, then the payload if any. A reply is either a JSON body,
+or (with `HEADER_META` holding JSON) a payload body. A failed call answers
+4xx/5xx with `{"name": ..., "message": ...}`.
 """
 
 import asyncio
+import itertools
 import json
 
 from componentize_py_types import Err
 from pyodide.ffi import JsException, json_default
 from wit_world.imports import outgoing_handler, streams, types
 
-BINDING_AUTHORITY = "__taipan__"
+from _taipan import contract
+
 READ_CHUNK = 1 << 20
 
 # While > 0 (inside `run_sync`), waits block the sandbox instead of suspending.
@@ -155,26 +159,51 @@ class BodyReader:
 async def call(binding: str, op: str, args=None, body=None, raw: bool = False):
     """Call `op` on binding `binding`. Returns the JSON reply, or with a
     payload reply `(meta, BodyReader)`; a failed call raises HostError."""
-    headers = [("x-taipan-args", json.dumps(args if args is not None else {}, default=json_default).encode("ascii"))]
-    future = send("POST", "http", BINDING_AUTHORITY, f"/{binding}/{op}", headers, body)
+    # json.dumps escapes newlines in strings: the first b"\n" ends the arguments.
+    line = json.dumps(args if args is not None else {}, default=json_default).encode() + b"\n"
+    if body is None:
+        chunks = line
+    elif isinstance(body, (bytes, bytearray, memoryview)):
+        chunks = (line, body)
+    else:
+        chunks = itertools.chain((line,), body)
+    future = send("POST", "http", contract.AUTHORITY_BINDING, f"/{binding}/{op}", [], chunks)
     response = await response_of(future)
     status = response.status()
     meta = None
     for name, value in response_headers(response):
-        if name == "x-taipan-meta":
+        if name == contract.HEADER_META:
             meta = json.loads(value)
     reader = BodyReader(response)
     if status >= 400:
-        data = reader.read_all()
-        try:
-            error = json.loads(data)
-            raise HostError(error.get("name", "Error"), error.get("message", ""))
-        except (ValueError, AttributeError):
-            raise HostError("Error", data.decode("utf-8", "replace")) from None
+        raise error_of(reader.read_all())
     if meta is not None or raw:
         return meta, reader
     data = reader.read_all()
     return json.loads(data) if data else None
+
+
+def error_of(data: bytes) -> "HostError":
+    """The exception a host error's body (`{"name", "message"}`) stands for."""
+    try:
+        error = json.loads(data)
+        return HostError(error.get("name", "Error"), error.get("message", ""))
+    except (ValueError, AttributeError):
+        return HostError("Error", data.decode("utf-8", "replace"))
+
+
+def is_host_error(response) -> bool:
+    """Whether `response` is an error the host made, not a callee's answer."""
+    return any(
+        name == contract.HEADER_ERROR and value == contract.ERROR_MARK
+        for name, value in response_headers(response)
+    )
+
+
+def is_internal_host(hostname) -> bool:
+    """Whether `hostname` is one of the host's internal authorities, which a
+    worker's own requests may not use."""
+    return bool(hostname) and hostname.lower().startswith(contract.INTERNAL_HOST_PREFIX)
 
 
 def run_sync(awaitable):

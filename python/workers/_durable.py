@@ -15,13 +15,12 @@ import inspect
 import json
 import os
 
-from _taipan import host
+from _taipan import contract, host
 from pyodide.ffi import JsException, JsObject
 
 from ._rpc import decode, dumps, encode, method  # noqa: F401 - encode/decode are this module's API too
 
-ID_HEADER = "x-taipan-do-id"
-STORAGE = "do-storage"
+STORAGE = contract.STORAGE_BINDING
 
 
 # -- ids, namespaces and stubs ------------------------------------------------
@@ -114,19 +113,13 @@ class DurableObjectStub:
         self.name = object_id.name
 
     async def fetch(self, input, init=None, **kwargs):
-        from ._fetch import URL_HEADER, _body_of, _request_of, _send
+        from ._fetch import fetch_via
 
         _not_home(self)
-        request = _request_of(input, init, kwargs)
-        headers = [(name, value.encode("latin-1")) for name, value in request.headers]
-        headers.append((URL_HEADER, request.url.encode("utf-8")))
-        headers.append((ID_HEADER, str(self.id).encode("ascii")))
-        return await _send(
-            request.method, "http", host.BINDING_AUTHORITY, f"/{self._binding}/fetch", headers, _body_of(request)
-        )
+        return await fetch_via(self._binding, input, init, kwargs, [(contract.HEADER_DO_ID, str(self.id).encode("ascii"))])
 
     def __getattr__(self, name: str):
-        headers = [(ID_HEADER, str(self.id).encode("ascii"))]
+        headers = [(contract.HEADER_DO_ID, str(self.id).encode("ascii"))]
         return method(self._binding, name, headers, check=lambda: _not_home(self))
 
     def __repr__(self) -> str:

@@ -8,21 +8,17 @@ Fetch API's arguments into one `wasi:http` request and its answer into a
 
 from urllib.parse import urlsplit
 
-from _taipan import host
-from pyodide.ffi import JsException
+from _taipan import contract, host
 
 from ._http import NULL_BODY_STATUSES, Request, Response, _init_kwargs
 
-# Headers the host reads to shape the request; never sent upstream.
-REDIRECT_HEADER = "x-taipan-redirect"
-URL_HEADER = "x-taipan-url"
-BINDING_ERROR_HEADER = "x-taipan-error"
+REDIRECT_MODES = (contract.REDIRECT_FOLLOW, contract.REDIRECT_MANUAL, contract.REDIRECT_ERROR)
 
 
 def _request_of(input, init, kwargs) -> Request:
     options = _init_kwargs(init, kwargs)
-    redirect = options.pop("redirect", "follow")
-    if redirect not in ("follow", "manual", "error"):
+    redirect = options.pop("redirect", contract.REDIRECT_FOLLOW)
+    if redirect not in REDIRECT_MODES:
         raise TypeError(f"redirect must be 'follow', 'manual' or 'error', got {redirect!r}")
     for ignored in ("cf", "signal", "cache", "mode", "credentials", "integrity", "keepalive"):
         options.pop(ignored, None)
@@ -44,10 +40,10 @@ async def _send(method, scheme, authority, path, headers, body) -> Response:
     future = host.send(method, scheme, authority, path, headers, body)
     response = await host.response_of(future)
     status = response.status()
+    if host.is_host_error(response):
+        # The host's own error (no such worker or object): not a response.
+        raise host.error_of(host.BodyReader(response).read_all())
     header_list = host.response_headers(response)
-    if any(name == BINDING_ERROR_HEADER for name, _ in header_list):
-        data = host.BodyReader(response).read_all()
-        raise JsException(data.decode("utf-8", "replace"))
     status = _status_for_response(status)
     # A 204 or 304 from upstream has no body to read (and may not be given one).
     body = None if status in NULL_BODY_STATUSES else host.BodyReader(response)
@@ -67,21 +63,33 @@ async def fetch(input, init=None, **kwargs) -> Response:
         raise TypeError(f"fetch() supports http and https URLs, got {request.url!r}")
     if not parts.netloc:
         raise TypeError(f"fetch() needs an absolute URL, got {request.url!r}")
-    if parts.hostname and parts.hostname.startswith("__taipan"):
+    if host.is_internal_host(parts.hostname):
         raise TypeError(f"fetch() cannot reach {parts.hostname!r}")
     path = parts.path or "/"
     if parts.query:
         path += "?" + parts.query
-    headers = [(name, value.encode("latin-1")) for name, value in request.headers]
-    headers.append((REDIRECT_HEADER, request._redirect.encode()))
+    headers = _headers_of(request)
+    headers.append((contract.HEADER_REDIRECT, request._redirect.encode()))
     return await _send(request.method, parts.scheme, parts.netloc, path, headers, _body_of(request))
 
 
-async def fetch_via(binding: str, input, init, kwargs) -> Response:
-    """A service binding's `fetch`: the request goes to the bound worker."""
+def _headers_of(request: Request) -> list:
+    """The request's headers for the host; a worker's own `x-taipan-*`
+    headers are dropped, as they would steer the host."""
+    return [
+        (name, value.encode("latin-1"))
+        for name, value in request.headers
+        if not name.lower().startswith(contract.HEADER_PREFIX)
+    ]
+
+
+async def fetch_via(binding: str, input, init, kwargs, extra_headers=()) -> Response:
+    """A binding's `fetch` (a service, assets, a Durable Object stub): the
+    request goes to what the binding reaches, its URL in `HEADER_URL`."""
     request = _request_of(input, init, kwargs)
-    headers = [(name, value.encode("latin-1")) for name, value in request.headers]
-    headers.append((URL_HEADER, request.url.encode("utf-8")))
+    headers = _headers_of(request)
+    headers.append((contract.HEADER_URL, request.url.encode("utf-8")))
+    headers.extend(extra_headers)
     return await _send(
-        request.method, "http", host.BINDING_AUTHORITY, f"/{binding}/fetch", headers, _body_of(request)
+        request.method, "http", contract.AUTHORITY_BINDING, f"/{binding}/{contract.OP_FETCH}", headers, _body_of(request)
     )

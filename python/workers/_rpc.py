@@ -11,7 +11,7 @@ import base64
 import inspect
 import json
 
-from _taipan import host
+from _taipan import contract, host
 from pyodide.ffi import JsArray, JsException, JsObject
 
 # Names a caller cannot reach by RPC: handlers with their own route.
@@ -67,13 +67,13 @@ async def call(binding: str, method: str, args, kwargs, headers=()):
     body = json.dumps(
         {"method": method, "args": [encode(a) for a in args], "kwargs": {k: encode(v) for k, v in kwargs.items()}}
     ).encode("utf-8")
-    future = host.send("POST", "http", host.BINDING_AUTHORITY, f"/{binding}/rpc", list(headers), body)
+    future = host.send("POST", "http", contract.AUTHORITY_BINDING, f"/{binding}/{contract.OP_RPC}", list(headers), body)
     response = await host.response_of(future)
     status = response.status()
-    failed = any(name == "x-taipan-error" for name, _ in host.response_headers(response))
+    failed = host.is_host_error(response)
     data = host.BodyReader(response).read_all()
     if failed:
-        raise JsException(data.decode("utf-8", "replace"))
+        raise host.error_of(data)
     try:
         reply = json.loads(data)
     except ValueError:

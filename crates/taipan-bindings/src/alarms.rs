@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use http_body_util::Empty;
 use rusqlite::OptionalExtension;
-use taipan_runtime::worker::DURABLE_AUTHORITY;
+use taipan_guest::contract::{AUTHORITY_DURABLE, HEADER_ALARM_RETRY, OP_ALARM};
 use tokio::sync::Notify;
 
 use crate::protocol::BindingError;
@@ -20,8 +20,6 @@ use crate::store::{Database, Stores};
 
 /// Retries of a failing `alarm()` before the alarm is dropped.
 pub const MAX_RETRIES: u32 = 6;
-/// The retry count the object's `alarm(alarm_info)` sees.
-pub const RETRY_HEADER: &str = "x-taipan-alarm-retry";
 /// The longest the task sleeps without looking (a clock change, another
 /// process writing the schedule).
 const MAX_SLEEP: Duration = Duration::from_secs(30);
@@ -169,11 +167,13 @@ impl Alarms {
         let outcome = match self.services.worker(&self.script) {
             None => Err("the worker is not running".to_string()),
             Some(worker) => {
-                let request =
-                    http::Request::post(format!("http://{DURABLE_AUTHORITY}/{class}/{id}/alarm"))
-                        .header(http::header::HOST, DURABLE_AUTHORITY)
-                        .header(RETRY_HEADER, retry)
-                        .body(Empty::<bytes::Bytes>::new());
+                let request = http::Request::post(format!(
+                    "http://{AUTHORITY_DURABLE}/{class}/{id}/{OP_ALARM}"
+                ))
+                .header(http::header::HOST, AUTHORITY_DURABLE)
+                // the retry count the object's `alarm(alarm_info)` sees
+                .header(HEADER_ALARM_RETRY, retry)
+                .body(Empty::<bytes::Bytes>::new());
                 match request {
                     Ok(request) => {
                         let response = worker

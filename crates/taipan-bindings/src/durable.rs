@@ -10,8 +10,8 @@ use std::sync::Arc;
 use futures::future::BoxFuture;
 use rusqlite::OptionalExtension;
 use serde_json::{Value, json};
+use taipan_guest::contract::{AUTHORITY_DURABLE, HEADER_DO_ID, OP_FETCH, OP_RPC};
 use taipan_runtime::host::HostFuture;
-use taipan_runtime::worker::DURABLE_AUTHORITY;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
 use crate::Binding;
@@ -21,11 +21,9 @@ use crate::protocol::{BindingError, Call, Reply};
 use crate::service::{Services, binding_error};
 use crate::store::{Database, Stores};
 
-/// The binding name of storage calls: `__taipan__/do-storage/<op>` (not an
-/// identifier, so no user binding can take it).
-pub const STORAGE_BINDING: &str = "do-storage";
-/// The object id on a stub's call.
-pub const ID_HEADER: &str = "x-taipan-do-id";
+/// The binding name of storage calls (not an identifier, so no user
+/// binding can take it).
+pub use taipan_guest::contract::STORAGE_BINDING;
 
 /// Cloudflare's limits for SQLite-backed objects' key-value storage.
 const MAX_KEY_BYTES: usize = 2048;
@@ -49,7 +47,7 @@ impl Namespace {
             let (mut parts, body) = request.into_parts();
             let id = parts
                 .headers
-                .remove(ID_HEADER)
+                .remove(HEADER_DO_ID)
                 .and_then(|v| v.to_str().ok().map(str::to_string))
                 .unwrap_or_default();
             if !valid_id(&id) {
@@ -57,7 +55,7 @@ impl Namespace {
                     "{id:?} is not a Durable Object id (64 hex digits)"
                 )));
             }
-            if op != "rpc" && op != "fetch" {
+            if op != OP_RPC && op != OP_FETCH {
                 return Ok(binding_error(format!("a stub has no operation {op:?}")));
             }
             let Some(worker) = worker else {
@@ -65,13 +63,13 @@ impl Namespace {
                     "the worker {script:?} that defines {class} is not running on this server"
                 )));
             };
-            let uri = format!("http://{DURABLE_AUTHORITY}/{class}/{id}/{op}");
+            let uri = format!("http://{AUTHORITY_DURABLE}/{class}/{id}/{op}");
             parts.uri = uri.parse().map_err(|_| {
                 wasmtime_wasi_http::p2::bindings::http::types::ErrorCode::InternalError(None)
             })?;
             parts.headers.insert(
                 http::header::HOST,
-                http::HeaderValue::from_static(DURABLE_AUTHORITY),
+                http::HeaderValue::from_static(AUTHORITY_DURABLE),
             );
             let request = http::Request::from_parts(parts, body);
             Ok(worker

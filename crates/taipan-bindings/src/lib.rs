@@ -159,7 +159,8 @@ impl WorkerHost for WorkerBindings {
             Some(Entry::Assets(assets)) => match service::addressed(request) {
                 Some(request) => assets.fetch(&request.into_parts().0),
                 None => {
-                    let response = service::binding_error("the assets request has no URL".into());
+                    let response =
+                        BindingError::route("the assets request has no URL").into_response();
                     Box::pin(async move { Ok(response) })
                 }
             },
@@ -167,7 +168,7 @@ impl WorkerHost for WorkerBindings {
                 let binding = binding.clone();
                 let op = op.to_string();
                 Box::pin(async move {
-                    let reply = match Call::from_request(request) {
+                    let reply = match Call::read(request).await {
                         Ok(call) => binding.call(&op, call).await,
                         Err(e) => Err(e),
                     };

@@ -13,6 +13,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::StreamExt;
 use http_body_util::BodyExt;
+use taipan_guest::contract::{
+    HEADER_PREFIX, HEADER_REDIRECT, REDIRECT_ERROR, REDIRECT_FOLLOW, REDIRECT_MANUAL,
+};
 use taipan_runtime::host::{HostFuture, HostResponse};
 use wasmtime_wasi_http::p2::bindings::http::types::ErrorCode;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
@@ -47,8 +50,6 @@ pub struct Outbound {
     allow_private: bool,
     limits: FetchLimits,
 }
-
-const REDIRECT_HEADER: &str = "x-taipan-redirect";
 
 impl Outbound {
     pub fn new(allow_private: bool, limits: FetchLimits) -> anyhow::Result<Arc<Self>> {
@@ -105,18 +106,30 @@ impl Outbound {
         if !self.allow_private && literal_ip_refused(&url) {
             return Err(ErrorCode::DestinationIpProhibited);
         }
-        let redirect = parts
+        // The guest's redirect mode (the SDK drops a worker's own x-taipan-*
+        // headers, so there is one); anything unknown is "manual".
+        let redirect = match parts.headers.remove(HEADER_REDIRECT) {
+            None => REDIRECT_FOLLOW,
+            Some(v) if v == REDIRECT_FOLLOW => REDIRECT_FOLLOW,
+            Some(v) if v == REDIRECT_ERROR => REDIRECT_ERROR,
+            Some(_) => REDIRECT_MANUAL,
+        };
+        let internal: Vec<http::HeaderName> = parts
             .headers
-            .remove(REDIRECT_HEADER)
-            .map(|v| v.to_str().unwrap_or("follow").to_string())
-            .unwrap_or_else(|| "follow".into());
+            .keys()
+            .filter(|name| name.as_str().starts_with(HEADER_PREFIX))
+            .cloned()
+            .collect();
+        for name in internal {
+            parts.headers.remove(name);
+        }
         parts.headers.remove(http::header::HOST);
         let body = http_body_util::Limited::new(body, self.limits.max_request_body)
             .collect()
             .await
             .map_err(|_| ErrorCode::HttpRequestBodySize(Some(self.limits.max_request_body as u64)))?
             .to_bytes();
-        let client = if redirect == "follow" {
+        let client = if redirect == REDIRECT_FOLLOW {
             &self.follow
         } else {
             &self.manual
@@ -130,7 +143,7 @@ impl Outbound {
             .send()
             .await
             .map_err(|e| error_code(&e))?;
-        if redirect == "error" && response.status().is_redirection() {
+        if redirect == REDIRECT_ERROR && response.status().is_redirection() {
             return Err(ErrorCode::InternalError(Some(
                 "fetch failed: the response was a redirect and redirect is \"error\"".into(),
             )));

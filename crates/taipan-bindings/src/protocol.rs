@@ -1,34 +1,79 @@
-//! The wire format of a binding call (see `python/_taipan/host.py`):
-//! arguments as JSON in `x-taipan-args`, an optional payload as the body;
-//! the reply is a JSON body, or a payload with JSON in `x-taipan-meta`;
-//! failures are 4xx/5xx with `{"name", "message"}`.
+//! The wire format of a binding call (`taipan_guest::contract`; the guest's
+//! side is `python/_taipan/host.py`): the body is the arguments as one line
+//! of JSON, a newline, then the payload if any; the reply is a JSON body, or
+//! a payload with JSON about it in `HEADER_META`; failures are 4xx/5xx with
+//! `{"name", "message"}` and `HEADER_ERROR`.
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
+use futures::StreamExt;
 use http_body_util::BodyExt;
 use serde_json::Value;
+use taipan_guest::contract::{ERROR_MARK, HEADER_ERROR, HEADER_META, STATUS_ROUTE_ERROR};
 use taipan_runtime::host::{HostResponse, full_body};
 use wasmtime_wasi_http::p2::body::{HyperIncomingBody, HyperOutgoingBody};
 
-pub const ARGS_HEADER: &str = "x-taipan-args";
-pub const META_HEADER: &str = "x-taipan-meta";
+/// The largest arguments line a call may send (D1 batches and Durable Object
+/// writes carry their SQL and values there; each binding bounds its own
+/// parts further).
+pub const MAX_ARGS_BYTES: usize = 32 << 20;
 
 /// One call as the binding sees it.
 pub struct Call {
     pub args: Value,
+    /// The payload: what follows the arguments line.
     pub body: HyperOutgoingBody,
 }
 
 impl Call {
-    pub fn from_request(request: http::Request<HyperOutgoingBody>) -> Result<Self, BindingError> {
-        let (parts, body) = request.into_parts();
-        // Only the arguments header matters: the path (binding/op) is routed already.
-        let args = match parts.headers.get(ARGS_HEADER) {
-            None => Value::Object(Default::default()),
-            Some(v) => serde_json::from_slice(v.as_bytes()).map_err(|e| {
-                BindingError::type_error(format!("malformed binding arguments: {e}"))
-            })?,
+    /// Reads the arguments line off the request's body; the rest of the
+    /// body, unread, is the payload.
+    pub async fn read(request: http::Request<HyperOutgoingBody>) -> Result<Self, BindingError> {
+        // Only the body matters: the path (binding/op) is routed already.
+        let mut body = request.into_body();
+        let mut line = BytesMut::new();
+        let rest = loop {
+            let frame = match body.frame().await {
+                Some(Ok(frame)) => frame,
+                Some(Err(e)) => {
+                    return Err(BindingError::error(format!("reading the call failed: {e}")));
+                }
+                None => break Bytes::new(),
+            };
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
+            let searched = line.len();
+            line.extend_from_slice(&data);
+            if let Some(end) = line[searched..].iter().position(|&b| b == b'\n') {
+                let rest = line.split_off(searched + end + 1).freeze();
+                line.truncate(searched + end);
+                break rest;
+            }
+            if line.len() > MAX_ARGS_BYTES {
+                return Err(BindingError::range_error(format!(
+                    "the call's arguments are over the limit of {MAX_ARGS_BYTES} bytes"
+                )));
+            }
         };
-        Ok(Self { args, body })
+        let args = if line.is_empty() {
+            Value::Object(Default::default())
+        } else {
+            serde_json::from_slice(&line).map_err(|e| {
+                BindingError::type_error(format!("malformed binding arguments: {e}"))
+            })?
+        };
+        let first =
+            futures::stream::iter((!rest.is_empty()).then(|| Ok(http_body::Frame::data(rest))));
+        let body = http_body_util::StreamBody::new(
+            first.chain(
+                body.into_data_stream()
+                    .map(|chunk| chunk.map(http_body::Frame::data)),
+            ),
+        );
+        Ok(Self {
+            args,
+            body: body.boxed_unsync(),
+        })
     }
 
     /// The payload, whole, refused past `limit` bytes.
@@ -90,7 +135,7 @@ impl Reply {
                 // serde_json escapes nothing outside ASCII by default; make it header-safe.
                 let meta = ascii_json(&meta);
                 if let Ok(value) = http::HeaderValue::from_str(&meta) {
-                    response.headers_mut().insert(META_HEADER, value);
+                    response.headers_mut().insert(HEADER_META, value);
                 }
                 response
             }
@@ -132,10 +177,24 @@ impl BindingError {
         }
     }
 
+    /// A binding's route failed: no such worker, object or entrypoint.
+    pub fn route(message: impl Into<String>) -> Self {
+        Self {
+            name: "Error",
+            message: message.into(),
+            status: http::StatusCode::from_u16(STATUS_ROUTE_ERROR)
+                .unwrap_or(http::StatusCode::BAD_GATEWAY),
+        }
+    }
+
+    /// The one encoding of a host error (see `taipan_guest::contract`).
     pub fn into_response(self) -> HostResponse {
         let body = serde_json::json!({"name": self.name, "message": self.message});
         let mut response = http::Response::new(full_body(body.to_string()));
         *response.status_mut() = self.status;
+        response
+            .headers_mut()
+            .insert(HEADER_ERROR, http::HeaderValue::from_static(ERROR_MARK));
         response
     }
 }
@@ -168,7 +227,6 @@ pub fn stream_body<S>(stream: S) -> HyperIncomingBody
 where
     S: futures::Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static,
 {
-    use futures::StreamExt;
     let frames = stream.map(|chunk| {
         chunk.map(http_body::Frame::data).map_err(|e| {
             wasmtime_wasi_http::p2::bindings::http::types::ErrorCode::InternalError(Some(

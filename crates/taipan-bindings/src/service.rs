@@ -6,9 +6,9 @@
 use std::sync::Arc;
 
 use taipan_config::bindings::ServiceBinding;
+use taipan_guest::contract::{AUTHORITY_SERVICE, DEFAULT_ENTRYPOINT, HEADER_URL, OP_FETCH, OP_RPC};
 use taipan_runtime::Worker;
-use taipan_runtime::host::{HostFuture, HostResponse, full_body};
-use taipan_runtime::worker::SERVICE_AUTHORITY;
+use taipan_runtime::host::{HostFuture, HostResponse};
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
 /// Finds the worker a service binding names, at call time (so a redeployed
@@ -26,13 +26,10 @@ impl Services for NoServices {
     }
 }
 
-pub const URL_HEADER: &str = "x-taipan-url";
-pub const ERROR_HEADER: &str = "x-taipan-error";
-
 /// A service binding's call (`op` is `fetch` or `rpc`) run in the worker it
 /// names. A fetch to the default entrypoint is a request like one from
 /// outside (static assets first); a fetch to a named entrypoint and every RPC
-/// call go to that class through [`SERVICE_AUTHORITY`].
+/// call go to that class through `AUTHORITY_SERVICE`.
 pub fn call(
     services: &Arc<dyn Services>,
     binding: &ServiceBinding,
@@ -50,16 +47,16 @@ pub fn call(
             )));
         };
         match (op.as_str(), entrypoint) {
-            ("fetch", None) => {
+            (OP_FETCH, None) => {
                 let Some(request) = addressed(request) else {
                     return Ok(binding_error("the service request has no valid URL".into()));
                 };
                 Ok(worker.handle(request).await)
             }
-            ("fetch" | "rpc", entrypoint) => {
-                let entrypoint = entrypoint.as_deref().unwrap_or("Default");
+            (OP_FETCH | OP_RPC, entrypoint) => {
+                let entrypoint = entrypoint.as_deref().unwrap_or(DEFAULT_ENTRYPOINT);
                 let (mut parts, body) = request.into_parts();
-                let Ok(uri) = format!("http://{SERVICE_AUTHORITY}/{entrypoint}/{op}").parse()
+                let Ok(uri) = format!("http://{AUTHORITY_SERVICE}/{entrypoint}/{op}").parse()
                 else {
                     return Ok(binding_error(format!(
                         "{entrypoint:?} is not an entrypoint name"
@@ -68,7 +65,7 @@ pub fn call(
                 parts.uri = uri;
                 parts.headers.insert(
                     http::header::HOST,
-                    http::HeaderValue::from_static(SERVICE_AUTHORITY),
+                    http::HeaderValue::from_static(AUTHORITY_SERVICE),
                 );
                 Ok(worker
                     .entrypoint(http::Request::from_parts(parts, body))
@@ -82,14 +79,14 @@ pub fn call(
 }
 
 /// The request a guest addressed to a binding, re-addressed to the URL it
-/// carries in `x-taipan-url` (with its Host header); `None` without one.
+/// carries in `HEADER_URL` (with its Host header); `None` without one.
 pub fn addressed(
     request: http::Request<HyperOutgoingBody>,
 ) -> Option<http::Request<HyperOutgoingBody>> {
     let (mut parts, body) = request.into_parts();
     let url = parts
         .headers
-        .remove(URL_HEADER)
+        .remove(HEADER_URL)
         .and_then(|v| v.to_str().ok()?.parse::<http::Uri>().ok());
     let url = url?;
     if let Some(host) = url.authority()
@@ -101,11 +98,8 @@ pub fn addressed(
     Some(http::Request::from_parts(parts, body))
 }
 
+/// A failed route (no such worker, entrypoint or object) as the guest's
+/// `fetch`/RPC call raises it.
 pub fn binding_error(message: String) -> HostResponse {
-    let mut response = http::Response::new(full_body(message));
-    *response.status_mut() = http::StatusCode::BAD_GATEWAY;
-    response
-        .headers_mut()
-        .insert(ERROR_HEADER, http::HeaderValue::from_static("1"));
-    response
+    crate::protocol::BindingError::route(message).into_response()
 }

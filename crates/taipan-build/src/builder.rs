@@ -10,6 +10,7 @@ use sha2::{Digest, Sha256};
 use taipan_config::WorkerConfig;
 
 use crate::artifact::{Artifact, COMPLETE_FILE, COMPONENT_FILE, PYTHON_PATH_DIRS};
+use crate::contract::{BUILD_ERROR_END as ERROR_END, BUILD_ERROR_START as ERROR_START};
 use crate::embedded::{self, SDK_FILES, WIT_FILES};
 use crate::source;
 use taipan_packages::{Installed, SourceOptions};
@@ -17,8 +18,6 @@ use taipan_packages::{Installed, SourceOptions};
 /// The module componentize-py runs at build time (python/taipan_bootstrap.py).
 const APP_MODULE: &str = "taipan_bootstrap";
 const WORLD: &str = "taipan:worker/worker";
-const ERROR_START: &str = "<<<taipan-build-error>>>";
-const ERROR_END: &str = "<<<end-taipan-build-error>>>";
 
 /// Why a build failed: the worker's code, or Taipan itself.
 #[derive(Debug)]

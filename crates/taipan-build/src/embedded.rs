@@ -2,7 +2,7 @@
 //! CPython standard library from componentize-py.
 
 use std::io::Cursor;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{Context, Result};
 use sha2::{Digest, Sha256};
@@ -39,14 +39,10 @@ pub fn write_files(files: &[(&str, &[u8])], dir: &Path) -> Result<()> {
     Ok(())
 }
 
+pub use taipan_guest::PythonFiles;
+
 /// The standard library and componentize-py's helper modules, unpacked once
 /// per Taipan version under the cache folder and shared by every worker.
-#[derive(Debug, Clone)]
-pub struct PythonFiles {
-    pub stdlib: PathBuf,
-    pub bundled: PathBuf,
-}
-
 pub fn python_files(cache_root: &Path) -> Result<PythonFiles> {
     let root = cache_root.join("python").join(digest());
     let files = PythonFiles {

@@ -5,14 +5,11 @@
 //! interpreter's memory. Results are cached by content hash, so an unchanged
 //! worker is never rebuilt.
 
-pub mod artifact;
 pub mod builder;
-pub mod cache;
 pub mod embedded;
 pub mod source;
 
-pub use artifact::{Artifact, Mount};
 pub use builder::{BuildError, BuildOptions, BuildOutcome, build};
-pub use cache::CacheDirs;
 pub use embedded::{PythonFiles, python_files};
+pub use taipan_guest::{Artifact, CacheDirs, Mount, artifact, contract};
 pub use taipan_packages::SourceOptions;

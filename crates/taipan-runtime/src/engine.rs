@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use taipan_build::CacheDirs;
+use taipan_guest::{CacheDirs, PythonFiles};
 use wasmtime::component::Component;
 use wasmtime::{CacheStore, Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
@@ -17,7 +17,7 @@ use crate::limits::{EPOCH_TICK, MIB};
 pub struct Runtime {
     pub engine: Engine,
     pub cache: CacheDirs,
-    pub python: taipan_build::PythonFiles,
+    pub python: PythonFiles,
 }
 
 /// Core instances one sandbox may have: its modules and the compiled
@@ -43,7 +43,9 @@ impl Default for PoolSize {
 }
 
 impl Runtime {
-    pub fn new(cache: CacheDirs, pool: PoolSize) -> Result<Self> {
+    /// `python`: the unpacked standard library sandboxes mount (the
+    /// builder's `python_files`).
+    pub fn new(cache: CacheDirs, python: PythonFiles, pool: PoolSize) -> Result<Self> {
         let mut config = Config::new();
         config.wasm_component_model(true);
         config.epoch_interruption(true);
@@ -82,7 +84,6 @@ impl Runtime {
             .context("configuring the WebAssembly engine")?;
 
         spawn_epoch_ticker(engine.weak());
-        let python = taipan_build::python_files(&cache.root)?;
         Ok(Self {
             engine,
             cache,
@@ -148,7 +149,7 @@ impl CompileCache {
     fn path(&self, key: &[u8]) -> PathBuf {
         use sha2::Digest;
         let digest = sha2::Sha256::digest(key);
-        let name = taipan_build::embedded::hex(&digest[..16]);
+        let name: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
         self.dir.join(&name[..2]).join(name)
     }
 }

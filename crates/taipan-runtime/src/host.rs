@@ -3,8 +3,9 @@
 //! world stays the standard `wasi:http/proxy` (a Taipan component still runs
 //! under `wasmtime serve`):
 //!
-//! - `POST http://__taipan__/<BINDING>/<op>`: a binding call, handed to
-//!   [`WorkerHost::binding`];
+//! - `POST http://{AUTHORITY_BINDING}/<BINDING>/<op>`: a binding call,
+//!   handed to [`WorkerHost::binding`] (the wire format is in
+//!   `taipan_guest::contract`);
 //! - anything else: an outbound subrequest, handed to [`WorkerHost::fetch`].
 //!
 //! The per-request view ([`RequestView`]) counts both against named limits.
@@ -21,11 +22,7 @@ use wasmtime_wasi_http::p2::types::{
 };
 use wasmtime_wasi_http::p2::{HttpResult, WasiHttpHooks};
 
-/// The authority of binding calls; the public front refuses it from outside.
-pub const BINDING_AUTHORITY: &str = "__taipan__";
-
-/// Host names starting with this are internal (bindings, warm-up, cron).
-pub const INTERNAL_PREFIX: &str = "__taipan";
+use taipan_guest::contract::AUTHORITY_BINDING;
 
 pub type HostResponse = http::Response<HyperIncomingBody>;
 pub type HostFuture = Pin<Box<dyn Future<Output = Result<HostResponse, ErrorCode>> + Send>>;
@@ -123,7 +120,7 @@ impl RequestView {
         let internal = request
             .uri()
             .authority()
-            .is_some_and(|a| a.as_str() == BINDING_AUTHORITY);
+            .is_some_and(|a| a.as_str() == AUTHORITY_BINDING);
         if internal {
             self.binding_calls += 1;
             if self.binding_calls > self.limits.max_binding_calls {

@@ -7,10 +7,13 @@
 //! request gets one sandbox for its duration.
 
 pub mod body;
+pub mod call;
 pub mod engine;
 pub mod host;
 pub mod limits;
 pub mod log;
+pub mod pinned;
+pub mod pool;
 pub mod sandbox;
 pub mod worker;
 

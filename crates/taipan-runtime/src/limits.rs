@@ -2,8 +2,6 @@
 
 use std::time::Duration;
 
-use taipan_config::ConfigLimits;
-
 /// Per-worker limits. Defaults follow Cloudflare Workers where it has one
 /// (128 MiB memory, 100 MB request bodies) and are documented in docs/config.md.
 #[derive(Debug, Clone)]
@@ -48,21 +46,6 @@ impl Limits {
     /// `cpu_time` in epoch ticks: the deadline a request's guest call gets.
     pub fn epoch_ticks(&self) -> u64 {
         (self.cpu_time.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64
-    }
-
-    /// These limits with a worker's own `[limits]` (each `None` keeps ours).
-    pub fn with_overrides(&self, o: &ConfigLimits) -> Self {
-        let mb = |v: Option<u64>, default: u64| v.map_or(default, |mb| mb * 1000 * 1000);
-        Self {
-            cpu_time: o.cpu_ms.map_or(self.cpu_time, Duration::from_millis),
-            memory_bytes: o
-                .memory_mb
-                .map_or(self.memory_bytes, |mb| (mb as usize) << 20),
-            max_request_body: mb(o.request_body_mb, self.max_request_body),
-            max_response_body: mb(o.response_body_mb, self.max_response_body),
-            max_sandboxes: o.max_sandboxes.map_or(self.max_sandboxes, |n| n as usize),
-            ..self.clone()
-        }
     }
 
     /// `taipan dev`: room for 100 MB bodies to pass through a handler that

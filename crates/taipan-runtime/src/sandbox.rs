@@ -1,10 +1,9 @@
 //! One sandbox: a wasmtime store and a worker instance restored from the snapshot.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use bytes::Bytes;
-use taipan_build::Mount;
+use taipan_guest::Mount;
 use tokio::sync::oneshot;
 use wasmtime::component::Resource;
 use wasmtime::component::ResourceTable;
@@ -73,8 +72,6 @@ pub struct Sandbox {
     pub store: Store<SandboxState>,
     pub proxy: Proxy,
     pub tag: RequestTag,
-    pub requests: u64,
-    pub last_used: Instant,
 }
 
 impl Sandbox {
@@ -116,13 +113,7 @@ impl Sandbox {
         // Instantiation itself runs no guest code of note; give it a generous deadline.
         store.set_epoch_deadline(u64::MAX / 2);
         let proxy = pre.instantiate_async(&mut store).await?;
-        Ok(Self {
-            store,
-            proxy,
-            tag,
-            requests: 0,
-            last_used: Instant::now(),
-        })
+        Ok(Self { store, proxy, tag })
     }
 
     /// Hand `request` to this sandbox's wasi:http context and arm the CPU

@@ -1,27 +1,28 @@
 //! A deployed worker: its compiled component and a pool of warm sandboxes.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
-use taipan_build::Artifact;
-use tokio::sync::Semaphore;
+use taipan_guest::Artifact;
 use wasmtime::component::Linker;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::bindings::http::types::ErrorCode;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
 use crate::body::LimitedResponse;
+use crate::call::{Detached, WAIT_GRACE, WaitedPastLimit, classify_trap};
 use crate::engine::Runtime;
-use crate::host::{HostLimits, INTERNAL_PREFIX, WorkerHost};
+use crate::host::{HostLimits, WorkerHost};
 use crate::limits::Limits;
 use crate::log::LogSink;
+use crate::pinned::{self, Pinned};
+use crate::pool::{Permit, Pool, PoolLimits, Refused, Taken};
 use crate::sandbox::{BoundRequest, Sandbox, SandboxState, SandboxTemplate};
+use taipan_guest::contract::{self, AUTHORITY_SCHEDULED, AUTHORITY_WARMUP, INTERNAL_HOST_PREFIX};
 
 /// How a worker runs, beyond its build.
 #[derive(Clone)]
@@ -52,86 +53,28 @@ pub struct Worker {
     pub artifact_id: String,
     pre: ProxyPre<SandboxState>,
     template: SandboxTemplate,
-    idle: Mutex<Vec<Sandbox>>,
-    permits: Arc<Semaphore>,
-    queued: Arc<AtomicUsize>,
-    reuse: bool,
-    /// Fresh sandboxes, instantiated and warmed up ahead of demand; never
-    /// used by a request yet.
-    standby: Mutex<Vec<Sandbox>>,
-    standby_target: usize,
-    standby_starting: AtomicUsize,
-    /// Set when warming a sandbox fails (e.g. the worker's top level raises):
-    /// requests then start sandboxes themselves and report the error.
-    standby_failed: AtomicBool,
-    /// Live Durable Objects by `<class>/<id>`.
-    objects: Mutex<HashMap<String, ObjectSlot>>,
-}
-
-/// A place in a worker's wait queue, given back on drop.
-struct QueueSlot(Arc<AtomicUsize>);
-
-impl QueueSlot {
-    fn take(counter: &Arc<AtomicUsize>, max: usize) -> Option<Self> {
-        counter
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < max).then_some(n + 1)
-            })
-            .ok()
-            .map(|_| Self(counter.clone()))
-    }
-}
-
-impl Drop for QueueSlot {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
-    }
+    /// Warm and standby sandboxes, permits and the wait queue.
+    pool: Pool<Sandbox>,
+    /// Live Durable Objects by `<class>/<id>`, each in a sandbox of its own.
+    objects: Pinned<Sandbox>,
 }
 
 pub type Body = HyperOutgoingBody;
 
 /// Where a sandbox goes after a request.
 enum Home {
-    /// The worker's pool: back to the idle list; the permit is released.
-    Pool(tokio::sync::OwnedSemaphorePermit),
+    /// The worker's pool (with the uses it has served); the permit is
+    /// released.
+    Pool(Permit, u64),
     /// A Durable Object's own sandbox: back into its slot, which stays
     /// locked (calls to the object wait) until the call is over.
     Object(tokio::sync::OwnedMutexGuard<Option<Sandbox>>),
 }
 
-/// A live Durable Object: its sandbox, locked while a call runs in it.
-type ObjectSlot = Arc<tokio::sync::Mutex<Option<Sandbox>>>;
-
 /// Durable Objects a worker keeps live at once, each in its own sandbox;
 /// past this (or when the sandbox pool is full), an idle one is evicted: its
 /// storage stays, its memory goes, as on Workers.
-pub const MAX_LIVE_OBJECTS: usize = 32;
-
-/// Drop one live object no call is using; false if all are busy.
-fn evict_idle(objects: &mut HashMap<String, ObjectSlot>) -> bool {
-    let idle = objects
-        .iter()
-        .find(|(_, slot)| Arc::strong_count(slot) == 1 && slot.try_lock().is_ok())
-        .map(|(key, _)| key.clone());
-    idle.is_some_and(|key| objects.remove(&key).is_some())
-}
-
-/// The authority of a call into a Durable Object:
-/// `http://__taipan-do__/<class>/<id>/<rpc|fetch>`. Refused from outside.
-pub const DURABLE_AUTHORITY: &str = "__taipan-do__";
-
-/// The authority of a service binding's call into another worker:
-/// `http://__taipan-service__/<entrypoint>/<rpc|fetch>` (an RPC method, or a
-/// fetch to a named entrypoint). Refused from outside.
-pub const SERVICE_AUTHORITY: &str = "__taipan-service__";
-
-/// The authority of the internal warm-up request (not a valid host name, and
-/// refused from outside): the guest answers it 204 without calling the worker.
-pub const WARMUP_AUTHORITY: &str = "__taipan-warmup__";
-
-/// The authority of a cron trigger's internal request: the guest calls the
-/// worker's `scheduled` handler. Refused from outside.
-pub const SCHEDULED_AUTHORITY: &str = "__taipan-scheduled__";
+pub const MAX_LIVE_OBJECTS: usize = pinned::MAX_LIVE;
 
 impl Worker {
     /// Compile (or load the compiled) component and pre-link it. Blocking.
@@ -152,14 +95,14 @@ impl Worker {
             .map_err(anyhow::Error::from)
             .context("the component does not export wasi:http/incoming-handler")?;
         let mut env = vec![
-            ("TAIPAN_VARS".to_string(), settings.vars_json.clone()),
+            (contract::ENV_VARS.to_string(), settings.vars_json.clone()),
             (
-                "TAIPAN_BINDINGS".to_string(),
+                contract::ENV_BINDINGS.to_string(),
                 settings.bindings_json.clone(),
             ),
         ];
         if settings.dev {
-            env.push(("TAIPAN_DEV".into(), "1".into()));
+            env.push((contract::ENV_DEV.into(), contract::ENV_DEV_ON.into()));
         }
         let name: Arc<str> = settings.name.as_str().into();
         Ok(Arc::new(Self {
@@ -175,15 +118,15 @@ impl Worker {
                 host: settings.host.clone(),
                 host_limits: settings.host_limits,
             },
-            idle: Mutex::new(Vec::new()),
-            permits: Arc::new(Semaphore::new(settings.limits.max_sandboxes)),
-            queued: Arc::default(),
-            reuse: settings.reuse_sandboxes,
-            standby: Mutex::new(Vec::new()),
-            standby_target: settings.standby_sandboxes,
-            standby_starting: AtomicUsize::new(0),
-            standby_failed: AtomicBool::new(false),
-            objects: Mutex::default(),
+            pool: Pool::new(PoolLimits {
+                max_active: settings.limits.max_sandboxes,
+                max_queue: settings.limits.max_queue,
+                reuse: settings.reuse_sandboxes,
+                idle_timeout: settings.limits.idle_timeout,
+                max_uses: settings.limits.max_requests_per_sandbox,
+                standby: settings.standby_sandboxes,
+            }),
+            objects: Pinned::default(),
         }))
     }
 
@@ -201,48 +144,22 @@ impl Worker {
         self.refill_standby();
     }
 
-    /// A standby sandbox. The refill starts when the request using it is
-    /// done: instantiating beside a running request slows it (both contend
-    /// for the process's memory map), measured at 0.56 ms vs 1.9 ms.
-    fn take_standby(&self) -> Option<Sandbox> {
-        self.standby.lock().unwrap_or_else(|e| e.into_inner()).pop()
-    }
-
+    /// Top the standby up. Called when a request's guest call is done, not
+    /// when its sandbox is taken: instantiating beside a running request
+    /// slows it (both contend for the process's memory map), measured at
+    /// 0.56 ms vs 1.9 ms.
     fn refill_standby(self: &Arc<Self>) {
-        if self.standby_failed.load(Ordering::Acquire)
-            || tokio::runtime::Handle::try_current().is_err()
-        {
+        if tokio::runtime::Handle::try_current().is_err() {
             return;
         }
-        loop {
-            let ready = self.standby.lock().unwrap_or_else(|e| e.into_inner()).len();
-            let starting = self.standby_starting.load(Ordering::Acquire);
-            if ready + starting >= self.standby_target {
-                return;
-            }
-            if self
-                .standby_starting
-                .compare_exchange(starting, starting + 1, Ordering::AcqRel, Ordering::Acquire)
-                .is_err()
-            {
-                continue;
-            }
+        while self.pool.claim_standby_start() {
             // Hold only a weak reference: a replaced worker stops refilling.
             let worker = Arc::downgrade(self);
             tokio::spawn(async move {
                 let Some(this) = worker.upgrade() else { return };
                 let warmed = this.warmed_sandbox().await;
-                this.standby_starting.fetch_sub(1, Ordering::AcqRel);
-                match warmed {
-                    Ok(sandbox) => this
-                        .standby
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .push(sandbox),
-                    Err(e) => {
-                        this.standby_failed.store(true, Ordering::Release);
-                        tracing::debug!(worker = %this.name, "warming a standby sandbox failed: {e:#}");
-                    }
+                if let Err(e) = this.pool.standby_started(warmed) {
+                    tracing::debug!(worker = %this.name, "warming a standby sandbox failed: {e:#}");
                 }
             });
         }
@@ -253,7 +170,7 @@ impl Worker {
     /// that no user handler sees.
     pub async fn warmed_sandbox(&self) -> anyhow::Result<Sandbox> {
         let mut sandbox = self.fresh_sandbox().await.map_err(anyhow::Error::from)?;
-        let request = http::Request::get(format!("http://{WARMUP_AUTHORITY}/"))
+        let request = http::Request::get(format!("http://{AUTHORITY_WARMUP}/"))
             .body(Full::new(Bytes::new()).map_err(|never| -> ErrorCode { match never {} }))?;
         let bound = sandbox
             .bind_request(request, &self.template.limits)
@@ -265,35 +182,14 @@ impl Worker {
             .await
             .map_err(anyhow::Error::from)?;
         match bound.response.await {
-            Ok(Ok(response)) if response.status() == StatusCode::NO_CONTENT => Ok(sandbox),
+            Ok(Ok(response)) if response.status() == contract::STATUS_WARMUP => Ok(sandbox),
             Ok(Ok(response)) => anyhow::bail!("the warm-up answered {}", response.status()),
             _ => anyhow::bail!("the warm-up sent no response"),
         }
     }
 
     pub fn standby_count(&self) -> usize {
-        self.standby.lock().unwrap_or_else(|e| e.into_inner()).len()
-    }
-
-    fn take_idle(&self) -> Option<Sandbox> {
-        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        let timeout = self.template.limits.idle_timeout;
-        idle.retain(|s| s.last_used.elapsed() < timeout);
-        idle.pop()
-    }
-
-    fn return_idle(&self, mut sandbox: Sandbox) {
-        if !self.reuse {
-            return;
-        }
-        sandbox.requests += 1;
-        sandbox.last_used = Instant::now();
-        if sandbox.requests < self.template.limits.max_requests_per_sandbox {
-            self.idle
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push(sandbox);
-        }
+        self.pool.standby_count()
     }
 
     /// Serve one request from outside in a warm sandbox, or a fresh one from
@@ -308,7 +204,7 @@ impl Worker {
             .get(http::header::HOST)
             .map(|h| h.as_bytes())
             .or_else(|| request.uri().host().map(str::as_bytes));
-        if host.is_some_and(|h| h.starts_with(INTERNAL_PREFIX.as_bytes())) {
+        if host.is_some_and(|h| h.starts_with(INTERNAL_HOST_PREFIX.as_bytes())) {
             return text_response(StatusCode::BAD_REQUEST, "bad host\n");
         }
         let (parts, body) = request.into_parts();
@@ -328,10 +224,14 @@ impl Worker {
     /// `cron` and `scheduled_time` (ms since the epoch). 2xx means it succeeded.
     pub async fn scheduled(self: &Arc<Self>, cron: &str, scheduled_time_ms: i64) -> Response<Body> {
         let query: String = form_urlencoded::byte_serialize(cron.as_bytes()).collect();
+        let (cron_key, time_key) = (
+            contract::SCHEDULED_QUERY_CRON,
+            contract::SCHEDULED_QUERY_TIME,
+        );
         let request = http::Request::get(format!(
-            "http://{SCHEDULED_AUTHORITY}/?cron={query}&scheduledTime={scheduled_time_ms}"
+            "http://{AUTHORITY_SCHEDULED}/?{cron_key}={query}&{time_key}={scheduled_time_ms}"
         ))
-        .header(http::header::HOST, SCHEDULED_AUTHORITY)
+        .header(http::header::HOST, AUTHORITY_SCHEDULED)
         .body(Full::new(Bytes::new()));
         match request {
             Ok(request) => self.serve(request).await,
@@ -341,7 +241,7 @@ impl Worker {
 
     /// A service binding's call to one of this worker's entrypoints, from
     /// another worker on the server: `request` is addressed to
-    /// [`SERVICE_AUTHORITY`] (which [`Worker::handle`] refuses from outside).
+    /// `AUTHORITY_SERVICE` (which [`Worker::handle`] refuses from outside).
     pub async fn entrypoint<B>(self: &Arc<Self>, request: http::Request<B>) -> Response<Body>
     where
         B: hyper::body::Body<Data = Bytes> + Send + 'static,
@@ -380,37 +280,28 @@ impl Worker {
             request.uri().path_and_query().map_or("/", |p| p.as_str())
         );
 
-        let permit = match self.permits.clone().try_acquire_owned() {
+        let permit = match self.pool.permit().await {
             Ok(permit) => permit,
-            Err(_) => {
-                // All sandboxes busy: wait in a bounded queue.
-                let queued = QueueSlot::take(&self.queued, limits.max_queue);
-                let Some(_slot) = queued else {
-                    tracing::warn!(worker = %self.name, "{tag}: over the max_queue limit ({}); 503", limits.max_queue);
-                    return text_response(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "the worker is at capacity, retry shortly\n",
-                    );
-                };
-                match self.permits.clone().acquire_owned().await {
-                    Ok(permit) => permit,
-                    Err(_) => {
-                        return text_response(
-                            StatusCode::SERVICE_UNAVAILABLE,
-                            "worker is shutting down\n",
-                        );
-                    }
-                }
+            Err(Refused::QueueFull) => {
+                tracing::warn!(worker = %self.name, "{tag}: over the max_queue limit ({}); 503", limits.max_queue);
+                return text_response(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the worker is at capacity, retry shortly\n",
+                );
+            }
+            Err(Refused::Closed) => {
+                return text_response(StatusCode::SERVICE_UNAVAILABLE, "worker is shutting down\n");
             }
         };
-        let sandbox = match self
-            .or_fresh(self.take_idle().or_else(|| self.take_standby()))
-            .await
-        {
-            Ok(sandbox) => sandbox,
-            Err(response) => return response,
+        let taken = match self.pool.take() {
+            Some(taken) => taken,
+            None => match self.or_fresh(None).await {
+                Ok(sandbox) => Taken::fresh(sandbox),
+                Err(response) => return response,
+            },
         };
-        self.run(sandbox, request, tag, Home::Pool(permit)).await
+        self.run(taken.item, request, tag, Home::Pool(permit, taken.uses))
+            .await
     }
 
     /// Run one request in `sandbox`; afterwards the sandbox goes back to
@@ -474,9 +365,12 @@ impl Worker {
                 Err(_) => Err(wasmtime::Error::new(WaitedPastLimit)),
             };
             let outcome = match (result, home) {
-                (Ok(()), Home::Pool(permit)) => {
+                (Ok(()), Home::Pool(permit, uses)) => {
                     drop(permit);
-                    worker.return_idle(sandbox);
+                    worker.pool.give_back(Taken {
+                        item: sandbox,
+                        uses,
+                    });
                     Ok(())
                 }
                 (Ok(()), Home::Object(mut slot)) => {
@@ -539,7 +433,7 @@ impl Worker {
     }
 
     /// A call into the Durable Object `key` (`<class>/<id>`): `request` is
-    /// addressed to [`DURABLE_AUTHORITY`]. Each object lives in a sandbox of
+    /// addressed to `AUTHORITY_DURABLE`. Each object lives in a sandbox of
     /// its own, kept between calls (its in-memory state survives), and runs
     /// one call at a time.
     pub async fn durable_object<B>(
@@ -551,23 +445,12 @@ impl Worker {
         B: hyper::body::Body<Data = Bytes> + Send + 'static,
         B::Error: std::error::Error + Send + Sync + 'static,
     {
-        let slot = {
-            let mut objects = self.objects.lock().unwrap_or_else(|e| e.into_inner());
-            match objects.get(key) {
-                Some(slot) => slot.clone(),
-                None => {
-                    if objects.len() >= MAX_LIVE_OBJECTS && !evict_idle(&mut objects) {
-                        tracing::warn!(worker = %self.name, "{key}: over {MAX_LIVE_OBJECTS} live Durable Objects, all busy; 503");
-                        return text_response(
-                            StatusCode::SERVICE_UNAVAILABLE,
-                            "too many live Durable Objects, retry shortly\n",
-                        );
-                    }
-                    let slot = ObjectSlot::default();
-                    objects.insert(key.to_string(), slot.clone());
-                    slot
-                }
-            }
+        let Some(slot) = self.objects.slot(key) else {
+            tracing::warn!(worker = %self.name, "{key}: over {MAX_LIVE_OBJECTS} live Durable Objects, all busy; 503");
+            return text_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "too many live Durable Objects, retry shortly\n",
+            );
         };
         let mut guard = slot.lock_owned().await;
         let mut sandbox = guard.take();
@@ -576,7 +459,7 @@ impl Worker {
             if sandbox.is_none() {
                 // The sandbox pool (shared by every worker) may be full of
                 // idle objects: let one go, then try once more below.
-                evict_idle(&mut self.objects.lock().unwrap_or_else(|e| e.into_inner()));
+                self.objects.evict_one();
             }
         }
         let sandbox = match self.or_fresh(sandbox).await {
@@ -603,7 +486,7 @@ impl Worker {
 
     /// Live Durable Objects (for tests and stats).
     pub fn live_objects(&self) -> usize {
-        self.objects.lock().unwrap_or_else(|e| e.into_inner()).len()
+        self.objects.len()
     }
 
     /// Hold a response to `max_response_body`: a declared length over it is
@@ -665,82 +548,11 @@ impl Worker {
 
     /// Drop idle sandboxes (e.g. before this worker is replaced).
     pub fn drain_idle(&self) {
-        self.idle.lock().unwrap_or_else(|e| e.into_inner()).clear();
-        self.standby
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clear();
+        self.pool.drain();
     }
 
     pub fn idle_count(&self) -> usize {
-        self.idle.lock().unwrap_or_else(|e| e.into_inner()).len()
-    }
-}
-
-type GuestCall = std::pin::Pin<Box<dyn Future<Output = wasmtime::Result<()>> + Send>>;
-
-/// A guest call that must run to completion: if whoever polls it goes away
-/// (the client disconnected), the rest of it is spawned rather than dropped
-/// mid-instruction, so the handler and its `waitUntil` work still finish.
-struct Detached(Option<GuestCall>);
-
-impl Detached {
-    /// Drive the call to its end (cancel-safe: dropping this future leaves
-    /// the call in place, to be resumed or detached).
-    async fn run(&mut self) -> wasmtime::Result<()> {
-        let Some(call) = self.0.as_mut() else {
-            return Ok(());
-        };
-        let outcome = call.await;
-        self.0 = None;
-        outcome
-    }
-
-    fn detach(mut self, then: impl FnOnce(wasmtime::Result<()>) + Send + 'static) {
-        if let Some(call) = self.0.take() {
-            tokio::spawn(async move { then(call.await) });
-        }
-    }
-}
-
-impl Drop for Detached {
-    fn drop(&mut self) {
-        if let Some(call) = self.0.take()
-            && tokio::runtime::Handle::try_current().is_ok()
-        {
-            tokio::spawn(call);
-        }
-    }
-}
-
-/// How long past `cpu_time` a guest call waiting in the host may go on
-/// before it is ended (the epoch trap ends a running one first).
-const WAIT_GRACE: Duration = Duration::from_secs(1);
-
-/// A guest call ended at its time limit while it waited in the host.
-#[derive(Debug)]
-struct WaitedPastLimit;
-
-impl std::fmt::Display for WaitedPastLimit {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("the guest call was still waiting when its time limit ran out")
-    }
-}
-
-impl std::error::Error for WaitedPastLimit {}
-
-/// Which limit (if any) a guest failure means, and the status it gets.
-fn classify_trap(error: &wasmtime::Error) -> (StatusCode, Option<&'static str>) {
-    if error.downcast_ref::<WaitedPastLimit>().is_some() {
-        return (StatusCode::SERVICE_UNAVAILABLE, Some("cpu_time"));
-    }
-    match error.downcast_ref::<wasmtime::Trap>() {
-        Some(wasmtime::Trap::Interrupt) => (StatusCode::SERVICE_UNAVAILABLE, Some("cpu_time")),
-        Some(wasmtime::Trap::StackOverflow) => (StatusCode::INTERNAL_SERVER_ERROR, Some("stack")),
-        _ if format!("{error:?}").contains("memory") && format!("{error:?}").contains("limit") => {
-            (StatusCode::SERVICE_UNAVAILABLE, Some("memory"))
-        }
-        _ => (StatusCode::INTERNAL_SERVER_ERROR, None),
+        self.pool.idle_count()
     }
 }
 

@@ -15,6 +15,7 @@ use taipan_runtime::worker::Body;
 use tokio::sync::broadcast::error::RecvError;
 use wasmtime_wasi_http::p2::bindings::http::types::ErrorCode;
 
+use crate::api;
 use crate::front::Handler;
 use crate::serve::{ApiError, ServeState};
 
@@ -62,28 +63,23 @@ impl AdminFront {
                 // `?env=NAME`: deploy the config's [env.NAME] section (`taipan deploy --env`).
                 let env = query_param(request.uri(), "env");
                 let body = read_body(request, limit, "the upload").await?;
-                let result = state.deploy(body, env).await?;
-                Ok(json(
-                    StatusCode::CREATED,
-                    &serde_json::to_value(result).map_err(anyhow::Error::from)?,
-                ))
+                let result: api::DeployResult = state.deploy(body, env).await?;
+                Ok(json(StatusCode::CREATED, &result))
             }
             (Method::GET, ["api", "workers"]) => {
-                let workers: Vec<_> = state
+                let workers = state
                     .registry
                     .list()
                     .iter()
-                    .map(|d| {
-                        serde_json::json!({
-                            "name": d.version.worker, "version": d.version.id, "routes": d.version.routes,
-                            "url": state.url_of(&d.version.worker, &d.version.routes), "created": d.version.created,
-                        })
+                    .map(|d| api::WorkerSummary {
+                        name: d.version.worker.clone(),
+                        version: d.version.id.clone(),
+                        routes: d.version.routes.clone(),
+                        url: state.url_of(&d.version.worker, &d.version.routes),
+                        created: d.version.created.clone(),
                     })
                     .collect();
-                Ok(json(
-                    StatusCode::OK,
-                    &serde_json::json!({ "workers": workers }),
-                ))
+                Ok(json(StatusCode::OK, &api::WorkerList { workers }))
             }
             (Method::GET, ["api", "workers", name, "versions"]) => {
                 let versions = state.data.versions(name)?;
@@ -91,40 +87,33 @@ impl AdminFront {
                     return Err(not_found(name));
                 }
                 let current = state.data.current(name)?.map(|v| v.id);
-                Ok(json(
-                    StatusCode::OK,
-                    &serde_json::json!({ "current": current, "versions": versions }),
-                ))
+                Ok(json(StatusCode::OK, &api::Versions { current, versions }))
             }
             (Method::POST, ["api", "workers", name, "rollback"]) => {
                 let name = name.to_string();
                 let body = read_body(request, 64 * 1024, "the request").await?;
-                let version = serde_json::from_slice::<serde_json::Value>(&body)
-                    .ok()
-                    .and_then(|v| v["version"].as_str().map(str::to_string))
-                    .ok_or_else(|| {
+                let api::RollbackRequest { version } =
+                    serde_json::from_slice(&body).map_err(|_| {
                         ApiError::new(StatusCode::BAD_REQUEST, "expected {\"version\": \"vN\"}")
                     })?;
                 let record = state.rollback(&name, &version).await?;
                 Ok(json(
                     StatusCode::OK,
-                    &serde_json::json!({ "worker": name, "version": record.id }),
+                    &api::Serving {
+                        worker: name,
+                        version: record.id,
+                    },
                 ))
             }
             (Method::DELETE, ["api", "workers", name]) => {
                 state.delete(name).await?;
-                Ok(json(
-                    StatusCode::OK,
-                    &serde_json::json!({ "deleted": name }),
-                ))
+                let deleted = name.to_string();
+                Ok(json(StatusCode::OK, &api::Deleted { deleted }))
             }
             (Method::GET, ["api", "workers", name, "secrets"]) => {
                 // Names only: a secret's value never leaves the server.
-                let names: Vec<String> = state.data.secrets(name)?.into_keys().collect();
-                Ok(json(
-                    StatusCode::OK,
-                    &serde_json::json!({ "secrets": names }),
-                ))
+                let secrets = state.data.secrets(name)?.into_keys().collect();
+                Ok(json(StatusCode::OK, &api::SecretNames { secrets }))
             }
             (Method::PUT, ["api", "workers", name, "secrets", secret]) => {
                 let (name, secret) = (name.to_string(), secret.to_string());
@@ -135,7 +124,10 @@ impl AdminFront {
                 state.set_secret(&name, &secret, Some(value)).await?;
                 Ok(json(
                     StatusCode::OK,
-                    &serde_json::json!({ "worker": name, "secret": secret }),
+                    &api::SecretSet {
+                        worker: name,
+                        secret,
+                    },
                 ))
             }
             (Method::DELETE, ["api", "workers", name, "secrets", secret]) => {
@@ -145,20 +137,12 @@ impl AdminFront {
                         format!("worker {name:?} has no secret {secret:?}"),
                     ));
                 }
-                Ok(json(
-                    StatusCode::OK,
-                    &serde_json::json!({ "deleted": secret }),
-                ))
+                let deleted = secret.to_string();
+                Ok(json(StatusCode::OK, &api::Deleted { deleted }))
             }
             (Method::POST, ["api", "d1", database, "execute"]) => {
                 let database = path_segment(database)?;
-                let body = read_json(request, MAX_SQL_BYTES).await?;
-                let Some(sql) = body["sql"].as_str().map(str::to_string) else {
-                    return Err(ApiError::new(
-                        StatusCode::BAD_REQUEST,
-                        "the body needs \"sql\": the statements to run",
-                    ));
-                };
+                let api::D1Execute { sql } = read_json(request, MAX_SQL_BYTES).await?;
                 let db = state.d1_database(&database)?;
                 let outcome = tokio::task::spawn_blocking(move || {
                     taipan_bindings::d1::execute_for_cli(&db, &sql)
@@ -168,21 +152,17 @@ impl AdminFront {
                 .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.message))?;
                 Ok(json(
                     StatusCode::OK,
-                    &serde_json::json!({ "statements": outcome.0, "result": outcome.1 }),
+                    &api::D1Executed {
+                        statements: outcome.0,
+                        result: outcome.1,
+                    },
                 ))
             }
             (Method::POST, ["api", "d1", database, "migrations"]) => {
                 let database = path_segment(database)?;
-                let body = read_json(request, MAX_SQL_BYTES).await?;
-                let migrations: Vec<(String, String)> = body["migrations"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .map(|m| {
-                        let name = m["name"].as_str().unwrap_or_default().to_string();
-                        (name, m["sql"].as_str().unwrap_or_default().to_string())
-                    })
-                    .collect();
+                let api::D1Migrations { migrations } = read_json(request, MAX_SQL_BYTES).await?;
+                let migrations: Vec<(String, String)> =
+                    migrations.into_iter().map(|m| (m.name, m.sql)).collect();
                 let db = state.d1_database(&database)?;
                 let applied = tokio::task::spawn_blocking(move || {
                     taipan_bindings::d1::apply_migration_list(&db, &migrations)
@@ -190,10 +170,7 @@ impl AdminFront {
                 .await
                 .map_err(|e| ApiError::from(anyhow::anyhow!("{e}")))?
                 .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("{e:#}")))?;
-                Ok(json(
-                    StatusCode::OK,
-                    &serde_json::json!({ "applied": applied }),
-                ))
+                Ok(json(StatusCode::OK, &api::Applied { applied }))
             }
             (Method::GET, ["api", "workers", name, "tail"]) => {
                 if state.registry.get(name).is_none() {
@@ -232,10 +209,10 @@ async fn read_body(
     }
 }
 
-async fn read_json(
+async fn read_json<T: serde::de::DeserializeOwned>(
     request: http::Request<Incoming>,
     limit: usize,
-) -> Result<serde_json::Value, ApiError> {
+) -> Result<T, ApiError> {
     let body = read_body(request, limit, "the request body").await?;
     serde_json::from_slice(&body).map_err(|e| {
         ApiError::new(
@@ -252,14 +229,12 @@ impl Handler for AdminFront {
         _peer: SocketAddr,
     ) -> http::Response<Body> {
         if !self.authorized(&request) {
-            return json(
-                StatusCode::UNAUTHORIZED,
-                &serde_json::json!({ "error": "missing or wrong admin token" }),
-            );
+            let error = "missing or wrong admin token".to_string();
+            return json(StatusCode::UNAUTHORIZED, &api::ErrorBody { error });
         }
         match self.route(request).await {
             Ok(response) => response,
-            Err(e) => json(e.status, &serde_json::json!({ "error": e.message })),
+            Err(e) => json(e.status, &api::ErrorBody { error: e.message }),
         }
     }
 }
@@ -271,8 +246,9 @@ fn not_found(name: &str) -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, format!("no worker named {name:?}"))
 }
 
-fn json(status: StatusCode, value: &serde_json::Value) -> http::Response<Body> {
-    let body = Full::new(Bytes::from(format!("{value}\n")))
+fn json(status: StatusCode, value: &impl serde::Serialize) -> http::Response<Body> {
+    let text = serde_json::to_string(value).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"));
+    let body = Full::new(Bytes::from(text + "\n"))
         .map_err(|never| match never {})
         .boxed_unsync();
     let mut response = http::Response::new(body);
@@ -286,7 +262,10 @@ fn json(status: StatusCode, value: &serde_json::Value) -> http::Response<Body> {
 
 /// A never-ending NDJSON stream of the worker's log events.
 fn tail(receiver: tokio::sync::broadcast::Receiver<String>, name: &str) -> http::Response<Body> {
-    let hello = serde_json::json!({ "type": "connected", "worker": name }).to_string();
+    let hello = api::TailEvent::Connected {
+        worker: name.to_string(),
+    }
+    .line();
     let stream = futures::stream::unfold(
         (Some(hello), receiver),
         |(first, mut receiver)| async move {
@@ -298,9 +277,7 @@ fn tail(receiver: tokio::sync::broadcast::Receiver<String>, name: &str) -> http:
             }
             let line = match receiver.recv().await {
                 Ok(line) => line,
-                Err(RecvError::Lagged(skipped)) => {
-                    serde_json::json!({ "type": "lagged", "skipped": skipped }).to_string()
-                }
+                Err(RecvError::Lagged(skipped)) => api::TailEvent::Lagged { skipped }.line(),
                 Err(RecvError::Closed) => return None,
             };
             Some((Ok(Frame::data(Bytes::from(line + "\n"))), (None, receiver)))

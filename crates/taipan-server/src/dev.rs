@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock, Weak};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::{Context, Result, anyhow};
 use hyper::body::Incoming;
@@ -20,6 +20,7 @@ use tokio::net::TcpListener;
 
 use crate::front::{self, Handler};
 use crate::host::{EnvSource, WorkerEnv, read_dev_vars};
+use crate::report::{Event, Reporter};
 use crate::watch::ProjectWatcher;
 
 #[derive(Debug, Clone)]
@@ -51,6 +52,7 @@ struct DevServer {
     test_scheduled: bool,
     /// Binding state per project, opened once: rebuilds reuse its connections.
     stores: std::sync::Mutex<BTreeMap<PathBuf, Arc<Stores>>>,
+    reporter: Arc<dyn Reporter>,
 }
 
 impl DevServer {
@@ -114,12 +116,12 @@ impl Handler for DevServer {
             worker.handle(request).await
         };
         if self.log_requests {
-            println!(
-                "[{}] {line} {} ({:.1}ms)",
-                worker.name,
-                response.status().as_u16(),
-                started.elapsed().as_secs_f64() * 1e3
-            );
+            self.reporter.report(Event::Request {
+                worker: &worker.name,
+                line: &line,
+                status: response.status().as_u16(),
+                elapsed: started.elapsed(),
+            });
         }
         response
     }
@@ -141,11 +143,15 @@ async fn scheduled(worker: &Arc<Worker>, query: &str) -> http::Response<Body> {
 }
 
 /// Run the dev server until Ctrl-C. Errors here are for the user (exit non-zero).
-pub async fn run_dev(options: DevOptions, runtime: Runtime) -> Result<()> {
+pub async fn run_dev(
+    options: DevOptions,
+    runtime: Runtime,
+    reporter: Arc<dyn Reporter>,
+) -> Result<()> {
     let configs = options
         .projects
         .iter()
-        .map(|p| load_config(p, options.env.as_deref()))
+        .map(|p| load_config(p, options.env.as_deref(), &*reporter))
         .collect::<Result<Vec<_>>>()?;
     let primary = configs
         .first()
@@ -157,22 +163,26 @@ pub async fn run_dev(options: DevOptions, runtime: Runtime) -> Result<()> {
         log_requests: options.log_requests,
         test_scheduled: options.test_scheduled,
         stores: Default::default(),
+        reporter: reporter.clone(),
     });
     let services: Arc<dyn Services> = Arc::new(DevServices(Arc::downgrade(&server)));
     for config in &configs {
         let started = Instant::now();
-        let spinner = indicatif::ProgressBar::new_spinner()
-            .with_message(format!("Building {}...", config.name));
-        spinner.enable_steady_tick(Duration::from_millis(120));
+        reporter.report(Event::Building {
+            worker: &config.name,
+        });
         let stores = server.stores(&config.project_dir);
         let built = build_and_load(&runtime, config, &options, &services, stores).await;
-        spinner.finish_and_clear();
-        let (worker, packages) = built.map_err(|e| anyhow!("{e}"))?;
+        let (worker, packages) = built.map_err(|e| {
+            reporter.report(Event::BuildFailed);
+            anyhow!("{e}")
+        })?;
         server.swap(worker);
-        println!("Built {} in {}", config.name, fmt(started.elapsed()));
-        if !packages.is_empty() {
-            println!("Packages: {}", packages.join(", "));
-        }
+        reporter.report(Event::Built {
+            worker: &config.name,
+            elapsed: started.elapsed(),
+            packages: &packages,
+        });
     }
 
     let address = SocketAddr::new(options.ip, options.port);
@@ -200,19 +210,21 @@ pub async fn run_dev(options: DevOptions, runtime: Runtime) -> Result<()> {
             ));
         }
     }
-    if options.test_scheduled {
-        println!("Scheduled events: http://{address}/__scheduled?cron=*+*+*+*+*");
-    }
-    println!("Ready on http://{address}");
+    let url = format!("http://{address}");
+    let scheduled = format!("{url}/__scheduled?cron=*+*+*+*+*");
+    reporter.report(Event::Ready {
+        url: &url,
+        scheduled: options.test_scheduled.then_some(scheduled.as_str()),
+    });
     front::serve(listener, server, front::shutdown_signal()).await;
-    println!("Stopped.");
+    reporter.report(Event::Stopped);
     Ok(())
 }
 
-fn load_config(project: &Path, env: Option<&str>) -> Result<WorkerConfig> {
+fn load_config(project: &Path, env: Option<&str>, reporter: &dyn Reporter) -> Result<WorkerConfig> {
     let config = taipan_config::load(project, env).map_err(|e| anyhow!("{e}"))?;
     for warning in &config.warnings {
-        println!("warning: {warning}");
+        reporter.report(Event::Warning(warning));
     }
     Ok(config)
 }
@@ -229,7 +241,7 @@ async fn build_and_load(
     let config = config.clone();
     let services = services.clone();
     // The worker's own `[limits]` apply over the command line's defaults.
-    let limits = options.limits.with_overrides(&config.limits);
+    let limits = crate::limits::with_overrides(&options.limits, &config.limits);
     let build_options = taipan_build::BuildOptions {
         packages: options.packages.clone(),
         write_lock: true,
@@ -281,11 +293,12 @@ async fn reload_loop(
 ) {
     while let Some(path) = watcher.next_change().await {
         let started = Instant::now();
-        println!("Change in {}; rebuilding...", path.display());
-        let config = match load_config(&project, options.env.as_deref()) {
+        let reporter = &*server.reporter;
+        reporter.report(Event::Changed(&path));
+        let config = match load_config(&project, options.env.as_deref(), reporter) {
             Ok(config) => config,
             Err(e) => {
-                println!("error: {e:#}\nThe previous build keeps serving.");
+                reporter.report(Event::ReloadFailed(&format!("{e:#}")));
                 continue;
             }
         };
@@ -293,9 +306,12 @@ async fn reload_loop(
         match build_and_load(&runtime, &config, &options, &services, stores).await {
             Ok((worker, _)) => {
                 server.swap(worker);
-                println!("Reloaded {} in {}", config.name, fmt(started.elapsed()));
+                reporter.report(Event::Reloaded {
+                    worker: &config.name,
+                    elapsed: started.elapsed(),
+                });
             }
-            Err(e) => println!("error: {e}\nThe previous build keeps serving."),
+            Err(e) => reporter.report(Event::ReloadFailed(&e.to_string())),
         }
     }
 }
@@ -314,8 +330,4 @@ fn prune_builds(builds: &Path, current: &str) {
     for (_, dir) in dirs.into_iter().skip(KEEP_BUILDS) {
         let _ = std::fs::remove_dir_all(dir);
     }
-}
-
-fn fmt(d: Duration) -> String {
-    taipan_runtime::engine::fmt_duration(d)
 }

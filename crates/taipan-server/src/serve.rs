@@ -1,10 +1,9 @@
 //! `taipan serve`: many workers, routed by host and path, deployed through
 //! the admin API, each version served from its snapshot.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow};
@@ -12,7 +11,6 @@ use hyper::body::Incoming;
 use taipan_bindings::{Services, Stores};
 use taipan_build::{Artifact, BuildError};
 use taipan_config::RoutePattern;
-use taipan_runtime::log::{LogSink, TerminalSink};
 use taipan_runtime::worker::{Body, text_response};
 use taipan_runtime::{HostLimits, Limits, Runtime, Worker, WorkerSettings};
 use tokio::net::TcpListener;
@@ -22,6 +20,7 @@ use crate::bundle::{self, BundleLimits};
 use crate::front::{self, Handler};
 use crate::host::{EnvSource, WorkerEnv};
 use crate::registry::{Deployed, Registry};
+use crate::report::{Event, Reporter};
 use crate::store::{DataDir, VersionRecord};
 
 #[derive(Debug, Clone)]
@@ -50,8 +49,10 @@ pub struct ServeState {
     pub options: ServeOptions,
     /// Binding state (KV, D1), shared by every worker that binds the same id.
     pub stores: Arc<Stores>,
-    logs: Logs,
+    logs: crate::tail::Logs,
     deploy_lock: tokio::sync::Mutex<()>,
+    /// Where the operator's messages go (the CLI prints them).
+    reporter: Arc<dyn Reporter>,
 }
 
 /// A deploy or admin failure: an HTTP status and a message for the client.
@@ -76,19 +77,14 @@ impl From<anyhow::Error> for ApiError {
     }
 }
 
-#[derive(Debug, serde::Serialize)]
-pub struct DeployResult {
-    pub worker: String,
-    pub version: String,
-    pub url: String,
-    pub build_ms: u64,
-    pub reused_build: bool,
-    /// The packages the server installed, as "name version".
-    pub packages: Vec<String>,
-}
+pub use crate::api::DeployResult;
 
 impl ServeState {
-    pub fn new(runtime: Runtime, options: ServeOptions) -> Result<Arc<Self>> {
+    pub fn new(
+        runtime: Runtime,
+        options: ServeOptions,
+        reporter: Arc<dyn Reporter>,
+    ) -> Result<Arc<Self>> {
         let data = DataDir::open(&options.data_dir)?;
         let registry = Registry::new(&options.base_domain);
         let stores = Stores::new(data.state());
@@ -98,8 +94,9 @@ impl ServeState {
             registry,
             options,
             stores,
-            logs: Logs::default(),
+            logs: crate::tail::Logs::default(),
             deploy_lock: tokio::sync::Mutex::new(()),
+            reporter,
         }))
     }
 
@@ -131,7 +128,7 @@ impl ServeState {
                     record.artifact, record.id
                 )
             })?;
-        let limits = self.options.limits.with_overrides(&record.limits);
+        let limits = crate::limits::with_overrides(&self.options.limits, &record.limits);
         let services: Arc<dyn Services> = Arc::new(RegistryServices(Arc::downgrade(self)));
         let assets_dir = record.assets.as_ref().map(|id| self.data.assets(id));
         let source = EnvSource {
@@ -339,49 +336,12 @@ impl ServeState {
         Ok(changed)
     }
 
-    /// Fire every cron trigger due at `minute` (a whole UTC minute).
-    pub async fn fire_crons(self: &Arc<Self>, minute: jiff::Timestamp) {
-        let just_before = minute - jiff::SignedDuration::from_secs(1);
-        for deployed in self.registry.list() {
-            for expr in &deployed.version.bindings.crons {
-                let Ok(schedule) = taipan_config::cron::Schedule::parse(expr) else {
-                    continue;
-                };
-                if schedule.next_after(just_before) != Some(minute) {
-                    continue;
-                }
-                let (state, deployed, expr) = (self.clone(), deployed.clone(), expr.clone());
-                tokio::spawn(async move {
-                    let started = Instant::now();
-                    let response = deployed
-                        .worker
-                        .scheduled(&expr, minute.as_millisecond())
-                        .await;
-                    let status = response.status().as_u16();
-                    if status >= 300 {
-                        tracing::warn!(worker = %deployed.version.worker, "scheduled event {expr:?} failed ({status})");
-                    }
-                    state.log_request(
-                        &deployed.version.worker,
-                        &format!("scheduled {expr}"),
-                        status,
-                        started.elapsed(),
-                    );
-                });
-            }
-        }
-    }
-
     pub fn subscribe_logs(&self, name: &str) -> broadcast::Receiver<String> {
-        self.logs.sender(name).subscribe()
+        self.logs.subscribe(name)
     }
 
-    fn log_request(&self, name: &str, line: &str, status: u16, elapsed: Duration) {
-        let event = serde_json::json!({
-            "type": "request", "worker": name, "request": line, "status": status,
-            "duration_ms": (elapsed.as_secs_f64() * 1e6).round() / 1e3,
-        });
-        let _ = self.logs.sender(name).send(event.to_string());
+    pub(crate) fn log_request(&self, name: &str, line: &str, status: u16, elapsed: Duration) {
+        self.logs.request(name, line, status, elapsed);
     }
 }
 
@@ -399,59 +359,6 @@ fn valid_secret_name(name: &str) -> bool {
         && name.len() <= 256
         && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
         && !name.starts_with(|c: char| c.is_ascii_digit())
-}
-
-/// Wake at each UTC minute and fire the cron triggers due then.
-async fn cron_loop(state: Arc<ServeState>) {
-    loop {
-        let now = jiff::Timestamp::now();
-        let next = (now.as_second() / 60 + 1) * 60;
-        let Ok(minute) = jiff::Timestamp::from_second(next) else {
-            return;
-        };
-        let wait = minute.duration_since(now).unsigned_abs();
-        tokio::time::sleep(wait).await;
-        state.fire_crons(minute).await;
-    }
-}
-
-/// Per-worker live log channels for `taipan tail`, fed beside the terminal.
-#[derive(Default)]
-struct Logs {
-    channels: Mutex<HashMap<String, broadcast::Sender<String>>>,
-}
-
-/// Lines a slow `tail` client may fall behind before it skips some.
-const TAIL_BUFFER: usize = 1024;
-
-impl Logs {
-    fn sender(&self, name: &str) -> broadcast::Sender<String> {
-        let mut channels = self.channels.lock().unwrap_or_else(|e| e.into_inner());
-        channels
-            .entry(name.to_string())
-            .or_insert_with(|| broadcast::channel(TAIL_BUFFER).0)
-            .clone()
-    }
-
-    fn sink(&self, name: &str) -> Arc<dyn LogSink> {
-        Arc::new(TailSink {
-            sender: self.sender(name),
-        })
-    }
-}
-
-struct TailSink {
-    sender: broadcast::Sender<String>,
-}
-
-impl LogSink for TailSink {
-    fn line(&self, worker: &str, tag: &str, stderr: bool, line: &str) {
-        TerminalSink.line(worker, tag, stderr, line);
-        let event = serde_json::json!({
-            "type": if stderr { "stderr" } else { "stdout" }, "worker": worker, "request": tag, "line": line,
-        });
-        let _ = self.sender.send(event.to_string());
-    }
 }
 
 /// The public listener: route, then hand over to the worker.
@@ -502,11 +409,12 @@ pub async fn run_serve(state: Arc<ServeState>) -> Result<()> {
     let admin = TcpListener::bind(state.options.admin_listen)
         .await
         .with_context(|| format!("could not listen on {} (admin)", state.options.admin_listen))?;
-    println!(
-        "Serving {restored} worker(s) on http://{}",
-        public.local_addr()?
-    );
-    println!("Admin API on http://{}", admin.local_addr()?);
+    let reporter = state.reporter.clone();
+    reporter.report(Event::Serving {
+        workers: restored,
+        public: &format!("http://{}", public.local_addr()?),
+        admin: &format!("http://{}", admin.local_addr()?),
+    });
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let wait = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
@@ -521,12 +429,12 @@ pub async fn run_serve(state: Arc<ServeState>) -> Result<()> {
         Arc::new(crate::admin::AdminFront::new(state.clone())),
         wait(stopped),
     ));
-    let crons = tokio::spawn(cron_loop(state.clone()));
+    let crons = tokio::spawn(crate::crons::run(state.clone()));
     front::shutdown_signal().await;
     crons.abort();
-    println!("Shutting down: finishing requests in flight...");
+    reporter.report(Event::ShuttingDown);
     let _ = stop.send(true);
     let _ = tokio::join!(public_task, admin_task);
-    println!("Stopped.");
+    reporter.report(Event::Stopped);
     Ok(())
 }

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
 use clap::Args;
-use serde_json::Value;
+use taipan_server::api;
 
 #[derive(Args, Clone)]
 pub struct ServerArgs {
@@ -65,18 +65,28 @@ impl ServerArgs {
         })
     }
 
-    /// Send and read a JSON answer; an error status becomes an error with the server's message.
-    pub fn json(&self, request: reqwest::blocking::RequestBuilder) -> Result<Value> {
+    /// Send and read the answer as `T` (a type of `taipan_server::api`); an
+    /// error status becomes an error with the server's message.
+    pub fn json<T: serde::de::DeserializeOwned>(
+        &self,
+        request: reqwest::blocking::RequestBuilder,
+    ) -> Result<T> {
         let response = self.send(request)?;
         let status = response.status();
-        let body: Value = response.json().unwrap_or(Value::Null);
+        let text = response.text().unwrap_or_default();
         if status == reqwest::StatusCode::UNAUTHORIZED {
             bail!("the server refused the admin token\nhint: pass --token or set TAIPAN_TOKEN");
         }
         if !status.is_success() {
-            let message = body["error"].as_str().unwrap_or("no details");
+            let message = serde_json::from_str::<api::ErrorBody>(&text)
+                .map_or_else(|_| "no details".to_string(), |e| e.error);
             bail!("the server answered {status}: {message}");
         }
-        Ok(body)
+        serde_json::from_str(&text).with_context(|| {
+            format!(
+                "the server's answer is not what this taipan expects: {text}\nhint: the server may \
+                 run another version of taipan"
+            )
+        })
     }
 }

@@ -12,6 +12,7 @@ use taipan_bindings::Stores;
 use taipan_bindings::d1;
 use taipan_config::WorkerConfig;
 use taipan_config::bindings::D1Database;
+use taipan_server::api;
 
 #[derive(Args)]
 pub struct D1Args {
@@ -85,14 +86,14 @@ impl D1Args {
                 };
                 if target.remote {
                     let (_, binding) = target.binding()?;
-                    let answer =
-                        target.post(&binding.id, "execute", serde_json::json!({ "sql": sql }))?;
-                    match &answer["result"] {
-                        Value::Null => println!(
+                    let answer: api::D1Executed =
+                        target.post(&binding.id, "execute", &api::D1Execute { sql })?;
+                    match &answer.result {
+                        None | Some(Value::Null) => println!(
                             "Ran {} statement(s) on {} (remote).",
-                            answer["statements"], target.database
+                            answer.statements, target.database
                         ),
-                        result => print_table(result),
+                        Some(result) => print_table(result),
                     }
                     return Ok(());
                 }
@@ -111,21 +112,13 @@ impl D1Args {
                 let id = &binding.id;
                 let dir = config.project_dir.join(&binding.migrations_dir);
                 let applied = if target.remote {
-                    let migrations: Vec<Value> = d1::read_migrations(&dir)?
+                    let migrations = d1::read_migrations(&dir)?
                         .into_iter()
-                        .map(|(name, sql)| serde_json::json!({ "name": name, "sql": sql }))
+                        .map(|(name, sql)| api::Migration { name, sql })
                         .collect();
-                    let answer = target.post(
-                        id,
-                        "migrations",
-                        serde_json::json!({ "migrations": migrations }),
-                    )?;
-                    answer["applied"]
-                        .as_array()
-                        .into_iter()
-                        .flatten()
-                        .filter_map(|n| n.as_str().map(str::to_string))
-                        .collect()
+                    let answer: api::Applied =
+                        target.post(id, "migrations", &api::D1Migrations { migrations })?;
+                    answer.applied
                 } else {
                     let (_, db) = target.open()?;
                     d1::apply_migrations(&db, &dir)?
@@ -169,7 +162,12 @@ impl Target {
     }
 
     /// `POST /api/d1/<id>/<action>` on the server (`--remote`).
-    fn post(&self, id: &str, action: &str, body: Value) -> Result<Value> {
+    fn post<T: serde::de::DeserializeOwned>(
+        &self,
+        id: &str,
+        action: &str,
+        body: &impl serde::Serialize,
+    ) -> Result<T> {
         let request = self
             .server
             .client(None)?
@@ -177,7 +175,7 @@ impl Target {
                 "/api/d1/{}/{action}",
                 percent_encoding::utf8_percent_encode(id, percent_encoding::NON_ALPHANUMERIC)
             )))
-            .json(&body);
+            .json(body);
         self.server.json(request)
     }
 

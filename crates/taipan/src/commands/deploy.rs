@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
+use taipan_server::api;
 
 use super::client::ServerArgs;
 
@@ -44,7 +45,7 @@ impl DeployArgs {
         // upload mid-stream closes the connection, and the client would then
         // report a broken pipe instead of the server's answer.
         self.server
-            .json(client.get(self.server.url("/api/workers")))?;
+            .json::<api::WorkerList>(client.get(self.server.url("/api/workers")))?;
         // The server resolves the same environment from the uploaded config.
         let mut url = self.server.url("/api/deploy");
         if let Some(env) = self.env.get() {
@@ -58,31 +59,25 @@ impl DeployArgs {
             .header("content-type", "application/x-tar")
             .body(reqwest::blocking::Body::sized(reader, length));
         progress.set_message("building");
-        let result = self.server.json(request);
+        let result = self.server.json::<api::DeployResult>(request);
         progress.finish_and_clear();
         let result = result?;
         println!(
             "Deployed {} {} in {:.1}s (build {} ms{})",
-            result["worker"].as_str().unwrap_or("?"),
-            result["version"].as_str().unwrap_or("?"),
+            result.worker,
+            result.version,
             started.elapsed().as_secs_f64(),
-            result["build_ms"],
-            if result["reused_build"] == true {
+            result.build_ms,
+            if result.reused_build {
                 ", identical build reused"
             } else {
                 ""
             }
         );
-        let packages: Vec<&str> = result["packages"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|p| p.as_str())
-            .collect();
-        if !packages.is_empty() {
-            println!("  packages: {}", packages.join(", "));
+        if !result.packages.is_empty() {
+            println!("  packages: {}", result.packages.join(", "));
         }
-        println!("  {}", result["url"].as_str().unwrap_or(""));
+        println!("  {}", result.url);
         Ok(())
     }
 }

@@ -82,6 +82,7 @@ impl DevArgs {
             ..PoolSize::default()
         };
         let runtime = super::runtime(pool)?;
-        super::tokio()?.block_on(taipan_server::run_dev(options, runtime))
+        let printer = std::sync::Arc::new(super::printer::Printer::default());
+        super::tokio()?.block_on(taipan_server::run_dev(options, runtime, printer))
     }
 }

@@ -6,6 +6,7 @@ pub mod client;
 pub mod d1;
 pub mod deploy;
 pub mod dev;
+pub mod printer;
 pub mod runtimes;
 pub mod secret;
 pub mod serve;
@@ -28,8 +29,11 @@ pub fn init_logging() {
         .init();
 }
 
+/// The process's runtime: one engine, the standard library unpacked once.
 pub fn runtime(pool: PoolSize) -> Result<Runtime> {
-    Runtime::new(CacheDirs::from_env(), pool)
+    let cache = CacheDirs::from_env();
+    let python = taipan_build::python_files(&cache.root)?;
+    Runtime::new(cache, python, pool)
 }
 
 pub fn tokio() -> Result<tokio::runtime::Runtime> {

@@ -5,6 +5,7 @@ use std::io::{IsTerminal, Read};
 
 use anyhow::{Result, bail};
 use clap::{Args, Subcommand};
+use taipan_server::api;
 
 use super::client::{ServerArgs, WorkerArgs};
 
@@ -54,7 +55,7 @@ impl SecretArgs {
                 let name = worker.name()?;
                 let value = read_value(&secret)?;
                 let client = server.client(None)?;
-                server.json(
+                server.json::<api::SecretSet>(
                     client
                         .put(server.url(&format!("/api/workers/{name}/secrets/{secret}")))
                         .body(value),
@@ -64,10 +65,10 @@ impl SecretArgs {
             SecretAction::List { worker, server } => {
                 let name = worker.name()?;
                 let client = server.client(None)?;
-                let body =
+                let body: api::SecretNames =
                     server.json(client.get(server.url(&format!("/api/workers/{name}/secrets"))))?;
-                for secret in body["secrets"].as_array().into_iter().flatten() {
-                    println!("{}", secret.as_str().unwrap_or(""));
+                for secret in body.secrets {
+                    println!("{secret}");
                 }
             }
             SecretAction::Delete {
@@ -77,7 +78,7 @@ impl SecretArgs {
             } => {
                 let name = worker.name()?;
                 let client = server.client(None)?;
-                server.json(
+                server.json::<api::Deleted>(
                     client.delete(server.url(&format!("/api/workers/{name}/secrets/{secret}"))),
                 )?;
                 println!("Deleted secret {secret} from {name}.");

@@ -119,7 +119,8 @@ impl ServeArgs {
             max_memory: MAX_MEMORY_MB << 20,
         };
         let runtime = super::runtime(pool)?;
-        let state = taipan_server::ServeState::new(runtime, options)?;
+        let printer = std::sync::Arc::new(super::printer::Printer::default());
+        let state = taipan_server::ServeState::new(runtime, options, printer)?;
         super::tokio()?.block_on(taipan_server::run_serve(state))
     }
 }

@@ -4,6 +4,7 @@ use std::io::BufRead;
 
 use anyhow::Result;
 use clap::Args;
+use taipan_server::api;
 
 use super::client::{ServerArgs, WorkerArgs};
 
@@ -19,22 +20,19 @@ impl VersionsArgs {
     pub fn run(self) -> Result<()> {
         let name = self.worker.name()?;
         let client = self.server.client(None)?;
-        let body = self
+        let body: api::Versions = self
             .server
             .json(client.get(self.server.url(&format!("/api/workers/{name}/versions"))))?;
-        let current = body["current"].as_str().unwrap_or("");
+        let current = body.current.as_deref().unwrap_or("");
         println!(
             "{:<8} {:<32} {:>9}  build",
             "version", "created", "build ms"
         );
-        for v in body["versions"].as_array().into_iter().flatten() {
-            let id = v["id"].as_str().unwrap_or("?");
-            let mark = if id == current { " (serving)" } else { "" };
+        for v in body.versions {
+            let mark = if v.id == current { " (serving)" } else { "" };
             println!(
-                "{id:<8} {:<32} {:>9}  {}{mark}",
-                v["created"].as_str().unwrap_or(""),
-                v["build_ms"],
-                v["artifact"].as_str().unwrap_or("")
+                "{:<8} {:<32} {:>9}  {}{mark}",
+                v.id, v.created, v.build_ms, v.artifact
             );
         }
         Ok(())
@@ -57,12 +55,11 @@ impl RollbackArgs {
         let client = self.server.client(None)?;
         let request = client
             .post(self.server.url(&format!("/api/workers/{name}/rollback")))
-            .json(&serde_json::json!({ "version": self.version }));
-        let body = self.server.json(request)?;
-        println!(
-            "{name} now serves {}",
-            body["version"].as_str().unwrap_or("?")
-        );
+            .json(&api::RollbackRequest {
+                version: self.version,
+            });
+        let body: api::Serving = self.server.json(request)?;
+        println!("{name} now serves {}", body.version);
         Ok(())
     }
 }
@@ -79,8 +76,9 @@ impl DeleteArgs {
     pub fn run(self) -> Result<()> {
         let name = self.worker.name()?;
         let client = self.server.client(None)?;
-        self.server
-            .json(client.delete(self.server.url(&format!("/api/workers/{name}"))))?;
+        self.server.json::<api::Deleted>(
+            client.delete(self.server.url(&format!("/api/workers/{name}"))),
+        )?;
         println!("deleted {name}");
         Ok(())
     }
@@ -110,22 +108,21 @@ impl TailArgs {
         }
         for line in std::io::BufReader::new(response).lines() {
             let line = line?;
-            let Ok(event) = serde_json::from_str::<serde_json::Value>(&line) else {
+            // A line this version does not know (a newer server) is skipped.
+            let Ok(event) = serde_json::from_str::<api::TailEvent>(&line) else {
                 continue;
             };
-            let text = |k: &str| event[k].as_str().unwrap_or("").to_string();
-            match event["type"].as_str() {
-                Some("connected") => println!("tailing {name}; Ctrl-C to stop"),
-                Some("request") => println!(
-                    "{} {} ({} ms)",
-                    text("request"),
-                    event["status"],
-                    event["duration_ms"]
-                ),
-                Some("stdout") => println!("  {} | {}", text("request"), text("line")),
-                Some("stderr") => println!("  {} ! {}", text("request"), text("line")),
-                Some("lagged") => println!("  ... {} lines skipped", event["skipped"]),
-                _ => {}
+            match event {
+                api::TailEvent::Connected { .. } => println!("tailing {name}; Ctrl-C to stop"),
+                api::TailEvent::Request {
+                    request,
+                    status,
+                    duration_ms,
+                    ..
+                } => println!("{request} {status} ({duration_ms} ms)"),
+                api::TailEvent::Stdout { request, line, .. } => println!("  {request} | {line}"),
+                api::TailEvent::Stderr { request, line, .. } => println!("  {request} ! {line}"),
+                api::TailEvent::Lagged { skipped } => println!("  ... {skipped} lines skipped"),
             }
         }
         Ok(())

@@ -744,3 +744,55 @@ fn durable_objects_in_dev() {
     assert_eq!(json(&server, "/do/notes?name=a&text=z")["count"], 3);
     assert_eq!(json(&server, "/do/state?name=q")["count"], 40);
 }
+
+const LARGE_ARGS_WORKER: &str = r#"
+from workers import DurableObject, Response, WorkerEntrypoint
+
+
+class Box(DurableObject):
+    async def keep(self, value):
+        await self.ctx.storage.put("v", value)
+        self.ctx.storage.sql.exec("CREATE TABLE IF NOT EXISTS t (v TEXT)")
+        self.ctx.storage.sql.exec("INSERT INTO t (v) VALUES (?)", value)
+        stored = await self.ctx.storage.get("v")
+        row = self.ctx.storage.sql.exec("SELECT length(v) AS n FROM t").one()
+        return [len(stored), row["n"]]
+
+
+class Default(WorkerEntrypoint):
+    async def fetch(self, request):
+        big = "x" * 300_000 + "\u00e9\n\u2603"
+        db = self.env.DB
+        await db.exec("CREATE TABLE IF NOT EXISTS t (v TEXT)")
+        await db.prepare("INSERT INTO t (v) VALUES (?)").bind(big).run()
+        row = await db.prepare("SELECT length(v) AS n, substr(v, -3) AS tail FROM t").first()
+        await self.env.KV.put("k", big, metadata={"note": "\u00e9\n" * 50})
+        value = await self.env.KV.get_with_metadata("k")
+        stub = self.env.BOX.get(self.env.BOX.idFromName("one"))
+        return Response.json({
+            "d1": [row["n"], row["tail"]],
+            "kv": [len(value.value), value.value[-2:], value.metadata["note"][:2]],
+            "do": await stub.keep(big),
+        })
+"#;
+
+/// Arguments travel in the call's body: SQL parameters and Durable Object
+/// values of 300 kB (past wasi-http's 128 KiB header limit, which used to
+/// trap the sandbox) reach D1, KV and storage intact, newlines included.
+#[test]
+fn large_binding_arguments_travel_in_the_body() {
+    let config = format!(
+        "{CONFIG}\n[[kv_namespaces]]\nbinding = \"KV\"\nid = \"kv\"\n\n[[d1_databases]]\nbinding = \"DB\"\ndatabase_name = \"db\"\ndatabase_id = \"db\"\n\n[[durable_objects.bindings]]\nname = \"BOX\"\nclass_name = \"Box\"\n\n[[migrations]]\ntag = \"v1\"\nnew_sqlite_classes = [\"Box\"]\n"
+    );
+    let dir = project(&[
+        ("wrangler.toml", &config),
+        ("src/entry.py", LARGE_ARGS_WORKER),
+    ]);
+    let server = Server::dev(dir.path(), &[]);
+    let (status, body) = server.text("/");
+    assert_eq!(status, 200, "{body}\n{}", server.output());
+    let value: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(value["d1"], serde_json::json!([300_003, "é\n☃"]));
+    assert_eq!(value["kv"], serde_json::json!([300_003, "\n☃", "é\n"]));
+    assert_eq!(value["do"], serde_json::json!([300_003, 300_003]));
+}

@@ -2,7 +2,13 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::embedded::PythonFiles;
+/// The standard library and componentize-py's helper modules, unpacked
+/// once per Taipan version (by the builder) and shared by every worker.
+#[derive(Debug, Clone)]
+pub struct PythonFiles {
+    pub stdlib: PathBuf,
+    pub bundled: PathBuf,
+}
 
 /// A host folder a sandbox sees, read-only, as the WASI preopen `guest`
 /// (e.g. "python", which the guest's libc resolves as "/python").

@@ -1,0 +1,305 @@
+//! A worker's pool of sandboxes: the permits that bound its concurrency,
+//! the bounded queue of requests waiting for one, warm sandboxes kept
+//! between requests (idle), and fresh ones started ahead of demand
+//! (standby). Generic over what it holds, so its rules are tested with
+//! plain values, no guest needed; the worker (`worker.rs`) fills it with
+//! sandboxes.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+/// How a pool is sized (from the worker's `Limits`).
+#[derive(Debug, Clone)]
+pub struct PoolLimits {
+    /// Items in use at once: the worker's request concurrency.
+    pub max_active: usize,
+    /// Requests that may wait for a permit.
+    pub max_queue: usize,
+    /// Keep items between uses (off: each use gets a fresh one).
+    pub reuse: bool,
+    /// An idle item unused this long is dropped.
+    pub idle_timeout: Duration,
+    /// Uses an item serves before it is dropped.
+    pub max_uses: u64,
+    /// Fresh items to keep started ahead of demand.
+    pub standby: usize,
+}
+
+/// Why no permit was given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// Every item is in use and the queue is full.
+    QueueFull,
+    /// The pool is being dropped.
+    Closed,
+}
+
+struct Idle<T> {
+    item: T,
+    last_used: Instant,
+    uses: u64,
+}
+
+pub struct Pool<T> {
+    limits: PoolLimits,
+    permits: Arc<Semaphore>,
+    queued: Arc<AtomicUsize>,
+    idle: Mutex<Vec<Idle<T>>>,
+    standby: Mutex<Vec<T>>,
+    standby_starting: AtomicUsize,
+    /// Set when starting a standby item fails (e.g. the worker's top level
+    /// raises): requests then start items themselves and report the error.
+    standby_failed: AtomicBool,
+}
+
+/// A use of the pool: hold it while the item is in use.
+pub struct Permit(#[allow(dead_code)] OwnedSemaphorePermit);
+
+/// An item taken from the pool, with how many uses it has served.
+pub struct Taken<T> {
+    pub item: T,
+    pub uses: u64,
+}
+
+fn lock<V>(m: &Mutex<V>) -> MutexGuard<'_, V> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl<T> Pool<T> {
+    pub fn new(limits: PoolLimits) -> Self {
+        Self {
+            permits: Arc::new(Semaphore::new(limits.max_active)),
+            queued: Arc::default(),
+            idle: Mutex::default(),
+            standby: Mutex::default(),
+            standby_starting: AtomicUsize::new(0),
+            standby_failed: AtomicBool::new(false),
+            limits,
+        }
+    }
+
+    /// A permit now, or after waiting in the queue; refused when the queue
+    /// is full too.
+    pub async fn permit(&self) -> Result<Permit, Refused> {
+        if let Ok(permit) = self.permits.clone().try_acquire_owned() {
+            return Ok(Permit(permit));
+        }
+        let _slot =
+            QueueSlot::take(&self.queued, self.limits.max_queue).ok_or(Refused::QueueFull)?;
+        self.permits
+            .clone()
+            .acquire_owned()
+            .await
+            .map(Permit)
+            .map_err(|_| Refused::Closed)
+    }
+
+    /// The most recently used idle item (its cache is warmest), else a
+    /// standby one; `None`: the caller starts a fresh one.
+    pub fn take(&self) -> Option<Taken<T>> {
+        let idle = {
+            let mut idle = lock(&self.idle);
+            let timeout = self.limits.idle_timeout;
+            idle.retain(|i| i.last_used.elapsed() < timeout);
+            idle.pop()
+        };
+        match idle {
+            Some(i) => Some(Taken {
+                item: i.item,
+                uses: i.uses,
+            }),
+            None => lock(&self.standby).pop().map(Taken::fresh),
+        }
+    }
+
+    /// Give an item back after a successful use: kept for the next request
+    /// unless reuse is off or it has served `max_uses`.
+    pub fn give_back(&self, taken: Taken<T>) {
+        let uses = taken.uses + 1;
+        if self.limits.reuse && uses < self.limits.max_uses {
+            lock(&self.idle).push(Idle {
+                item: taken.item,
+                last_used: Instant::now(),
+                uses,
+            });
+        }
+    }
+
+    /// Claims one standby start if the standby is short (ready + starting
+    /// below the target); the caller starts the item and reports with
+    /// [`Pool::standby_started`]. False once a start has failed.
+    pub fn claim_standby_start(&self) -> bool {
+        if self.standby_failed.load(Ordering::Acquire) {
+            return false;
+        }
+        loop {
+            let ready = lock(&self.standby).len();
+            let starting = self.standby_starting.load(Ordering::Acquire);
+            if ready + starting >= self.limits.standby {
+                return false;
+            }
+            if self
+                .standby_starting
+                .compare_exchange(starting, starting + 1, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+            {
+                return true;
+            }
+        }
+    }
+
+    /// The outcome of a claimed standby start: the item joins the standby;
+    /// an error stops further standby starts.
+    pub fn standby_started<E>(&self, started: Result<T, E>) -> Result<(), E> {
+        self.standby_starting.fetch_sub(1, Ordering::AcqRel);
+        match started {
+            Ok(item) => {
+                lock(&self.standby).push(item);
+                Ok(())
+            }
+            Err(e) => {
+                self.standby_failed.store(true, Ordering::Release);
+                Err(e)
+            }
+        }
+    }
+
+    pub fn standby_count(&self) -> usize {
+        lock(&self.standby).len()
+    }
+
+    pub fn idle_count(&self) -> usize {
+        lock(&self.idle).len()
+    }
+
+    /// Drop every idle and standby item (e.g. before the worker is replaced).
+    pub fn drain(&self) {
+        lock(&self.idle).clear();
+        lock(&self.standby).clear();
+    }
+}
+
+impl<T> Taken<T> {
+    /// An item no request has used.
+    pub fn fresh(item: T) -> Self {
+        Self { item, uses: 0 }
+    }
+}
+
+/// A place in the wait queue, given back on drop.
+struct QueueSlot(Arc<AtomicUsize>);
+
+impl QueueSlot {
+    fn take(counter: &Arc<AtomicUsize>, max: usize) -> Option<Self> {
+        counter
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| Self(counter.clone()))
+    }
+}
+
+impl Drop for QueueSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits() -> PoolLimits {
+        PoolLimits {
+            max_active: 2,
+            max_queue: 1,
+            reuse: true,
+            idle_timeout: Duration::from_secs(60),
+            max_uses: 3,
+            standby: 2,
+        }
+    }
+
+    #[test]
+    fn idle_items_are_reused_newest_first_then_standby() {
+        let pool = Pool::new(limits());
+        assert!(pool.take().is_none());
+        assert!(pool.claim_standby_start());
+        pool.standby_started::<()>(Ok("standby")).unwrap();
+        pool.give_back(Taken::fresh("a"));
+        pool.give_back(Taken::fresh("b"));
+        assert_eq!(pool.take().unwrap().item, "b");
+        assert_eq!(pool.take().unwrap().item, "a");
+        assert_eq!(pool.take().unwrap().item, "standby");
+        assert!(pool.take().is_none());
+    }
+
+    #[test]
+    fn an_item_retires_after_max_uses_and_reuse_off_keeps_none() {
+        let pool = Pool::new(limits());
+        let mut taken = Taken::fresh(1);
+        for _ in 0..2 {
+            pool.give_back(taken);
+            taken = pool.take().expect("kept");
+        }
+        pool.give_back(taken); // the third use: retired
+        assert_eq!(pool.idle_count(), 0);
+
+        let pool = Pool::new(PoolLimits {
+            reuse: false,
+            ..limits()
+        });
+        pool.give_back(Taken::fresh(1));
+        assert!(pool.take().is_none());
+    }
+
+    #[test]
+    fn idle_items_past_the_timeout_are_dropped() {
+        let pool = Pool::new(PoolLimits {
+            idle_timeout: Duration::ZERO,
+            ..limits()
+        });
+        pool.give_back(Taken::fresh(1));
+        assert!(pool.take().is_none());
+    }
+
+    #[test]
+    fn standby_starts_stop_at_the_target_and_after_a_failure() {
+        let pool: Pool<u8> = Pool::new(limits());
+        assert!(pool.claim_standby_start());
+        assert!(pool.claim_standby_start());
+        assert!(!pool.claim_standby_start(), "two starting = the target");
+        pool.standby_started::<()>(Ok(1)).unwrap();
+        assert!(!pool.claim_standby_start(), "one ready + one starting");
+        assert_eq!(pool.standby_started(Err("boom")), Err("boom"));
+        assert!(
+            !pool.claim_standby_start(),
+            "no more starts after a failure"
+        );
+        assert_eq!(pool.standby_count(), 1);
+    }
+
+    #[tokio::test]
+    async fn past_the_permits_requests_queue_and_past_the_queue_they_are_refused() {
+        let pool: Arc<Pool<u8>> = Arc::new(Pool::new(limits()));
+        let first = pool.permit().await.unwrap();
+        let _second = pool.permit().await.unwrap();
+        // A third waits in the queue (its one place)...
+        let waiter = tokio::spawn({
+            let pool = pool.clone();
+            async move { pool.permit().await.map(|_| ()) }
+        });
+        while pool.queued.load(Ordering::Acquire) == 0 {
+            tokio::task::yield_now().await;
+        }
+        // ...so a fourth is refused.
+        assert_eq!(pool.permit().await.err(), Some(Refused::QueueFull));
+        drop(first);
+        assert_eq!(waiter.await.unwrap(), Ok(()));
+        assert_eq!(pool.queued.load(Ordering::Acquire), 0);
+    }
+}

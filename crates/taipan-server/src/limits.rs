@@ -1,0 +1,22 @@
+//! A worker's limits: the server's, with the worker's own `[limits]` applied.
+//! Resolved here so the runtime takes finished `Limits` and knows no config.
+
+use std::time::Duration;
+
+use taipan_config::ConfigLimits;
+use taipan_runtime::Limits;
+
+/// `base` with each limit the worker's config sets (`None` keeps `base`'s).
+pub fn with_overrides(base: &Limits, o: &ConfigLimits) -> Limits {
+    let mb = |v: Option<u64>, default: u64| v.map_or(default, |mb| mb * 1000 * 1000);
+    Limits {
+        cpu_time: o.cpu_ms.map_or(base.cpu_time, Duration::from_millis),
+        memory_bytes: o
+            .memory_mb
+            .map_or(base.memory_bytes, |mb| (mb as usize) << 20),
+        max_request_body: mb(o.request_body_mb, base.max_request_body),
+        max_response_body: mb(o.response_body_mb, base.max_response_body),
+        max_sandboxes: o.max_sandboxes.map_or(base.max_sandboxes, |n| n as usize),
+        ..base.clone()
+    }
+}
