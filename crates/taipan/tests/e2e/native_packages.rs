@@ -24,11 +24,21 @@ fn send(server: &Server, method: &str, path: &str, body: Option<Value>) -> (u16,
         Some(body) => request.json(&body),
         None => request,
     };
+    json_answer(server, request, &format!("{method} {path}"))
+}
+
+/// Send `request`; its status and JSON body (a panic with the server's
+/// output when the body is not JSON).
+fn json_answer(
+    server: &Server,
+    request: reqwest::blocking::RequestBuilder,
+    what: &str,
+) -> (u16, Value) {
     let response = request.send().unwrap();
     let status = response.status().as_u16();
     let text = response.text().unwrap();
     let value = serde_json::from_str(&text)
-        .unwrap_or_else(|e| panic!("{method} {path}: {e}: {text}\n{}", server.output()));
+        .unwrap_or_else(|e| panic!("{what}: {e}: {text}\n{}", server.output()));
     (status, value)
 }
 
@@ -239,17 +249,11 @@ const SALES_CSV: &str = "date,region,units,price
 ";
 
 fn post_csv(server: &Server, path: &str, csv: &str) -> (u16, Value) {
-    let response = Server::client()
+    let request = Server::client()
         .post(format!("{}{path}", server.url))
         .header("content-type", "text/csv")
-        .body(csv.to_string())
-        .send()
-        .unwrap();
-    let status = response.status().as_u16();
-    let text = response.text().unwrap();
-    let value = serde_json::from_str(&text)
-        .unwrap_or_else(|e| panic!("POST {path}: {e}: {text}\n{}", server.output()));
-    (status, value)
+        .body(csv.to_string());
+    json_answer(server, request, &format!("POST {path}"))
 }
 
 /// examples/pandas, with pandas and numpy from the WASI wheels Taipan ships
