@@ -165,6 +165,8 @@ async def call(binding: str, op: str, args=None, body=None, raw: bool = False):
         chunks = line
     elif isinstance(body, (bytes, bytearray, memoryview)):
         chunks = (line, body)
+    elif isinstance(body, str):
+        chunks = (line, body.encode())
     else:
         chunks = itertools.chain((line,), body)
     future = send("POST", "http", contract.AUTHORITY_BINDING, f"/{binding}/{op}", [], chunks)

@@ -40,8 +40,10 @@ async def _send(method, scheme, authority, path, headers, body) -> Response:
     future = host.send(method, scheme, authority, path, headers, body)
     response = await host.response_of(future)
     status = response.status()
-    if host.is_host_error(response):
-        # The host's own error (no such worker or object): not a response.
+    # Through a binding, the host's own error (no such worker or object) is
+    # raised, not returned (the host strips the marker from what callees and
+    # upstreams send, so only it can set it).
+    if authority == contract.AUTHORITY_BINDING and host.is_host_error(response):
         raise host.error_of(host.BodyReader(response).read_all())
     header_list = host.response_headers(response)
     status = _status_for_response(status)

@@ -406,6 +406,38 @@ mod tests {
         }
     }
 
+    /// The binding as a guest calls it, with no sandbox (`crate::testing`):
+    /// SQL and parameters with newlines and a blob, in the arguments line.
+    #[tokio::test]
+    async fn exec_and_batch_through_the_wire_format() {
+        let (_dir, db) = crate::testing::database();
+        let d1: Arc<dyn Binding> = Arc::new(D1Database::open(db));
+        let call = |op: &'static str, args: Value| crate::testing::call(d1.clone(), op, args, b"");
+        let (done, _) = call("exec", json!({"sql": "CREATE TABLE t (v TEXT, b BLOB)"}))
+            .await
+            .unwrap();
+        assert_eq!(done["count"], 1);
+        let insert = "INSERT INTO t (v, b)\nVALUES (?, ?)";
+        let (results, _) = call(
+            "batch",
+            json!({"statements": [
+                {"sql": insert, "params": ["a\nb ☃", {"$blob": "AAEC"}]},
+                {"sql": "SELECT v, b FROM t", "params": []},
+            ]}),
+        )
+        .await
+        .unwrap();
+        assert_eq!(results[0]["meta"]["changes"], 1);
+        assert_eq!(results[1]["rows"], json!([["a\nb ☃", {"$blob": "AAEC"}]]));
+        let error = call(
+            "batch",
+            json!({"statements": [{"sql": "SELEC 1", "params": []}]}),
+        )
+        .await
+        .unwrap_err();
+        assert!(error.message.contains("D1_ERROR"), "{}", error.message);
+    }
+
     #[test]
     fn a_failed_batch_changes_nothing() {
         let (_dir, db) = db();

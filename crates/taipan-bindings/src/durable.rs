@@ -72,9 +72,11 @@ impl Namespace {
                 http::HeaderValue::from_static(AUTHORITY_DURABLE),
             );
             let request = http::Request::from_parts(parts, body);
-            Ok(worker
-                .durable_object(&format!("{class}/{id}"), request)
-                .await)
+            Ok(crate::service::from_callee(
+                worker
+                    .durable_object(&format!("{class}/{id}"), request)
+                    .await,
+            ))
         })
     }
 }

@@ -246,6 +246,44 @@ mod tests {
         assert!(decode_cursor("!!").is_none());
     }
 
+    /// The binding as a guest calls it, with no sandbox (`crate::testing`).
+    #[tokio::test]
+    async fn put_get_list_delete_through_the_wire_format() {
+        let (_dir, db) = crate::testing::database();
+        let kv: Arc<dyn Binding> = Arc::new(KvNamespace::open(db).unwrap());
+        let call = |op: &'static str, args: Value, payload: &'static [u8]| {
+            crate::testing::call(kv.clone(), op, args, payload)
+        };
+        // A value with newlines: only the first one ends the arguments.
+        let meta = json!({"note": "é\n☃"});
+        call(
+            "put",
+            json!({"key": "a", "metadata": meta}),
+            b"line 1\nline 2\n",
+        )
+        .await
+        .unwrap();
+        let (got, value) = call("get", json!({"key": "a"}), b"").await.unwrap();
+        assert_eq!(got, json!({"found": true, "metadata": meta}));
+        assert_eq!(&value[..], b"line 1\nline 2\n");
+        let (missing, _) = call("get", json!({"key": "b"}), b"").await.unwrap();
+        assert_eq!(missing, json!({"found": false}));
+        let (list, _) = call("list", json!({"prefix": ""}), b"").await.unwrap();
+        assert_eq!(list["keys"][0]["name"], "a");
+        call("delete", json!({"key": "a"}), b"").await.unwrap();
+        let (gone, _) = call("get", json!({"key": "a"}), b"").await.unwrap();
+        assert_eq!(gone["found"], false);
+        // Errors carry the name Workers gives them.
+        let bad = call("get", json!({"key": ".."}), b"").await.unwrap_err();
+        assert_eq!(bad.name, "TypeError");
+        let unknown = call("frob", json!({}), b"").await.unwrap_err();
+        assert!(
+            unknown.message.contains("no operation"),
+            "{}",
+            unknown.message
+        );
+    }
+
     #[test]
     fn keys_are_checked() {
         assert!(check_key("").is_err());

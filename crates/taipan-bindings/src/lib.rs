@@ -18,6 +18,8 @@ pub mod protocol;
 pub mod r2;
 pub mod service;
 pub mod store;
+#[cfg(test)]
+pub mod testing;
 
 use std::collections::HashMap;
 use std::path::Path;

@@ -149,8 +149,12 @@ impl Outbound {
             )));
         }
         let mut builder = http::Response::builder().status(response.status());
+        // An upstream's x-taipan-* headers never reach the guest: only the
+        // host marks its own errors.
         for (name, value) in response.headers() {
-            builder = builder.header(name, value);
+            if !name.as_str().starts_with(HEADER_PREFIX) {
+                builder = builder.header(name, value);
+            }
         }
         let limit = self.limits.max_response_body;
         let mut seen = 0u64;

@@ -44,15 +44,16 @@ impl Call {
             };
             let searched = line.len();
             line.extend_from_slice(&data);
-            if let Some(end) = line[searched..].iter().position(|&b| b == b'\n') {
-                let rest = line.split_off(searched + end + 1).freeze();
-                line.truncate(searched + end);
-                break rest;
-            }
-            if line.len() > MAX_ARGS_BYTES {
+            let end = line[searched..].iter().position(|&b| b == b'\n');
+            if end.map_or(line.len(), |end| searched + end) > MAX_ARGS_BYTES {
                 return Err(BindingError::range_error(format!(
                     "the call's arguments are over the limit of {MAX_ARGS_BYTES} bytes"
                 )));
+            }
+            if let Some(end) = end {
+                let rest = line.split_off(searched + end + 1).freeze();
+                line.truncate(searched + end);
+                break rest;
             }
         };
         let args = if line.is_empty() {
@@ -239,6 +240,60 @@ where
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
+    use futures::future::BoxFuture;
+
+    /// A binding that answers with what it was called with.
+    struct Echo;
+
+    impl crate::Binding for Echo {
+        fn call(
+            self: Arc<Self>,
+            op: &str,
+            call: Call,
+        ) -> BoxFuture<'static, Result<Reply, BindingError>> {
+            let op = op.to_string();
+            Box::pin(async move {
+                let payload = call.args.clone();
+                let bytes = call.payload(1 << 20, "the payload").await?;
+                Ok(Reply::Json(serde_json::json!({
+                    "op": op, "args": payload, "payload": String::from_utf8_lossy(&bytes),
+                })))
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn arguments_end_at_the_first_newline_whatever_the_frames() {
+        let args = serde_json::json!({"sql": "SELECT 'a\nb'", "n": 1});
+        let (reply, _) = crate::testing::call(Arc::new(Echo), "exec", args.clone(), b"x\ny\n")
+            .await
+            .unwrap();
+        assert_eq!(
+            reply,
+            serde_json::json!({"op": "exec", "args": args, "payload": "x\ny\n"})
+        );
+    }
+
+    #[tokio::test]
+    async fn a_malformed_arguments_line_is_a_type_error() {
+        let body = http_body_util::Full::new(Bytes::from_static(b"{nope\npayload"))
+            .map_err(|never| match never {})
+            .boxed_unsync();
+        let request = http::Request::post("http://b/op").body(body).unwrap();
+        let error = Call::read(request).await.err().unwrap();
+        assert_eq!(error.name, "TypeError");
+        let empty = http_body_util::Full::new(Bytes::new())
+            .map_err(|never| match never {})
+            .boxed_unsync();
+        let call = Call::read(http::Request::post("http://b/op").body(empty).unwrap())
+            .await
+            .ok()
+            .unwrap();
+        assert_eq!(call.args, serde_json::json!({}));
+    }
+
     use super::*;
 
     #[test]

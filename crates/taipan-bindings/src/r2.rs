@@ -353,6 +353,41 @@ fn unique() -> String {
 mod tests {
     use super::*;
 
+    /// The binding as a guest calls it, with no sandbox (`crate::testing`).
+    #[tokio::test]
+    async fn put_get_head_delete_through_the_wire_format() {
+        let (dir, db) = crate::testing::database();
+        let r2: Arc<dyn Binding> = Arc::new(R2Bucket::open(db, dir.path().join("blobs")).unwrap());
+        let call = |op: &'static str, args: Value, payload: &'static [u8]| {
+            crate::testing::call(r2.clone(), op, args, payload)
+        };
+        let custom = json!({"owner": "é"});
+        let (object, _) = call(
+            "put",
+            json!({"key": "a/b.txt", "customMetadata": custom}),
+            b"0123456789\n",
+        )
+        .await
+        .unwrap();
+        assert_eq!(object["size"], 11);
+        let (meta, body) = call(
+            "get",
+            json!({"key": "a/b.txt", "range": {"offset": 2, "length": 3}}),
+            b"",
+        )
+        .await
+        .unwrap();
+        assert_eq!(&body[..], b"234");
+        assert_eq!(meta["customMetadata"], custom);
+        let (head, _) = call("head", json!({"key": "a/b.txt"}), b"").await.unwrap();
+        assert_eq!(head["size"], 11);
+        call("delete", json!({"key": "a/b.txt"}), b"")
+            .await
+            .unwrap();
+        let (gone, body) = call("get", json!({"key": "a/b.txt"}), b"").await.unwrap();
+        assert_eq!((gone, body.len()), (Value::Null, 0));
+    }
+
     #[test]
     fn ranges() {
         assert_eq!(range(None, 10).unwrap(), (0, 10));

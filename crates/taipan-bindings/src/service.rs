@@ -6,7 +6,9 @@
 use std::sync::Arc;
 
 use taipan_config::bindings::ServiceBinding;
-use taipan_guest::contract::{AUTHORITY_SERVICE, DEFAULT_ENTRYPOINT, HEADER_URL, OP_FETCH, OP_RPC};
+use taipan_guest::contract::{
+    AUTHORITY_SERVICE, DEFAULT_ENTRYPOINT, HEADER_PREFIX, HEADER_URL, OP_FETCH, OP_RPC,
+};
 use taipan_runtime::Worker;
 use taipan_runtime::host::{HostFuture, HostResponse};
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
@@ -51,7 +53,7 @@ pub fn call(
                 let Some(request) = addressed(request) else {
                     return Ok(binding_error("the service request has no valid URL".into()));
                 };
-                Ok(worker.handle(request).await)
+                Ok(from_callee(worker.handle(request).await))
             }
             (OP_FETCH | OP_RPC, entrypoint) => {
                 let entrypoint = entrypoint.as_deref().unwrap_or(DEFAULT_ENTRYPOINT);
@@ -67,9 +69,11 @@ pub fn call(
                     http::header::HOST,
                     http::HeaderValue::from_static(AUTHORITY_SERVICE),
                 );
-                Ok(worker
-                    .entrypoint(http::Request::from_parts(parts, body))
-                    .await)
+                Ok(from_callee(
+                    worker
+                        .entrypoint(http::Request::from_parts(parts, body))
+                        .await,
+                ))
             }
             (op, _) => Ok(binding_error(format!(
                 "a service binding has no operation {op:?}"
@@ -96,6 +100,22 @@ pub fn addressed(
     }
     parts.uri = url;
     Some(http::Request::from_parts(parts, body))
+}
+
+/// A response another worker (or an upstream) made, made safe to hand to a
+/// guest: its `x-taipan-*` headers are dropped, so only the host can mark a
+/// response as its own error.
+pub fn from_callee(mut response: HostResponse) -> HostResponse {
+    let internal: Vec<http::HeaderName> = response
+        .headers()
+        .keys()
+        .filter(|name| name.as_str().starts_with(HEADER_PREFIX))
+        .cloned()
+        .collect();
+    for name in internal {
+        response.headers_mut().remove(name);
+    }
+    response
 }
 
 /// A failed route (no such worker, entrypoint or object) as the guest's

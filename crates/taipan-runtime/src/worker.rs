@@ -47,6 +47,60 @@ pub struct WorkerSettings {
     pub standby_sandboxes: usize,
 }
 
+impl WorkerSettings {
+    /// The settings dev, serve and bench share; each changes what differs
+    /// with the methods below. Defaults: no bindings (vars `{}`, nothing a
+    /// binding call reaches), warm sandboxes reused, no standby, the
+    /// worker's output to the terminal.
+    pub fn new(name: impl Into<String>, limits: Limits) -> Self {
+        Self {
+            name: name.into(),
+            vars_json: "{}".into(),
+            bindings_json: "{}".into(),
+            host: Arc::new(crate::host::NoHost),
+            host_limits: HostLimits::default(),
+            dev: false,
+            limits,
+            reuse_sandboxes: true,
+            log: Arc::new(crate::log::TerminalSink),
+            standby_sandboxes: 0,
+        }
+    }
+
+    /// The worker's vars (JSON object), its bindings (`{name: kind}`) and
+    /// what their calls reach.
+    pub fn env(
+        mut self,
+        vars_json: String,
+        bindings_json: String,
+        host: Arc<dyn WorkerHost>,
+    ) -> Self {
+        (self.vars_json, self.bindings_json, self.host) = (vars_json, bindings_json, host);
+        self
+    }
+
+    /// Dev mode: tracebacks in 500 responses too.
+    pub fn dev(mut self) -> Self {
+        self.dev = true;
+        self
+    }
+
+    pub fn reuse_sandboxes(mut self, reuse: bool) -> Self {
+        self.reuse_sandboxes = reuse;
+        self
+    }
+
+    pub fn standby(mut self, sandboxes: usize) -> Self {
+        self.standby_sandboxes = sandboxes;
+        self
+    }
+
+    pub fn log(mut self, log: Arc<dyn LogSink>) -> Self {
+        self.log = log;
+        self
+    }
+}
+
 /// Worker-lifetime state: one per deployed build.
 pub struct Worker {
     pub name: Arc<str>,
@@ -199,12 +253,19 @@ impl Worker {
         B: hyper::body::Body<Data = Bytes> + Send + 'static,
         B::Error: std::error::Error + Send + Sync + 'static,
     {
-        let host = request
+        // Both the Host header and an absolute-form URI's authority are
+        // checked: wasi-http gives the guest the URI's authority first.
+        let internal = |name: &[u8]| {
+            name.len() >= INTERNAL_HOST_PREFIX.len()
+                && name[..INTERNAL_HOST_PREFIX.len()]
+                    .eq_ignore_ascii_case(INTERNAL_HOST_PREFIX.as_bytes())
+        };
+        let header = request
             .headers()
             .get(http::header::HOST)
-            .map(|h| h.as_bytes())
-            .or_else(|| request.uri().host().map(str::as_bytes));
-        if host.is_some_and(|h| h.starts_with(INTERNAL_HOST_PREFIX.as_bytes())) {
+            .map(|h| h.as_bytes());
+        let authority = request.uri().host().map(str::as_bytes);
+        if header.is_some_and(internal) || authority.is_some_and(internal) {
             return text_response(StatusCode::BAD_REQUEST, "bad host\n");
         }
         let (parts, body) = request.into_parts();

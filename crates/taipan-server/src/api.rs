@@ -34,12 +34,23 @@ pub struct WorkerSummary {
     pub created: String,
 }
 
-/// `GET /api/workers/{name}/versions`.
+/// `GET /api/workers/{name}/versions`: the server sends whole
+/// `VersionRecord`s; a client reads what it needs (`VersionRow`), so a
+/// server that records more still answers it.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct Versions {
+pub struct Versions<V = VersionRecord> {
     /// The version serving now (none while a worker has no current version).
     pub current: Option<String>,
-    pub versions: Vec<VersionRecord>,
+    pub versions: Vec<V>,
+}
+
+/// What `taipan versions` shows of a version.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct VersionRow {
+    pub id: String,
+    pub created: String,
+    pub build_ms: u64,
+    pub artifact: String,
 }
 
 /// `POST /api/workers/{name}/rollback`.
@@ -175,9 +186,15 @@ mod tests {
                 url: "u".into(),
                 created: "c".into(),
             }),
-            serde_json::to_value(Versions {
+            serde_json::to_value(Versions::<VersionRow> {
                 current: None,
                 versions: vec![],
+            }),
+            serde_json::to_value(VersionRow {
+                id: "v1".into(),
+                created: "c".into(),
+                build_ms: 1,
+                artifact: "a".into(),
             }),
             serde_json::to_value(Serving {
                 worker: "w".into(),

@@ -13,9 +13,8 @@ use hyper::body::Incoming;
 use taipan_bindings::{Services, Stores};
 use taipan_build::BuildError;
 use taipan_config::WorkerConfig;
-use taipan_runtime::log::TerminalSink;
 use taipan_runtime::worker::{Body, text_response};
-use taipan_runtime::{HostLimits, Limits, Runtime, Worker, WorkerSettings};
+use taipan_runtime::{Limits, Runtime, Worker, WorkerSettings};
 use tokio::net::TcpListener;
 
 use crate::front::{self, Handler};
@@ -263,18 +262,10 @@ async fn build_and_load(
         };
         let env = WorkerEnv::open(source, &stores, services).map_err(BuildError::Internal)?;
         let outcome = taipan_build::build(&config, &builds, &build_options)?;
-        let settings = WorkerSettings {
-            name: config.name.clone(),
-            vars_json: env.vars_json,
-            bindings_json: env.bindings_json,
-            host: env.host,
-            host_limits: HostLimits::default(),
-            dev: true,
-            limits,
-            reuse_sandboxes: true,
-            standby_sandboxes: 1,
-            log: Arc::new(TerminalSink),
-        };
+        let settings = WorkerSettings::new(&config.name, limits)
+            .env(env.vars_json, env.bindings_json, env.host)
+            .dev()
+            .standby(1);
         let worker = Worker::load(&runtime, &outcome.artifact, settings)?;
         prune_builds(&builds, &outcome.artifact.id);
         Ok((worker, outcome.packages))

@@ -12,7 +12,7 @@ use taipan_bindings::{Services, Stores};
 use taipan_build::{Artifact, BuildError};
 use taipan_config::RoutePattern;
 use taipan_runtime::worker::{Body, text_response};
-use taipan_runtime::{HostLimits, Limits, Runtime, Worker, WorkerSettings};
+use taipan_runtime::{Limits, Runtime, Worker, WorkerSettings};
 use tokio::net::TcpListener;
 use tokio::sync::broadcast;
 
@@ -140,18 +140,11 @@ impl ServeState {
             dev: false,
         };
         let env = WorkerEnv::open(source, &self.stores, services)?;
-        let settings = WorkerSettings {
-            name: record.worker.clone(),
-            vars_json: env.vars_json,
-            bindings_json: env.bindings_json,
-            host: env.host,
-            host_limits: HostLimits::default(),
-            dev: false,
-            limits,
-            reuse_sandboxes: !self.options.fresh_sandbox_per_request,
-            standby_sandboxes: self.options.standby_sandboxes,
-            log: self.logs.sink(&record.worker),
-        };
+        let settings = WorkerSettings::new(&record.worker, limits)
+            .env(env.vars_json, env.bindings_json, env.host)
+            .reuse_sandboxes(!self.options.fresh_sandbox_per_request)
+            .standby(self.options.standby_sandboxes)
+            .log(self.logs.sink(&record.worker));
         let worker = Worker::load(&self.runtime, &artifact, settings)?;
         let routes = record
             .routes

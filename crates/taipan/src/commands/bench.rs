@@ -12,8 +12,7 @@ use bytes::Bytes;
 use clap::Args;
 use http_body_util::{BodyExt, Full};
 use taipan_runtime::engine::PoolSize;
-use taipan_runtime::log::TerminalSink;
-use taipan_runtime::{HostLimits, Limits, NoHost, Worker, WorkerSettings};
+use taipan_runtime::{Limits, NoHost, Worker, WorkerSettings};
 
 #[derive(Args)]
 pub struct BenchArgs {
@@ -76,18 +75,12 @@ impl BenchArgs {
             .unwrap_or(0);
 
         let runtime = super::runtime(PoolSize::default())?;
-        let settings = |reuse, standby| WorkerSettings {
-            name: config.name.clone(),
-            vars_json: config.vars_json(),
-            // The bench measures the sandbox itself: no bindings.
-            bindings_json: "{}".into(),
-            host: Arc::new(NoHost),
-            host_limits: HostLimits::default(),
-            dev: false,
-            limits: Limits::default(),
-            reuse_sandboxes: reuse,
-            standby_sandboxes: standby,
-            log: Arc::new(TerminalSink),
+        // The bench measures the sandbox itself: vars, no bindings.
+        let settings = |reuse, standby| {
+            WorkerSettings::new(&config.name, Limits::default())
+                .env(config.vars_json(), "{}".into(), Arc::new(NoHost))
+                .reuse_sandboxes(reuse)
+                .standby(standby)
         };
         let started = Instant::now();
         let fresh_worker = Worker::load(&runtime, &outcome.artifact, settings(false, 0))?;

@@ -20,7 +20,7 @@ impl VersionsArgs {
     pub fn run(self) -> Result<()> {
         let name = self.worker.name()?;
         let client = self.server.client(None)?;
-        let body: api::Versions = self
+        let body: api::Versions<api::VersionRow> = self
             .server
             .json(client.get(self.server.url(&format!("/api/workers/{name}/versions"))))?;
         let current = body.current.as_deref().unwrap_or("");

@@ -407,9 +407,20 @@ fn kv_d1_secrets_wait_until_fetch_services_and_cron_in_dev() {
             "{rpc}"
         );
     }
-    // A named entrypoint is not reachable from outside.
+    // A named entrypoint is not reachable from outside: not by Host, in any
+    // case, nor by an absolute-form request line behind an ordinary Host.
     let (status, _) = server.host_text("__taipan-service__", "/AdminApi/fetch");
     assert_eq!(status, 400);
+    let (status, _) = server.host_text("__TAIPAN-service__", "/AdminApi/fetch");
+    assert_eq!(status, 400);
+    let address = server.url.trim_start_matches("http://");
+    let mut stream = std::net::TcpStream::connect(address).unwrap();
+    stream
+        .write_all(b"GET http://__taipan-service__/AdminApi/fetch HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut answer = String::new();
+    std::io::Read::read_to_string(&mut stream, &mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
 
     // cron through --test-scheduled
     let (status, body) = server.text("/__scheduled?cron=*+*+*+*+*");
