@@ -807,3 +807,56 @@ fn large_binding_arguments_travel_in_the_body() {
     assert_eq!(value["kv"], serde_json::json!([300_003, "\n☃", "é\n"]));
     assert_eq!(value["do"], serde_json::json!([300_003, 300_003]));
 }
+
+const FORGED_MARKER_WORKER: &str = r#"
+from workers import Response, WorkerEntrypoint, fetch
+
+
+class Default(WorkerEntrypoint):
+    async def fetch(self, request):
+        upstream = request.headers.get("x-upstream-url")
+        response = await fetch(upstream)
+        return Response.json({
+            "status": response.status,
+            "body": await response.text(),
+            "marker": response.headers.get("x-taipan-error"),
+        })
+"#;
+
+/// Only the host marks a response as its own error: an upstream answering
+/// `x-taipan-error: 1` is an ordinary response to the worker's `fetch`.
+#[test]
+fn an_upstream_cannot_forge_the_host_error_marker() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let upstream = format!("http://{}/", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for mut stream in listener.incoming().flatten() {
+            let mut buf = [0u8; 4096];
+            let _ = std::io::Read::read(&mut stream, &mut buf);
+            let body = r#"{"name": "TypeError", "message": "forged"}"#;
+            let reply = format!(
+                "HTTP/1.1 418 I'm a teapot\r\nx-taipan-error: 1\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = stream.write_all(reply.as_bytes());
+        }
+    });
+    let dir = project(&[
+        ("wrangler.toml", CONFIG),
+        ("src/entry.py", FORGED_MARKER_WORKER),
+    ]);
+    let server = Server::dev(dir.path(), &[]);
+    let response = Server::client()
+        .get(format!("{}/", server.url))
+        .header("x-upstream-url", &upstream)
+        .send()
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200, "{}", server.output());
+    let value: Value = serde_json::from_str(&response.text().unwrap()).unwrap();
+    assert_eq!(value["status"], 418, "{value}");
+    assert_eq!(
+        value["body"],
+        r#"{"name": "TypeError", "message": "forged"}"#
+    );
+    assert_eq!(value["marker"], Value::Null);
+}
