@@ -346,3 +346,58 @@ fn check_key(key: &str) -> Result<(), BindingError> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `ctx.storage` as a guest calls it, with no sandbox (`crate::testing`):
+    /// pre-encoded values with newlines, list order, SQL beside the KV table.
+    #[tokio::test]
+    async fn storage_through_the_wire_format() {
+        let dir = tempfile::tempdir().unwrap();
+        let stores = Stores::new(dir.path());
+        let services: Arc<dyn Services> = Arc::new(crate::service::NoServices);
+        let storage: Arc<dyn Binding> = Arc::new(ObjectStorage {
+            stores: stores.clone(),
+            script: "w".into(),
+            alarms: Alarms::open(&stores, "w", services),
+        });
+        let here = json!({"class": "Box", "id": "a".repeat(64)});
+        let call = |op: &'static str, extra: Value| {
+            let mut args = here.clone();
+            args.as_object_mut()
+                .unwrap()
+                .extend(extra.as_object().unwrap().clone());
+            crate::testing::call(storage.clone(), op, args, b"")
+        };
+        call("put", json!({"entries": {"b": "\"x\\ny\"", "a": "1"}}))
+            .await
+            .unwrap();
+        let (got, _) = call("get", json!({"keys": ["a", "b", "c"]})).await.unwrap();
+        assert_eq!(got["values"], json!({"a": "1", "b": "\"x\\ny\""}));
+        let (listed, _) = call("list", json!({})).await.unwrap();
+        assert_eq!(listed["entries"], json!([["a", "1"], ["b", "\"x\\ny\""]]));
+        let (made, _) = call("sql", json!({"sql": "CREATE TABLE t (v)", "params": []}))
+            .await
+            .unwrap();
+        assert!(made.is_object(), "{made}");
+        let reserved = call("sql", json!({"sql": "SELECT * FROM _cf_KV", "params": []}))
+            .await
+            .unwrap_err();
+        assert!(
+            reserved.message.contains("not authorized"),
+            "{}",
+            reserved.message
+        );
+        let bad_id = crate::testing::call(
+            storage.clone(),
+            "get",
+            json!({"class": "Box", "id": "x", "keys": []}),
+            b"",
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(bad_id.name, "TypeError");
+    }
+}
