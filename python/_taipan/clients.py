@@ -16,8 +16,6 @@ Every request obeys the worker's outbound rules (subrequest limit, timeouts,
 the SSRF rule under `taipan serve`).
 """
 
-from urllib.parse import urlsplit
-
 from pyodide.ffi import JsException
 
 from . import contract, host, patching
@@ -27,17 +25,16 @@ _CONNECTION_HEADERS = {"connection", "keep-alive", "transfer-encoding", "te", "u
 
 def _start(method: str, scheme: str, authority: str, path: str, headers, body, timeout):
     """Hand one request to the host; the `future-incoming-response`."""
-    if host.is_internal_host(urlsplit(f"//{authority}").hostname):
-        raise JsException(f"cannot reach {authority!r}")
     header_list = [
         (name, value if isinstance(value, bytes) else value.encode("latin-1"))
         for name, value in headers
-        if name.lower() not in _CONNECTION_HEADERS and not name.lower().startswith(contract.HEADER_PREFIX)
+        if name.lower() not in _CONNECTION_HEADERS
     ]
-    # clients follow redirects themselves
-    header_list.append((contract.HEADER_REDIRECT, contract.REDIRECT_MANUAL.encode()))
     timeout_ms = timeout * 1000 if isinstance(timeout, (int, float)) else None
-    return host.send(method, scheme, authority, path, header_list, body or None, timeout_ms)
+    # clients follow redirects themselves
+    return host.send_outbound(
+        method, scheme, authority, path, header_list, body or None, timeout_ms, contract.REDIRECT_MANUAL
+    )
 
 
 # -- httpx ------------------------------------------------------------------

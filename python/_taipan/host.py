@@ -16,6 +16,7 @@ or (with `HEADER_META` holding JSON) a payload body. A failed call answers
 import asyncio
 import itertools
 import json
+from urllib.parse import urlsplit
 
 from componentize_py_types import Err
 from pyodide.ffi import JsException, json_default
@@ -200,6 +201,18 @@ def is_host_error(response) -> bool:
         name == contract.HEADER_ERROR and value == contract.ERROR_MARK
         for name, value in response_headers(response)
     )
+
+
+def send_outbound(method, scheme, authority, path, headers, body=None, timeout_ms=None, redirect=contract.REDIRECT_FOLLOW):
+    """`send` for a subrequest to the network (`fetch`, the patched HTTP
+    clients): never to an internal authority, never with a worker's own
+    `x-taipan-*` headers (they would steer the host); `redirect` is the mode
+    the host follows redirects in."""
+    if is_internal_host(urlsplit(f"//{authority}").hostname):
+        raise JsException(f"cannot reach {authority!r}")
+    headers = [(name, value) for name, value in headers if not name.lower().startswith(contract.HEADER_PREFIX)]
+    headers.append((contract.HEADER_REDIRECT, redirect.encode()))
+    return send(method, scheme, authority, path, headers, body, timeout_ms)
 
 
 def is_internal_host(hostname) -> bool:

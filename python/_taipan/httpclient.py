@@ -165,19 +165,14 @@ class HTTPConnection(http.client.HTTPConnection):
             parts = urlsplit(target)
             scheme, authority = parts.scheme, parts.netloc
             path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        headers = [
-            (name, value.encode("latin-1"))
-            for name, value in self._t_headers
-            if not name.lower().startswith(contract.HEADER_PREFIX)
-        ]
-        headers.append((contract.HEADER_REDIRECT, contract.REDIRECT_MANUAL.encode()))
+        headers = [(name, value.encode("latin-1")) for name, value in self._t_headers]
         body = b"".join(self._t_body) if self._t_body else None
         timeout_ms = self.timeout * 1000 if isinstance(self.timeout, (int, float)) else None
         self._taipan_reset()
         try:
-            if host.is_internal_host(urlsplit(f"//{authority}").hostname):
-                raise JsException(f"cannot reach {authority!r}")
-            future = host.send(method, scheme, authority, path, headers, body, timeout_ms)
+            future = host.send_outbound(
+                method, scheme, authority, path, headers, body, timeout_ms, contract.REDIRECT_MANUAL
+            )
             self._t_response = (method, host.run_sync(host.response_of(future)))
         except JsException as e:
             raise ConnectionError(f"{method} {scheme}://{authority}{path} failed: {e}") from None

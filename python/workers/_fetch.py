@@ -36,14 +36,13 @@ def _body_of(request: Request):
     return body
 
 
-async def _send(method, scheme, authority, path, headers, body) -> Response:
-    future = host.send(method, scheme, authority, path, headers, body)
+async def _response_of(future, through_binding: bool) -> Response:
     response = await host.response_of(future)
     status = response.status()
     # Through a binding, the host's own error (no such worker or object) is
     # raised, not returned (the host strips the marker from what callees and
     # upstreams send, so only it can set it).
-    if authority == contract.AUTHORITY_BINDING and host.is_host_error(response):
+    if through_binding and host.is_host_error(response):
         raise host.error_of(host.BodyReader(response).read_all())
     header_list = host.response_headers(response)
     status = _status_for_response(status)
@@ -70,14 +69,16 @@ async def fetch(input, init=None, **kwargs) -> Response:
     path = parts.path or "/"
     if parts.query:
         path += "?" + parts.query
-    headers = _headers_of(request)
-    headers.append((contract.HEADER_REDIRECT, request._redirect.encode()))
-    return await _send(request.method, parts.scheme, parts.netloc, path, headers, _body_of(request))
+    headers = [(name, value.encode("latin-1")) for name, value in request.headers]
+    future = host.send_outbound(
+        request.method, parts.scheme, parts.netloc, path, headers, _body_of(request), redirect=request._redirect
+    )
+    return await _response_of(future, through_binding=False)
 
 
 def _headers_of(request: Request) -> list:
-    """The request's headers for the host; a worker's own `x-taipan-*`
-    headers are dropped, as they would steer the host."""
+    """The request's headers for a binding's fetch; a worker's own
+    `x-taipan-*` headers are dropped, as they would steer the host."""
     return [
         (name, value.encode("latin-1"))
         for name, value in request.headers
@@ -92,6 +93,6 @@ async def fetch_via(binding: str, input, init, kwargs, extra_headers=()) -> Resp
     headers = _headers_of(request)
     headers.append((contract.HEADER_URL, request.url.encode("utf-8")))
     headers.extend(extra_headers)
-    return await _send(
-        request.method, "http", contract.AUTHORITY_BINDING, f"/{binding}/{contract.OP_FETCH}", headers, _body_of(request)
-    )
+    path = f"/{binding}/{contract.OP_FETCH}"
+    future = host.send(request.method, "http", contract.AUTHORITY_BINDING, path, headers, _body_of(request))
+    return await _response_of(future, through_binding=True)

@@ -69,6 +69,4 @@ pub fn python_files(cache_root: &Path) -> Result<PythonFiles> {
     Ok(files)
 }
 
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
+pub use taipan_guest::hex;

@@ -10,3 +10,8 @@ pub mod contract;
 
 pub use artifact::{Artifact, Mount, PythonFiles};
 pub use cache::CacheDirs;
+
+/// Lowercase hex of `bytes` (content hashes name builds and cache entries).
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

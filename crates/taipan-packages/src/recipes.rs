@@ -169,10 +169,7 @@ mod tests {
                 .find(|r| r.wheel_file_name() == *file)
                 .unwrap_or_else(|| panic!("{file} ships without a recipe"));
             // The wheel in the binary is the one the recipe says it built.
-            let digest: String = <sha2::Sha256 as sha2::Digest>::digest(bytes)
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect();
+            let digest = crate::lock::hex(&<sha2::Sha256 as sha2::Digest>::digest(bytes));
             assert_eq!(
                 recipe.built_sha256.as_deref(),
                 Some(digest.as_str()),

@@ -149,7 +149,7 @@ impl CompileCache {
     fn path(&self, key: &[u8]) -> PathBuf {
         use sha2::Digest;
         let digest = sha2::Sha256::digest(key);
-        let name: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
+        let name = taipan_guest::hex(&digest[..16]);
         self.dir.join(&name[..2]).join(name)
     }
 }

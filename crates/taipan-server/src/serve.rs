@@ -77,7 +77,7 @@ impl From<anyhow::Error> for ApiError {
     }
 }
 
-pub use crate::api::DeployResult;
+use crate::api::DeployResult;
 
 impl ServeState {
     pub fn new(

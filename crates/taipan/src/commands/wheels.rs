@@ -244,8 +244,5 @@ fn report(recipe: &Recipe, wheel: &Path, elapsed: Duration) -> Result<()> {
 
 fn sha256_hex(bytes: &[u8]) -> String {
     use sha2::Digest;
-    sha2::Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    taipan_packages::lock::hex(&sha2::Sha256::digest(bytes))
 }

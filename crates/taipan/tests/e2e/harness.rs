@@ -301,13 +301,18 @@ pub fn d1(dir: &std::path::Path, args: &[&str]) -> String {
         .arg(dir)
         .output()
         .unwrap();
-    let text = format!(
+    let text = text_of(&output);
+    assert!(output.status.success(), "taipan d1 {args:?}: {text}");
+    text
+}
+
+/// A finished command's stdout then stderr, as text.
+pub fn text_of(output: &Output) -> String {
+    format!(
         "{}{}",
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
-    );
-    assert!(output.status.success(), "taipan d1 {args:?}: {text}");
-    text
+    )
 }
 
 /// `taipan deploy DIR` to `server`'s admin API.

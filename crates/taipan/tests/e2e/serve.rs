@@ -19,11 +19,7 @@ fn cli(admin: &str, args: &[&str], token: &str) -> Output {
 }
 
 fn ok(output: Output) -> String {
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let text = crate::harness::text_of(&output);
     assert!(output.status.success(), "{text}");
     text
 }
