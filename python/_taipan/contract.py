@@ -14,7 +14,6 @@ AUTHORITY_SCHEDULED = "__taipan-scheduled__"
 INTERNAL_HOST_PREFIX = "__taipan"
 
 # headers
-HEADER_META = "x-taipan-meta"
 HEADER_URL = "x-taipan-url"
 HEADER_ERROR = "x-taipan-error"
 ERROR_MARK = "1"

@@ -8,9 +8,10 @@ loop, so `asyncio.gather` over several calls runs them concurrently.
 
 The binding protocol (`contract.py`; the wire format is described in
 `crates/taipan-guest/src/contract.rs`): the body is the arguments as one line
-of JSON, a newline, then the payload if any. A reply is either a JSON body,
-or (with `HEADER_META` holding JSON) a payload body. A failed call answers
-4xx/5xx with `{"name": ..., "message": ...}`.
+of JSON, a newline, then the payload if any. A reply mirrors it: a JSON body;
+or, for an op that answers a payload (`call(..., payload=True)`), JSON about
+the payload as one line (`null` for a miss), a newline, then the payload. A
+failed call answers 4xx/5xx with `{"name": ..., "message": ...}`.
 """
 
 import asyncio
@@ -121,16 +122,19 @@ def response_headers(response) -> list:
 
 
 class BodyReader:
-    """An incoming response body: read whole (`read_all`) or chunk by chunk (iterate)."""
+    """An incoming response body, read as it arrives: whole (`read_all`),
+    chunk by chunk (iterate, once), or its first line (`read_line`) and then
+    the rest."""
 
     def __init__(self, response):
         self._response = response
+        self._chunks = None  # the body's chunks, once reading has started
+        self._pending = b""  # read past `read_line`'s newline: yielded first
         self._done = False
 
-    def __iter__(self):
-        if self._done:
-            return
-        self._done = True
+    def _open(self):
+        """The body's chunks as the host sends them; closing this generator
+        (or reading it to the end) releases the body and the response."""
         body = self._response.consume()
         stream = body.stream()
         try:
@@ -148,18 +152,54 @@ class BodyReader:
             types.IncomingBody.finish(body).__exit__(None, None, None)
             self._response.__exit__(None, None, None)
 
+    def read_line(self) -> bytes:
+        """The body up to its first newline (which is dropped), read no further
+        than the chunk holding it; the bytes after the newline are the first
+        this reader then yields."""
+        if self._done:
+            raise JsException("the response body was already read")
+        if self._chunks is None:
+            self._chunks = self._open()
+        buffer = self._pending
+        while (end := buffer.find(b"\n")) < 0:
+            chunk = next(self._chunks, None)
+            if chunk is None:
+                raise JsException("the host's reply ended before its first line")
+            buffer += chunk
+        self._pending = buffer[end + 1 :]
+        return buffer[:end]
+
+    def __iter__(self):
+        if self._done:
+            return
+        self._done = True
+        pending, self._pending = self._pending, b""
+        chunks = self._chunks if self._chunks is not None else self._open()
+        try:
+            if pending:
+                yield pending
+            yield from chunks
+        finally:
+            chunks.close()  # left early: still release the response
+
     def read_all(self) -> bytes:
         return b"".join(self)
 
     def close(self) -> None:
-        if not self._done:
-            self._done = True
+        if self._done:
+            return
+        self._done = True
+        if self._chunks is not None:
+            self._chunks.close()  # its `finally` releases the response
+        else:
             self._response.__exit__(None, None, None)
 
 
-async def call(binding: str, op: str, args=None, body=None, raw: bool = False):
-    """Call `op` on binding `binding`. Returns the JSON reply, or with a
-    payload reply `(meta, BodyReader)`; a failed call raises HostError."""
+async def call(binding: str, op: str, args=None, body=None, payload: bool = False):
+    """Call `op` on binding `binding`. Returns the JSON reply; or, for an op
+    that answers a payload (`payload=True`), `(meta, reader)`: the reply's
+    first line as JSON (None for a miss) and a BodyReader of the payload after
+    it, unread. A failed call raises HostError."""
     # json.dumps escapes newlines in strings: the first b"\n" ends the arguments.
     line = json.dumps(args if args is not None else {}, default=json_default).encode() + b"\n"
     if body is None:
@@ -173,15 +213,11 @@ async def call(binding: str, op: str, args=None, body=None, raw: bool = False):
     future = send("POST", "http", contract.AUTHORITY_BINDING, f"/{binding}/{op}", [], chunks)
     response = await response_of(future)
     status = response.status()
-    meta = None
-    for name, value in response_headers(response):
-        if name == contract.HEADER_META:
-            meta = json.loads(value)
     reader = BodyReader(response)
     if status >= 400:
         raise error_of(reader.read_all())
-    if meta is not None or raw:
-        return meta, reader
+    if payload:
+        return json.loads(reader.read_line()), reader
     data = reader.read_all()
     return json.loads(data) if data else None
 

@@ -70,8 +70,8 @@ class KVNamespace:
         type = type or options.get("type") or "text"
         if type not in KV_TYPES:
             raise TypeError(f"unknown KV get type {type!r}; use one of {', '.join(KV_TYPES)}")
-        meta, reader = await host.call(self._binding, "get", {"key": _key(key)}, raw=True)
-        if meta is None or not meta.get("found"):
+        meta, reader = await host.call(self._binding, "get", {"key": _key(key)}, payload=True)
+        if meta is None:
             reader.close()
             return None, None
         metadata = meta.get("metadata")
@@ -351,7 +351,7 @@ class R2Bucket:
         args = {"key": _key(key)}
         if options.get("range") is not None:
             args["range"] = _plain(options["range"])
-        meta, reader = await host.call(self._binding, "get", args, raw=True)
+        meta, reader = await host.call(self._binding, "get", args, payload=True)
         if meta is None:
             reader.close()
             return None

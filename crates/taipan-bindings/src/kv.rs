@@ -53,16 +53,13 @@ impl KvNamespace {
             })
             .await?;
         Ok(match row {
-            None => Reply::Payload {
-                meta: json!({"found": false}),
-                body: full_body(bytes::Bytes::new()),
-            },
+            None => Reply::miss(),
             Some((value, metadata)) => {
                 let metadata = metadata
                     .and_then(|m| serde_json::from_str::<Value>(&m).ok())
                     .unwrap_or(Value::Null);
                 Reply::Payload {
-                    meta: json!({"found": true, "metadata": metadata}),
+                    meta: json!({"metadata": metadata}),
                     body: full_body(value),
                 }
             }
@@ -264,15 +261,20 @@ mod tests {
         .await
         .unwrap();
         let (got, value) = call("get", json!({"key": "a"}), b"").await.unwrap();
-        assert_eq!(got, json!({"found": true, "metadata": meta}));
+        assert_eq!(got, json!({"metadata": meta}));
         assert_eq!(&value[..], b"line 1\nline 2\n");
-        let (missing, _) = call("get", json!({"key": "b"}), b"").await.unwrap();
-        assert_eq!(missing, json!({"found": false}));
+        // A miss is meta null (as R2's), with no payload.
+        let (missing, nothing) = call("get", json!({"key": "b"}), b"").await.unwrap();
+        assert_eq!((missing, &nothing[..]), (Value::Null, &b""[..]));
+        // A value stored without metadata still is found: metadata null.
+        call("put", json!({"key": "c"}), b"").await.unwrap();
+        let (found, empty) = call("get", json!({"key": "c"}), b"").await.unwrap();
+        assert_eq!((found, &empty[..]), (json!({"metadata": null}), &b""[..]));
         let (list, _) = call("list", json!({"prefix": ""}), b"").await.unwrap();
         assert_eq!(list["keys"][0]["name"], "a");
         call("delete", json!({"key": "a"}), b"").await.unwrap();
         let (gone, _) = call("get", json!({"key": "a"}), b"").await.unwrap();
-        assert_eq!(gone["found"], false);
+        assert_eq!(gone, Value::Null);
         // Errors carry the name Workers gives them.
         let bad = call("get", json!({"key": ".."}), b"").await.unwrap_err();
         assert_eq!(bad.name, "TypeError");

@@ -1,14 +1,15 @@
 //! The wire format of a binding call (`taipan_guest::contract`; the guest's
 //! side is `python/_taipan/host.py`): the body is the arguments as one line
-//! of JSON, a newline, then the payload if any; the reply is a JSON body, or
-//! a payload with JSON about it in `HEADER_META`; failures are 4xx/5xx with
-//! `{"name", "message"}` and `HEADER_ERROR`.
+//! of JSON, a newline, then the payload if any. The reply mirrors it: a JSON
+//! body, or for a payload reply JSON about the payload as one line (`null`
+//! for a miss), a newline, then the payload, streamed; failures are 4xx/5xx
+//! with `{"name", "message"}` and `HEADER_ERROR`.
 
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 use http_body_util::BodyExt;
 use serde_json::Value;
-use taipan_guest::contract::{ERROR_MARK, HEADER_ERROR, HEADER_META, STATUS_ROUTE_ERROR};
+use taipan_guest::contract::{ERROR_MARK, HEADER_ERROR, STATUS_ROUTE_ERROR};
 use taipan_runtime::host::{HostResponse, full_body};
 use wasmtime_wasi_http::p2::body::{HyperIncomingBody, HyperOutgoingBody};
 
@@ -120,7 +121,8 @@ impl Call {
 /// A binding's answer.
 pub enum Reply {
     Json(Value),
-    /// A payload, with metadata about it.
+    /// A payload, with metadata about it (`null` only for a miss: see
+    /// `Reply::miss`).
     Payload {
         meta: Value,
         body: HyperIncomingBody,
@@ -128,17 +130,25 @@ pub enum Reply {
 }
 
 impl Reply {
+    /// The answer of a payload op that found nothing: meta `null`, no payload.
+    pub fn miss() -> Self {
+        Reply::Payload {
+            meta: Value::Null,
+            body: full_body(Bytes::new()),
+        }
+    }
+
     pub fn into_response(self) -> HostResponse {
         match self {
             Reply::Json(value) => http::Response::new(full_body(value.to_string())),
             Reply::Payload { meta, body } => {
-                let mut response = http::Response::new(body);
-                // serde_json escapes nothing outside ASCII by default; make it header-safe.
-                let meta = ascii_json(&meta);
-                if let Ok(value) = http::HeaderValue::from_str(&meta) {
-                    response.headers_mut().insert(HEADER_META, value);
-                }
-                response
+                // serde_json writes no raw newline (it escapes those in
+                // strings), so the first `\n` ends the line.
+                let mut line = meta.to_string().into_bytes();
+                line.push(b'\n');
+                let first = futures::stream::iter([Ok(http_body::Frame::data(Bytes::from(line)))]);
+                let frames = first.chain(http_body_util::BodyStream::new(body));
+                http::Response::new(http_body_util::StreamBody::new(frames).boxed_unsync())
             }
         }
     }
@@ -204,23 +214,6 @@ impl From<rusqlite::Error> for BindingError {
     fn from(e: rusqlite::Error) -> Self {
         Self::error(e.to_string())
     }
-}
-
-/// JSON with every non-ASCII character escaped, for a header value.
-pub fn ascii_json(value: &Value) -> String {
-    let text = value.to_string();
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        if c.is_ascii() {
-            out.push(c);
-        } else {
-            let mut units = [0u16; 2];
-            for unit in c.encode_utf16(&mut units) {
-                out.push_str(&format!("\\u{unit:04x}"));
-            }
-        }
-    }
-    out
 }
 
 /// A body that streams bytes from any chunk stream.
@@ -296,11 +289,32 @@ mod tests {
 
     use super::*;
 
-    #[test]
-    fn header_json_is_ascii() {
-        let v = serde_json::json!({"k": "héllo ☃ 😀"});
-        let s = ascii_json(&v);
-        assert!(s.is_ascii());
-        assert_eq!(serde_json::from_str::<Value>(&s).unwrap(), v);
+    /// A payload reply is its meta line, then the payload's own frames,
+    /// passed on one by one (streamed, not gathered first).
+    #[tokio::test]
+    async fn a_payload_reply_is_a_meta_line_then_the_payload() {
+        let meta = serde_json::json!({"note": "é\n☃ 😀"});
+        let chunks = ["line 1\n", "line 2\n"];
+        let payload = stream_body(futures::stream::iter(
+            chunks.map(|c| Ok(Bytes::from_static(c.as_bytes()))),
+        ));
+        let reply = Reply::Payload {
+            meta: meta.clone(),
+            body: payload,
+        };
+        let mut body = reply.into_response().into_body();
+        let mut frames = Vec::new();
+        while let Some(frame) = body.frame().await {
+            frames.push(frame.unwrap().into_data().unwrap());
+        }
+        assert_eq!(frames.len(), 3, "the line, then each frame of the payload");
+        assert_eq!(frames[0], format!("{meta}\n"));
+        let (got, rest) = crate::testing::split_payload(frames.concat().into());
+        assert_eq!(got, meta);
+        assert_eq!(&rest[..], b"line 1\nline 2\n");
+
+        let body = Reply::miss().into_response().into_body();
+        let bytes = body.collect().await.unwrap().to_bytes();
+        assert_eq!(&bytes[..], b"null\n");
     }
 }

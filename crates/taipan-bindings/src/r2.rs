@@ -14,7 +14,6 @@ use http_body_util::BodyExt;
 use md5::{Digest, Md5};
 use serde_json::{Value, json};
 use sha2::Sha256;
-use taipan_runtime::host::full_body;
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 
 use crate::Binding;
@@ -130,10 +129,7 @@ impl R2Bucket {
     async fn get(&self, call: Call) -> Result<Reply, BindingError> {
         let key = check_key(call.str_arg("key")?)?.to_string();
         let Some(mut object) = self.head_row(key.clone()).await? else {
-            return Ok(Reply::Payload {
-                meta: Value::Null,
-                body: full_body(bytes::Bytes::new()),
-            });
+            return Ok(Reply::miss());
         };
         let size = object["size"].as_u64().unwrap_or(0);
         let (offset, length) = range(call.args.get("range"), size)?;
@@ -379,6 +375,10 @@ mod tests {
         .unwrap();
         assert_eq!(&body[..], b"234");
         assert_eq!(meta["customMetadata"], custom);
+        assert_eq!(meta["range"], json!({"offset": 2, "length": 3}));
+        let (meta, body) = call("get", json!({"key": "a/b.txt"}), b"").await.unwrap();
+        assert_eq!(&body[..], b"0123456789\n");
+        assert_eq!((meta["size"].clone(), meta.get("range")), (json!(11), None));
         let (head, _) = call("head", json!({"key": "a/b.txt"}), b"").await.unwrap();
         assert_eq!(head["size"], 11);
         call("delete", json!({"key": "a/b.txt"}), b"")

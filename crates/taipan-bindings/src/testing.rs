@@ -22,8 +22,9 @@ pub fn database() -> (tempfile::TempDir, Database) {
     (dir, db)
 }
 
-/// `binding.call(op)` with `args` and `payload`; the reply as (JSON, no
-/// bytes) or (its metadata, the payload).
+/// `binding.call(op)` with `args` and `payload`; the reply, as it goes on
+/// the wire, read back: a JSON reply as (its JSON, no bytes), a payload
+/// reply as (its meta line, the payload) by `split_payload`.
 pub async fn call(
     binding: Arc<dyn Binding>,
     op: &str,
@@ -42,15 +43,52 @@ pub async fn call(
         http_body_util::StreamBody::new(futures::stream::iter(frames).boxed()).boxed_unsync();
     let request = http::Request::post("http://binding/op").body(body).unwrap();
     let call = Call::read(request).await?;
-    match binding.call(op, call).await? {
-        Reply::Json(value) => Ok((value, Bytes::new())),
-        Reply::Payload { meta, body } => {
-            let bytes = body
-                .collect()
+    let reply = binding.call(op, call).await?;
+    let is_payload = matches!(reply, Reply::Payload { .. });
+    let bytes = reply
+        .into_response()
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| BindingError::error(format!("{e:?}")))?
+        .to_bytes();
+    Ok(if is_payload {
+        split_payload(bytes)
+    } else {
+        let value = serde_json::from_slice(&bytes).expect("a JSON reply");
+        (value, Bytes::new())
+    })
+}
+
+/// A payload reply's body, as the guest reads it: the meta line (JSON,
+/// `null` for a miss) and the payload after its newline.
+pub fn split_payload(body: Bytes) -> (Value, Bytes) {
+    let end = body
+        .iter()
+        .position(|&b| b == b'\n')
+        .expect("a payload reply starts with a line");
+    let meta = serde_json::from_slice(&body[..end]).expect("the meta line is JSON");
+    (meta, body.slice(end + 1..))
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    /// KV and R2 signal a miss alike: meta `null` and no payload.
+    #[tokio::test]
+    async fn a_kv_miss_and_an_r2_miss_both_answer_meta_null() {
+        let (dir, db) = database();
+        let kv: Arc<dyn Binding> = Arc::new(crate::kv::KvNamespace::open(db.clone()).unwrap());
+        let r2: Arc<dyn Binding> =
+            Arc::new(crate::r2::R2Bucket::open(db, dir.path().join("blobs")).unwrap());
+        for binding in [kv, r2] {
+            let (meta, payload) = call(binding, "get", json!({"key": "nope"}), b"")
                 .await
-                .map_err(|e| BindingError::error(format!("{e:?}")))?
-                .to_bytes();
-            Ok((meta, bytes))
+                .unwrap();
+            assert_eq!((meta, payload), (Value::Null, Bytes::new()));
         }
     }
 }

@@ -386,3 +386,114 @@ pub(crate) fn is_identifier(s: &str) -> bool {
         .is_some_and(|c| c == '_' || c.is_ascii_alphabetic())
         && chars.all(|c| c == '_' || c.is_ascii_alphanumeric())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use crate::fixtures::{TODAY, project};
+    use crate::load::load_at;
+
+    #[test]
+    fn bindings_as_wrangler_writes_them() {
+        let dir = project(
+            "wrangler.toml",
+            r#"main = "src/entry.py"
+[vars]
+GREETING = "hi"
+[[kv_namespaces]]
+binding = "CACHE"
+id = "abc123"
+[[d1_databases]]
+binding = "DB"
+database_name = "app-db"
+database_id = "x-1"
+[[r2_buckets]]
+binding = "FILES"
+bucket_name = "files"
+[[services]]
+binding = "AUTH"
+service = "auth-worker"
+[[services]]
+binding = "ADMIN"
+service = "auth-worker"
+entrypoint = "AdminApi"
+[triggers]
+crons = ["*/5 * * * *", "0 0 * * *"]
+[[durable_objects.bindings]]
+name = "ROOMS"
+class_name = "Room"
+[[migrations]]
+tag = "v1"
+new_sqlite_classes = ["Room"]
+"#,
+        );
+        let cfg = load_at(dir.path(), TODAY).unwrap();
+        let b = &cfg.bindings;
+        assert_eq!(b.kv[0].id, "abc123");
+        assert_eq!(
+            (b.d1[0].database_name.as_str(), b.d1[0].id.as_str()),
+            ("app-db", "x-1")
+        );
+        assert_eq!(b.d1[0].migrations_dir, PathBuf::from("migrations"));
+        assert_eq!(b.r2[0].bucket_name, "files");
+        assert_eq!(b.services[0].service, "auth-worker");
+        assert_eq!(b.services[0].entrypoint, None);
+        assert_eq!(b.services[1].entrypoint.as_deref(), Some("AdminApi"));
+        assert_eq!(b.crons.len(), 2);
+        assert_eq!(
+            (
+                b.durable_objects[0].binding.as_str(),
+                b.durable_objects[0].class_name.as_str()
+            ),
+            ("ROOMS", "Room")
+        );
+        assert!(
+            cfg.warnings.iter().all(|w| !w.contains("kv_namespaces")),
+            "{:?}",
+            cfg.warnings
+        );
+
+        let dir = project(
+            "wrangler.toml",
+            "main = \"src/entry.py\"\n[triggers]\ncrons = [\"every minute\"]\n",
+        );
+        let err = load_at(dir.path(), TODAY).unwrap_err();
+        assert_eq!(err.line, Some(2), "{err}");
+        assert!(err.message.contains("cron"), "{err}");
+
+        let dir = project(
+            "wrangler.toml",
+            "main = \"src/entry.py\"\n[vars]\nDB = \"x\"\n[[d1_databases]]\nbinding = \"DB\"\n",
+        );
+        assert!(
+            load_at(dir.path(), TODAY)
+                .unwrap_err()
+                .message
+                .contains("used twice")
+        );
+        let dir = project(
+            "wrangler.toml",
+            "main = \"src/entry.py\"\n[[services]]\nbinding = \"A\"\nservice = \"a\"\nentrypoint = \"not a class\"\n",
+        );
+        let err = load_at(dir.path(), TODAY).unwrap_err();
+        assert!(err.message.contains("not a class name"), "{err}");
+        assert_eq!(err.line, Some(2), "{err}");
+        let dir = project(
+            "wrangler.toml",
+            "main = \"src/entry.py\"\n[[kv_namespaces]]\nid = \"a\"\n",
+        );
+        assert!(
+            load_at(dir.path(), TODAY)
+                .unwrap_err()
+                .message
+                .contains("no `binding`")
+        );
+        let dir = project(
+            "wrangler.toml",
+            "main = \"src/entry.py\"\n[[durable_objects.bindings]]\nname = \"ROOMS\"\n",
+        );
+        let err = load_at(dir.path(), TODAY).unwrap_err();
+        assert!(err.message.contains("needs `class_name`"), "{err}");
+    }
+}

@@ -2,13 +2,19 @@
 //!
 //! Parsed twice, like ripgrep's `LowArgs`/`HiArgs`: [`raw`] keeps exactly what
 //! the user wrote (with line numbers for errors), [`resolve`] turns it into a
-//! validated [`WorkerConfig`] the rest of Taipan can trust.
+//! validated [`WorkerConfig`] the rest of Taipan can trust. [`load()`] finds
+//! the file and runs both.
 
 pub mod assets;
 pub mod bindings;
 pub mod cron;
 pub mod environments;
 pub mod error;
+#[cfg(test)]
+mod fixtures;
+mod keys;
+pub mod limits;
+pub mod load;
 pub mod raw;
 pub mod resolve;
 pub mod routes;
@@ -17,7 +23,9 @@ pub mod runtimes;
 pub use assets::AssetsConfig;
 pub use bindings::Bindings;
 pub use error::ConfigError;
-pub use resolve::{ConfigLimits, SnapshotMode, WorkerConfig, load, load_at, load_env_at};
+pub use limits::ConfigLimits;
+pub use load::{load, load_at, load_env_at};
+pub use resolve::{SnapshotMode, WorkerConfig};
 pub use routes::RoutePattern;
 pub use runtimes::{PythonRuntime, RUNTIMES, RuntimeChoice};
 

@@ -1,7 +1,13 @@
 //! Route patterns, as wrangler writes them: `example.com/*`,
-//! `*.example.com/api/*`, `{ pattern = "...", custom_domain = true }`.
+//! `*.example.com/api/*`, `{ pattern = "...", custom_domain = true }`,
+//! and the `route` / `routes` keys that list them.
 
 use std::fmt;
+
+use serde_json::Value;
+
+use crate::error::ConfigError;
+use crate::raw::RawConfig;
 
 /// A host pattern plus an optional path glob.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,9 +78,48 @@ impl fmt::Display for RoutePattern {
     }
 }
 
+/// Read `route` and `routes`: one pattern or a list, each a string or a `{ pattern }` table.
+pub(crate) fn parse(raw: &RawConfig) -> Result<Vec<RoutePattern>, ConfigError> {
+    let mut routes = Vec::new();
+    for key in ["route", "routes"] {
+        let entries = match raw.get(key) {
+            None => continue,
+            Some(Value::Array(items)) => items.clone(),
+            Some(single) => vec![single.clone()],
+        };
+        for entry in entries {
+            let pattern = match &entry {
+                Value::String(s) => s.clone(),
+                Value::Object(map) => match map.get("pattern") {
+                    Some(Value::String(s)) => s.clone(),
+                    _ => {
+                        return Err(
+                            raw.error(key, format!("`{key}` entries need a `pattern` string"))
+                        );
+                    }
+                },
+                _ => {
+                    return Err(raw.error(
+                        key,
+                        format!("`{key}` must be a pattern or a list of patterns"),
+                    ));
+                }
+            };
+            let route = RoutePattern::parse(&pattern).map_err(|e| {
+                raw.error(key, e)
+                    .hint("write routes as host/path, e.g. \"api.example.com/v1/*\"")
+            })?;
+            routes.push(route);
+        }
+    }
+    Ok(routes)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fixtures::{TODAY, project};
+    use crate::load::load_at;
 
     #[test]
     fn parses_and_matches() {
@@ -108,5 +153,21 @@ mod tests {
         let deeper = RoutePattern::parse("a.example.com/api/*").unwrap();
         assert!(exact.specificity() > wild.specificity());
         assert!(deeper.specificity() > exact.specificity());
+    }
+
+    #[test]
+    fn routes_from_the_config() {
+        let dir = project(
+            "wrangler.toml",
+            "main = \"src/entry.py\"\nroutes = [\"a.test/*\", { pattern = \"b.test/api/*\", zone_name = \"b.test\" }]\n",
+        );
+        let cfg = load_at(dir.path(), TODAY).unwrap();
+        assert_eq!(cfg.routes.len(), 2);
+        assert_eq!(cfg.routes[1].path, "/api/*");
+        let dir = project(
+            "wrangler.toml",
+            "main = \"src/entry.py\"\nroute = \"a*b.test/*\"\n",
+        );
+        assert_eq!(load_at(dir.path(), TODAY).unwrap_err().line, Some(2));
     }
 }

@@ -11,8 +11,11 @@
 //! - **A binding call** is `POST http://{AUTHORITY_BINDING}/{binding}/{op}`.
 //!   Its body is the arguments as one line of JSON (ASCII, no raw newline),
 //!   a `\n`, then the payload if the op takes one (a KV value, an R2
-//!   object). The reply is a JSON body; or, for an op that returns a
-//!   payload, the payload as the body with JSON about it in `HEADER_META`.
+//!   object). The reply mirrors it: a JSON body; or, for an op that
+//!   answers a payload (KV and R2 `get`), JSON about the payload as one line
+//!   (no raw newline), a `\n`, then the payload, streamed. That line is
+//!   `null` for a miss (no such key or object, an empty payload), else an
+//!   object (KV: `{"metadata": …}`; R2: the object's fields).
 //! - **Errors**, from any binding or route, have one encoding: a 4xx/5xx
 //!   status, `HEADER_ERROR` set to `ERROR_MARK`, and a JSON body
 //!   `{"name": "TypeError"|"RangeError"|"Error", "message": …}`, which the
@@ -74,8 +77,6 @@ contract! {
     INTERNAL_HOST_PREFIX: &str = "__taipan";
 
     // --- headers ---
-    /// JSON about a payload reply (a KV value's metadata, an R2 object).
-    HEADER_META: &str = "x-taipan-meta";
     /// The real URL of a `fetch` sent through a binding (service, assets,
     /// Durable Object stub).
     HEADER_URL: &str = "x-taipan-url";

@@ -14,7 +14,9 @@ pub mod limits;
 pub mod log;
 pub mod pinned;
 pub mod pool;
+mod respond;
 pub mod sandbox;
+mod settings;
 pub mod worker;
 
 pub use engine::Runtime;

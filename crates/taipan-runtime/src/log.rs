@@ -1,7 +1,7 @@
-//! A sandbox's stdout/stderr: each line goes to the terminal tagged with the
-//! worker and the request it belongs to.
+//! A sandbox's stdout/stderr: each line goes to a [`LogSink`], tagged with
+//! the worker and the request it belongs to. The runtime prints nothing
+//! itself: the CLI's sink puts lines on the terminal.
 
-use std::io::Write as _;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -28,15 +28,13 @@ pub trait LogSink: Send + Sync + 'static {
     fn line(&self, worker: &str, tag: &str, stderr: bool, line: &str);
 }
 
-/// The terminal: `[worker] GET /path | line` (`!|` for stderr).
-pub struct TerminalSink;
+/// `tracing` events (target `taipan::worker`): the default where no
+/// program gave a sink of its own.
+pub struct TracingSink;
 
-impl LogSink for TerminalSink {
+impl LogSink for TracingSink {
     fn line(&self, worker: &str, tag: &str, stderr: bool, line: &str) {
-        let mut out = std::io::stdout().lock();
-        let stream = if stderr { "!" } else { " " };
-        let _ = writeln!(out, "[{worker}] {tag}{stream}| {line}");
-        let _ = out.flush();
+        tracing::info!(target: "taipan::worker", worker, request = tag, stderr, "{line}");
     }
 }
 

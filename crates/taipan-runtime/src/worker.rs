@@ -13,100 +13,22 @@ use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::bindings::http::types::ErrorCode;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
-use crate::body::LimitedResponse;
-use crate::call::{Detached, WAIT_GRACE, WaitedPastLimit, classify_trap};
+use crate::call::{Detached, WAIT_GRACE, WaitedPastLimit};
 use crate::engine::Runtime;
-use crate::host::{HostLimits, WorkerHost};
 use crate::limits::Limits;
-use crate::log::LogSink;
 use crate::pinned::{self, Pinned};
 use crate::pool::{Permit, Pool, PoolLimits, Refused, Taken};
+pub use crate::respond::text_response;
 use crate::sandbox::{BoundRequest, Sandbox, SandboxState, SandboxTemplate};
+pub use crate::settings::WorkerSettings;
 use taipan_guest::contract::{self, AUTHORITY_SCHEDULED, AUTHORITY_WARMUP, INTERNAL_HOST_PREFIX};
-
-/// How a worker runs, beyond its build.
-#[derive(Clone)]
-pub struct WorkerSettings {
-    pub name: String,
-    /// `vars` (and secrets) as a JSON object: read by the guest, never logged.
-    pub vars_json: String,
-    /// `{name: kind}` of the worker's bindings, as a JSON object.
-    pub bindings_json: String,
-    /// What the bindings and outbound fetch reach.
-    pub host: Arc<dyn WorkerHost>,
-    pub host_limits: HostLimits,
-    /// Dev mode: tracebacks go into 500 responses too.
-    pub dev: bool,
-    pub limits: Limits,
-    /// Reuse warm sandboxes across requests (the default, as Workers reuses
-    /// isolates). Off: every request gets a fresh sandbox from the snapshot.
-    pub reuse_sandboxes: bool,
-    /// Where the guest's output goes.
-    pub log: Arc<dyn LogSink>,
-    /// Fresh sandboxes kept instantiated and warmed up ahead of demand.
-    pub standby_sandboxes: usize,
-}
-
-impl WorkerSettings {
-    /// The settings dev, serve and bench share; each changes what differs
-    /// with the methods below. Defaults: no bindings (vars `{}`, nothing a
-    /// binding call reaches), warm sandboxes reused, no standby, the
-    /// worker's output to the terminal.
-    pub fn new(name: impl Into<String>, limits: Limits) -> Self {
-        Self {
-            name: name.into(),
-            vars_json: "{}".into(),
-            bindings_json: "{}".into(),
-            host: Arc::new(crate::host::NoHost),
-            host_limits: HostLimits::default(),
-            dev: false,
-            limits,
-            reuse_sandboxes: true,
-            log: Arc::new(crate::log::TerminalSink),
-            standby_sandboxes: 0,
-        }
-    }
-
-    /// The worker's vars (JSON object), its bindings (`{name: kind}`) and
-    /// what their calls reach.
-    pub fn env(
-        mut self,
-        vars_json: String,
-        bindings_json: String,
-        host: Arc<dyn WorkerHost>,
-    ) -> Self {
-        (self.vars_json, self.bindings_json, self.host) = (vars_json, bindings_json, host);
-        self
-    }
-
-    /// Dev mode: tracebacks in 500 responses too.
-    pub fn dev(mut self) -> Self {
-        self.dev = true;
-        self
-    }
-
-    pub fn reuse_sandboxes(mut self, reuse: bool) -> Self {
-        self.reuse_sandboxes = reuse;
-        self
-    }
-
-    pub fn standby(mut self, sandboxes: usize) -> Self {
-        self.standby_sandboxes = sandboxes;
-        self
-    }
-
-    pub fn log(mut self, log: Arc<dyn LogSink>) -> Self {
-        self.log = log;
-        self
-    }
-}
 
 /// Worker-lifetime state: one per deployed build.
 pub struct Worker {
     pub name: Arc<str>,
     pub artifact_id: String,
     pre: ProxyPre<SandboxState>,
-    template: SandboxTemplate,
+    pub(crate) template: SandboxTemplate,
     /// Warm and standby sandboxes, permits and the wait queue.
     pool: Pool<Sandbox>,
     /// Live Durable Objects by `<class>/<id>`, each in a sandbox of its own.
@@ -550,63 +472,6 @@ impl Worker {
         self.objects.len()
     }
 
-    /// Hold a response to `max_response_body`: a declared length over it is
-    /// refused outright (500); a body that streams past it is cut off.
-    fn limit_response(&self, tag: &str, response: Response<Body>) -> Response<Body> {
-        let limit = self.template.limits.max_response_body;
-        let declared = response
-            .headers()
-            .get(http::header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-        if declared.is_some_and(|n| n > limit) {
-            tracing::warn!(worker = %self.name, "{tag}: the response body is over the max_response_body limit ({limit} bytes); 500");
-            return text_response(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "the worker's response exceeds its max_response_body limit\n",
-            );
-        }
-        let (name, tag) = (self.name.clone(), tag.to_string());
-        response.map(|body| {
-            LimitedResponse::wrap(body, limit, move || {
-                tracing::warn!(worker = %name, "{tag}: the response body exceeded the max_response_body limit ({limit} bytes); cut off");
-            })
-        })
-    }
-
-    fn log_failure(&self, tag: &str, error: &wasmtime::Error) -> (StatusCode, &'static str) {
-        let (status, what) = classify_trap(error);
-        match what {
-            Some(limit) => tracing::warn!(
-                worker = %self.name,
-                "{tag}: exceeded the {limit} limit ({}); sandbox discarded",
-                self.describe_limit(limit)
-            ),
-            None => {
-                tracing::error!(worker = %self.name, "{tag}: the sandbox crashed and was discarded: {error:?}")
-            }
-        }
-        let body = match what {
-            Some("cpu_time") => "the worker exceeded its CPU time limit\n",
-            Some(_) => "the worker exceeded a resource limit\n",
-            None => "the worker crashed\n",
-        };
-        (status, body)
-    }
-
-    fn failure_response(&self, tag: &str, error: &wasmtime::Error) -> Response<Body> {
-        let (status, body) = self.log_failure(tag, error);
-        text_response(status, body)
-    }
-
-    fn describe_limit(&self, limit: &str) -> String {
-        let limits = &self.template.limits;
-        match limit {
-            "cpu_time" => format!("{:?}", limits.cpu_time),
-            "memory" => format!("{} MiB", limits.memory_bytes >> 20),
-            _ => String::new(),
-        }
-    }
-
     /// Drop idle sandboxes (e.g. before this worker is replaced).
     pub fn drain_idle(&self) {
         self.pool.drain();
@@ -615,24 +480,6 @@ impl Worker {
     pub fn idle_count(&self) -> usize {
         self.pool.idle_count()
     }
-}
-
-pub fn text_response(status: StatusCode, text: &'static str) -> Response<Body> {
-    let body = Full::new(Bytes::from_static(text.as_bytes()))
-        .map_err(|never| match never {})
-        .boxed_unsync();
-    let mut response = Response::new(body);
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        http::header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain;charset=UTF-8"),
-    );
-    if status == StatusCode::SERVICE_UNAVAILABLE {
-        response
-            .headers_mut()
-            .insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
-    }
-    response
 }
 
 /// For reports: how long a duration is, readably.

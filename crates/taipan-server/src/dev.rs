@@ -19,8 +19,9 @@ use tokio::net::TcpListener;
 
 use crate::front::{self, Handler};
 use crate::host::{EnvSource, WorkerEnv, read_dev_vars};
-use crate::report::{Event, Reporter};
+use crate::report::{Event, OutputEvents, Reporter};
 use crate::watch::ProjectWatcher;
+use taipan_runtime::log::LogSink;
 
 #[derive(Debug, Clone)]
 pub struct DevOptions {
@@ -171,7 +172,7 @@ pub async fn run_dev(
             worker: &config.name,
         });
         let stores = server.stores(&config.project_dir);
-        let built = build_and_load(&runtime, config, &options, &services, stores).await;
+        let built = build_and_load(&runtime, config, &options, &services, stores, &reporter).await;
         let (worker, packages) = built.map_err(|e| {
             reporter.report(Event::BuildFailed);
             anyhow!("{e}")
@@ -235,7 +236,9 @@ async fn build_and_load(
     options: &DevOptions,
     services: &Arc<dyn Services>,
     stores: Arc<Stores>,
+    reporter: &Arc<dyn Reporter>,
 ) -> Result<(Arc<Worker>, Vec<String>), BuildError> {
+    let output: Arc<dyn LogSink> = Arc::new(OutputEvents(reporter.clone()));
     let runtime = runtime.clone();
     let config = config.clone();
     let services = services.clone();
@@ -265,7 +268,8 @@ async fn build_and_load(
         let settings = WorkerSettings::new(&config.name, limits)
             .env(env.vars_json, env.bindings_json, env.host)
             .dev()
-            .standby(1);
+            .standby(1)
+            .log(output);
         let worker = Worker::load(&runtime, &outcome.artifact, settings)?;
         prune_builds(&builds, &outcome.artifact.id);
         Ok((worker, outcome.packages))
@@ -294,7 +298,16 @@ async fn reload_loop(
             }
         };
         let stores = server.stores(&config.project_dir);
-        match build_and_load(&runtime, &config, &options, &services, stores).await {
+        match build_and_load(
+            &runtime,
+            &config,
+            &options,
+            &services,
+            stores,
+            &server.reporter,
+        )
+        .await
+        {
             Ok((worker, _)) => {
                 server.swap(worker);
                 reporter.report(Event::Reloaded {

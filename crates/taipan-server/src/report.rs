@@ -4,7 +4,10 @@
 //! collect them instead.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
+
+use taipan_runtime::log::LogSink;
 
 pub enum Event<'a> {
     /// A build started (dev): it may take a while.
@@ -21,6 +24,14 @@ pub enum Event<'a> {
     BuildFailed,
     /// Something in a config the worker runs without.
     Warning(&'a str),
+    /// A line a worker printed (to stderr if `stderr`) while serving
+    /// `request` ("GET /path").
+    Output {
+        worker: &'a str,
+        request: &'a str,
+        stderr: bool,
+        line: &'a str,
+    },
     /// A request answered (dev, with request logging on).
     Request {
         worker: &'a str,
@@ -56,6 +67,21 @@ pub enum Event<'a> {
 /// Where events go.
 pub trait Reporter: Send + Sync + 'static {
     fn report(&self, event: Event<'_>);
+}
+
+/// A worker's output as [`Event::Output`]s: the sink dev and serve hand the
+/// runtime.
+pub struct OutputEvents(pub Arc<dyn Reporter>);
+
+impl LogSink for OutputEvents {
+    fn line(&self, worker: &str, request: &str, stderr: bool, line: &str) {
+        self.0.report(Event::Output {
+            worker,
+            request,
+            stderr,
+            line,
+        });
+    }
 }
 
 /// Reports nothing (tests, benchmarks).

@@ -20,7 +20,7 @@ use crate::bundle::{self, BundleLimits};
 use crate::front::{self, Handler};
 use crate::host::{EnvSource, WorkerEnv};
 use crate::registry::{Deployed, Registry};
-use crate::report::{Event, Reporter};
+use crate::report::{Event, OutputEvents, Reporter};
 use crate::store::{DataDir, VersionRecord};
 
 #[derive(Debug, Clone)]
@@ -94,7 +94,7 @@ impl ServeState {
             registry,
             options,
             stores,
-            logs: crate::tail::Logs::default(),
+            logs: crate::tail::Logs::new(Arc::new(OutputEvents(reporter.clone()))),
             deploy_lock: tokio::sync::Mutex::new(()),
             reporter,
         }))

@@ -1,26 +1,35 @@
 //! The live log channels `taipan tail` reads: per worker, the requests it
 //! answered and the lines it printed, as `api::TailEvent`s, beside the
-//! terminal. A slow reader skips lines rather than slowing the worker.
+//! operator's own output. A slow reader skips lines rather than slowing the
+//! worker.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use taipan_runtime::log::{LogSink, TerminalSink};
+use taipan_runtime::log::LogSink;
 use tokio::sync::broadcast;
 
 use crate::api::TailEvent;
 
-/// Per-worker live log channels for `taipan tail`, fed beside the terminal.
-#[derive(Default)]
+/// Per-worker live log channels for `taipan tail`, fed beside `output`.
 pub struct Logs {
     channels: Mutex<HashMap<String, broadcast::Sender<String>>>,
+    /// Where every worker's lines also go (the operator's terminal).
+    output: Arc<dyn LogSink>,
 }
 
 /// Lines a slow `tail` client may fall behind before it skips some.
 const TAIL_BUFFER: usize = 1024;
 
 impl Logs {
+    pub fn new(output: Arc<dyn LogSink>) -> Self {
+        Self {
+            channels: Mutex::default(),
+            output,
+        }
+    }
+
     fn sender(&self, name: &str) -> broadcast::Sender<String> {
         let mut channels = self.channels.lock().unwrap_or_else(|e| e.into_inner());
         channels
@@ -44,21 +53,23 @@ impl Logs {
         let _ = self.sender(name).send(event.line());
     }
 
-    /// Where worker `name`'s output goes: the terminal and its tail channel.
+    /// Where worker `name`'s output goes: `output` and its tail channel.
     pub fn sink(&self, name: &str) -> Arc<dyn LogSink> {
         Arc::new(TailSink {
             sender: self.sender(name),
+            output: self.output.clone(),
         })
     }
 }
 
 struct TailSink {
     sender: broadcast::Sender<String>,
+    output: Arc<dyn LogSink>,
 }
 
 impl LogSink for TailSink {
     fn line(&self, worker: &str, tag: &str, stderr: bool, line: &str) {
-        TerminalSink.line(worker, tag, stderr, line);
+        self.output.line(worker, tag, stderr, line);
         let (worker, request, line) = (worker.to_string(), tag.to_string(), line.to_string());
         let event = if stderr {
             TailEvent::Stderr {

@@ -49,6 +49,15 @@ impl Reporter for Printer {
             }
             Event::BuildFailed => self.stop_spinner(),
             Event::Warning(warning) => println!("warning: {warning}"),
+            Event::Output {
+                worker,
+                request,
+                stderr,
+                line,
+            } => {
+                let stream = if stderr { "!" } else { " " };
+                println!("[{worker}] {request}{stream}| {line}");
+            }
             Event::Request {
                 worker,
                 line,
