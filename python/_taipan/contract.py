@@ -11,6 +11,7 @@ AUTHORITY_DURABLE = "__taipan-do__"
 AUTHORITY_SERVICE = "__taipan-service__"
 AUTHORITY_WARMUP = "__taipan-warmup__"
 AUTHORITY_SCHEDULED = "__taipan-scheduled__"
+AUTHORITY_QUEUE = "__taipan-queue__"
 INTERNAL_HOST_PREFIX = "__taipan"
 
 # headers
@@ -43,7 +44,7 @@ SCHEDULED_QUERY_TIME = "scheduledTime"
 
 # statuses with a meaning
 STATUS_WARMUP = 204
-STATUS_NO_SCHEDULED_HANDLER = 501
+STATUS_NO_HANDLER = 501
 STATUS_ROUTE_ERROR = 502
 
 # the build

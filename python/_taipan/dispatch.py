@@ -20,6 +20,7 @@ from workers import _rpc as rpc
 from workers._bindings import make_bindings
 from workers._context import set_current_ctx, set_current_env
 from workers._durable import DurableObjectState
+from workers._queues import MessageBatch
 
 # Note: the generated `wit_world` package exists only while building, so every
 # binding module the SDK uses must be imported at module level (snapshot time).
@@ -30,6 +31,7 @@ from workers._durable import DurableObjectState
 # and into named entrypoints of service bindings (`/<entrypoint>/<op>`).
 WARMUP_URL = f"http://{contract.AUTHORITY_WARMUP}/"
 SCHEDULED_PREFIX = f"http://{contract.AUTHORITY_SCHEDULED}/"
+QUEUE_PREFIX = f"http://{contract.AUTHORITY_QUEUE}/"
 DURABLE_PREFIX = f"http://{contract.AUTHORITY_DURABLE}/"
 SERVICE_PREFIX = f"http://{contract.AUTHORITY_SERVICE}/"
 
@@ -94,6 +96,9 @@ class Dispatcher:
         if request.url.startswith(SCHEDULED_PREFIX):
             self._scheduled(request, ctx, out)
             return
+        if request.url.startswith(QUEUE_PREFIX):
+            self._queue(request, ctx, out)
+            return
         if request.url.startswith(DURABLE_PREFIX):
             self._durable(request, ctx, out)
             return
@@ -113,14 +118,30 @@ class Dispatcher:
             query.get(contract.SCHEDULED_QUERY_CRON, [""])[0],
             float(query.get(contract.SCHEDULED_QUERY_TIME, ["0"])[0]),
         )
-        handler = _resolve_scheduled(self.module)
+        handler = _resolve_event(self.module, "scheduled")
         if handler is None:
-            send_error(out, contract.STATUS_NO_SCHEDULED_HANDLER, "the worker has no scheduled handler (`on_scheduled` or `Default.scheduled`)\n")
+            send_error(out, contract.STATUS_NO_HANDLER, "the worker has no scheduled handler (`on_scheduled` or `Default.scheduled`)\n")
             return
         result = handler(controller, self.env, ctx)
         if inspect.isawaitable(result):
             loop.run_fast(result)
         send_response(Response("ok\n"), out, head_only=False)
+
+    def _queue(self, request, ctx: ExecutionContext, out: Outparam) -> None:
+        batch = MessageBatch(json.loads(loop.run_fast(request.text())))
+        handler = _resolve_event(self.module, "queue")
+        if handler is None:
+            send_error(out, contract.STATUS_NO_HANDLER, "the worker has no queue handler (`on_queue` or `Default.queue`)\n")
+            return
+        error = None
+        try:
+            result = handler(batch, self.env, ctx)
+            if inspect.isawaitable(result):
+                loop.run_fast(result)
+        except Exception as exc:  # noqa: BLE001 - a failed handler retries its batch, as on Workers
+            error = _log_exception(f"queue handler failed for a batch of {len(batch.messages)} from {batch.queue}", exc)
+        answer = dict(batch.outcomes(failed=error is not None), error=error)
+        send_response(Response(json.dumps(answer), headers={"content-type": "application/json"}), out, head_only=False)
 
     def _durable(self, request, ctx: ExecutionContext, out: Outparam) -> None:
         _, class_name, object_id, op = urlsplit(request.url).path.split("/", 3)
@@ -248,25 +269,29 @@ def _resolve_handler(module):
     return no_fetch_handler
 
 
-def _resolve_scheduled(module):
-    """Return `call(controller, env, ctx)` for the worker's scheduled handler, if any."""
+def _resolve_event(module, event: str):
+    """Return `call(argument, env, ctx)` for the worker's handler of `event`
+    (`scheduled`, `queue`): `Default.<event>` (a `WorkerEntrypoint` method,
+    called with `(argument)` or `(argument, env, ctx)` as it takes them), or
+    a module-level `on_<event>`; None if there is neither."""
     default = getattr(module, "Default", None)
-    if isinstance(default, type) and hasattr(default, "scheduled"):
-        count = _positional_count(default.scheduled)
+    if isinstance(default, type) and hasattr(default, event):
+        count = _positional_count(getattr(default, event))
 
-        def call_entrypoint(controller, env, ctx):
+        def call_entrypoint(argument, env, ctx):
             instance = default(ctx, env) if issubclass(default, WorkerEntrypoint) else default()
             if not issubclass(default, WorkerEntrypoint):
                 instance.env, instance.ctx = env, ctx
+            method = getattr(instance, event)
             if count >= 4:
-                return instance.scheduled(controller, env, ctx)
-            return instance.scheduled(controller)
+                return method(argument, env, ctx)
+            return method(argument)
 
         return call_entrypoint
-    on_scheduled = getattr(module, "on_scheduled", None)
-    if callable(on_scheduled):
-        count = _positional_count(on_scheduled)
-        return lambda controller, env, ctx: on_scheduled(*(controller, env, ctx)[: max(1, min(count, 3))])
+    function = getattr(module, f"on_{event}", None)
+    if callable(function):
+        count = _positional_count(function)
+        return lambda argument, env, ctx: function(*(argument, env, ctx)[: max(1, min(count, 3))])
     return None
 
 

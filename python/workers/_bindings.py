@@ -1,4 +1,5 @@
-"""The binding objects on `env`: KV, D1, R2 and service bindings.
+"""The binding objects on `env`: KV, D1, R2, service bindings, queue
+producers (`_queues.py`), rate limiters and version metadata.
 
 Each method checks its arguments here (bad arguments raise TypeError or
 ValueError, as the Workers runtime does) and then makes one host call; the
@@ -14,6 +15,7 @@ from _taipan import host
 from pyodide.ffi import JsArray, JsObject, JsProxy, to_js
 
 from ._durable import DurableObjectNamespace
+from ._queues import Queue
 
 KV_TYPES = ("text", "json", "arrayBuffer", "bytes", "stream")
 
@@ -412,6 +414,25 @@ class ServiceBinding(Fetcher):
         return f"<ServiceBinding {self._binding}>"
 
 
+# -- rate limiting -------------------------------------------------------------
+
+
+class RateLimit:
+    """`env.LIMITER`: a rate limiting binding. `await env.LIMITER.limit(key=k)`
+    (or `limit({"key": k})`) → an object with `.success`."""
+
+    def __init__(self, binding: str):
+        self._binding = binding
+
+    async def limit(self, options=None, **kwargs):
+        options = _options(options, kwargs)
+        result = await host.call(self._binding, "limit", {"key": _key(options.get("key"))})
+        return JsObject(result)
+
+    def __repr__(self) -> str:
+        return f"<RateLimit {self._binding}>"
+
+
 BINDING_CLASSES = {
     "kv": KVNamespace,
     "d1": D1Database,
@@ -419,13 +440,21 @@ BINDING_CLASSES = {
     "service": ServiceBinding,
     "assets": Fetcher,
     "durable_object": DurableObjectNamespace,
+    "queue": Queue,
+    "ratelimit": RateLimit,
 }
 
 
 def make_bindings(kinds: dict) -> dict:
-    """`{name: kind}` from the host → the objects on `env`."""
+    """`{name: kind}` from the host → the objects on `env`. A binding whose
+    value the host gives outright is `{name: {"kind": …, …fields}}`:
+    `version_metadata` (`id`, `tag`, `timestamp`)."""
     bindings = {}
     for name, kind in kinds.items():
+        if isinstance(kind, dict):
+            fields = {k: v for k, v in kind.items() if k != "kind"}
+            bindings[name] = JsObject(fields)
+            continue
         cls = BINDING_CLASSES.get(kind)
         if cls is not None:
             bindings[name] = cls(name)

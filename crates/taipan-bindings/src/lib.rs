@@ -15,7 +15,9 @@ pub mod durable;
 pub mod kv;
 pub mod outbound;
 pub mod protocol;
+pub mod queues;
 pub mod r2;
+pub mod ratelimit;
 pub mod service;
 pub mod store;
 #[cfg(test)]
@@ -64,6 +66,8 @@ pub struct FetchPolicy {
 /// Worker-lifetime: every binding of one worker, opened.
 pub struct WorkerBindings {
     entries: HashMap<String, Entry>,
+    /// Delivering the queues this worker consumes (stopped when dropped).
+    _consumers: queues::consumer::Consumers,
     outbound: Arc<Outbound>,
     services: Arc<dyn Services>,
     assets: Option<Arc<assets::Assets>>,
@@ -128,9 +132,42 @@ impl WorkerBindings {
         for service in &config.services {
             entries.insert(service.binding.clone(), Entry::Service(service.clone()));
         }
+        let has_queues = !config.queues.producers.is_empty() || !config.queues.consumers.is_empty();
+        let queues = if has_queues {
+            Some(stores.queues()?)
+        } else {
+            None
+        };
+        for producer in &config.queues.producers {
+            let binding: Arc<dyn Binding> = Arc::new(queues::producer::QueueProducer {
+                queues: queues.clone().expect("opened above"),
+                queue: producer.queue.clone(),
+                delivery_delay: producer.delivery_delay,
+            });
+            entries.insert(producer.binding.clone(), Entry::Stored(binding));
+        }
+        let consumers = match &queues {
+            Some(queues) => {
+                let deliver = Arc::new(queues::consumer::ToWorker {
+                    services: services.clone(),
+                    worker: worker.to_string(),
+                });
+                queues::consumer::Consumers::start(queues, &config.queues.consumers, deliver)
+            }
+            None => queues::consumer::Consumers::start_none(),
+        };
+        for limit in &config.ratelimits {
+            let binding: Arc<dyn Binding> = Arc::new(ratelimit::RateLimiter {
+                counters: stores.rate_limit_counters(&limit.namespace_id),
+                limit: limit.limit,
+                period: limit.period,
+            });
+            entries.insert(limit.binding.clone(), Entry::Stored(binding));
+        }
         let allow_private = policy.allow_private || config.allow_private_fetch;
         Ok(Arc::new(Self {
             entries,
+            _consumers: consumers,
             outbound: Outbound::new(allow_private, policy.limits)?,
             services,
             assets,
@@ -138,12 +175,45 @@ impl WorkerBindings {
     }
 }
 
-/// `{name: kind}` for the guest, which builds `env` from it.
-pub fn kinds_json(config: &Bindings) -> String {
+/// A deployed version, as the `version_metadata` binding shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VersionMetadata {
+    pub id: String,
+    pub tag: String,
+    /// RFC 3339, UTC.
+    pub timestamp: String,
+}
+
+impl VersionMetadata {
+    /// A version of `taipan dev`: a new id at each (re)load.
+    pub fn dev() -> Self {
+        Self {
+            id: uuid::Uuid::new_v4().to_string(),
+            tag: String::new(),
+            timestamp: jiff::Timestamp::now().to_string(),
+        }
+    }
+}
+
+/// `{name: kind}` for the guest, which builds `env` from it; a binding
+/// whose value the guest holds itself (`version_metadata`) is `{name:
+/// {"kind", …its fields}}`.
+pub fn kinds_json(config: &Bindings, version: &VersionMetadata) -> String {
     let kinds: serde_json::Map<String, serde_json::Value> = config
         .kinds()
         .into_iter()
-        .map(|(name, kind)| (name.to_string(), kind.into()))
+        .map(|(name, kind)| {
+            let value = match kind {
+                "version_metadata" => serde_json::json!({
+                    "kind": kind,
+                    "id": version.id,
+                    "tag": version.tag,
+                    "timestamp": version.timestamp,
+                }),
+                kind => kind.into(),
+            };
+            (name.to_string(), value)
+        })
         .collect();
     serde_json::Value::Object(kinds).to_string()
 }

@@ -16,6 +16,9 @@ use rusqlite::Connection;
 use sha2::Digest;
 
 use crate::protocol::BindingError;
+use crate::queues::Queues;
+use crate::queues::sqlite::SqliteQueueStore;
+use crate::ratelimit::Counters;
 
 /// How long a write waits for another process holding the database.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -97,14 +100,69 @@ pub fn file_stem(id: &str) -> String {
 pub struct Stores {
     root: PathBuf,
     open: Mutex<HashMap<PathBuf, Database>>,
+    shared: Arc<Shared>,
+}
+
+/// What every worker of the process reaches by name alone, whichever state
+/// folder it has: queues and rate-limit counters.
+struct Shared {
+    /// Where the queue store lives (the first state folder's).
+    queues_path: PathBuf,
+    queues: Mutex<Option<Arc<Queues>>>,
+    counters: Mutex<HashMap<String, Arc<Counters>>>,
 }
 
 impl Stores {
     pub fn new(root: impl Into<PathBuf>) -> Arc<Self> {
+        let root = root.into();
+        let shared = Arc::new(Shared {
+            queues_path: root.join("queues.sqlite"),
+            queues: Mutex::default(),
+            counters: Mutex::default(),
+        });
+        Arc::new(Self {
+            root,
+            open: Mutex::default(),
+            shared,
+        })
+    }
+
+    /// Another state folder whose workers share `other`'s queues and
+    /// rate-limit counters (dev serving several projects).
+    pub fn sharing(root: impl Into<PathBuf>, other: &Stores) -> Arc<Self> {
         Arc::new(Self {
             root: root.into(),
             open: Mutex::default(),
+            shared: other.shared.clone(),
         })
+    }
+
+    /// Where the queue store is.
+    pub fn queues_path(&self) -> &Path {
+        &self.shared.queues_path
+    }
+
+    /// The process's queues (opened on first use, by the process that
+    /// delivers them).
+    pub fn queues(&self) -> anyhow::Result<Arc<Queues>> {
+        let mut queues = self.shared.queues.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(queues) = &*queues {
+            return Ok(queues.clone());
+        }
+        let db = self.database(&self.shared.queues_path)?;
+        let opened = Queues::new(SqliteQueueStore::open(db)?);
+        *queues = Some(opened.clone());
+        Ok(opened)
+    }
+
+    /// The counters of the rate-limit namespace `id`.
+    pub fn rate_limit_counters(&self, id: &str) -> Arc<Counters> {
+        let mut counters = self
+            .shared
+            .counters
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        counters.entry(id.to_string()).or_default().clone()
     }
 
     pub fn root(&self) -> &Path {

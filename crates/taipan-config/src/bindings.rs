@@ -11,6 +11,8 @@ use serde_json::Value;
 
 use crate::assets::AssetsConfig;
 use crate::error::ConfigError;
+use crate::queues::Queues;
+use crate::ratelimits::RateLimit;
 use crate::raw::RawConfig;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -33,6 +35,12 @@ pub struct Bindings {
     pub assets: Option<AssetsConfig>,
     /// `durable_objects.bindings`: `{ name, class_name, script_name }`.
     pub durable_objects: Vec<DurableObjectBinding>,
+    /// `queues.producers` / `queues.consumers`.
+    pub queues: Queues,
+    /// `ratelimits` (and `unsafe.bindings` of type `ratelimit`).
+    pub ratelimits: Vec<RateLimit>,
+    /// `version_metadata.binding`.
+    pub version_metadata: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -96,6 +104,20 @@ impl Bindings {
         );
         if let Some(name) = self.assets.as_ref().and_then(|a| a.binding.as_deref()) {
             kinds.push((name, "assets"));
+        }
+        kinds.extend(
+            self.queues
+                .producers
+                .iter()
+                .map(|b| (b.binding.as_str(), "queue")),
+        );
+        kinds.extend(
+            self.ratelimits
+                .iter()
+                .map(|b| (b.binding.as_str(), "ratelimit")),
+        );
+        if let Some(name) = &self.version_metadata {
+            kinds.push((name, "version_metadata"));
         }
         kinds
     }
@@ -177,6 +199,9 @@ pub fn parse(
         });
     }
     bindings.durable_objects = parse_durable_objects(raw)?;
+    bindings.queues = crate::queues::parse(raw)?;
+    bindings.ratelimits = crate::ratelimits::parse(raw)?;
+    bindings.version_metadata = crate::version_metadata::parse(raw)?;
     check_migrations(raw)?;
     bindings.crons = parse_crons(raw)?;
     bindings.allow_private_fetch = match raw.get("outbound_private_networks") {
@@ -219,7 +244,7 @@ fn entries(raw: &RawConfig, key: &str) -> Result<Vec<serde_json::Map<String, Val
     }
 }
 
-fn optional_string(
+pub(crate) fn optional_string(
     raw: &RawConfig,
     key: &str,
     entry: &serde_json::Map<String, Value>,
@@ -235,7 +260,7 @@ fn optional_string(
     }
 }
 
-fn binding_name(
+pub(crate) fn binding_name(
     raw: &RawConfig,
     key: &str,
     entry: &serde_json::Map<String, Value>,

@@ -24,11 +24,13 @@ const USED_KEYS: &[&str] = &[
     "durable_objects",
     "migrations",
     "env",
+    "queues",
+    "ratelimits",
+    "version_metadata",
 ];
 
 /// Keys from wrangler that Taipan knows but does not act on yet: a warning, never an error.
 const LATER_KEYS: &[&str] = &[
-    "queues",
     "ai",
     "vectorize",
     "analytics_engine_datasets",
@@ -39,11 +41,9 @@ const LATER_KEYS: &[&str] = &[
     "tail_consumers",
     "dispatch_namespaces",
     "mtls_certificates",
-    "version_metadata",
     "unsafe",
     "placement",
     "worker_loaders",
-    "ratelimits",
     "secrets_store_secrets",
     "secrets",
     "pipelines",
@@ -101,6 +101,9 @@ pub(crate) fn warnings(raw: &RawConfig) -> Vec<String> {
     let mut warnings = Vec::new();
     for key in raw.root.keys() {
         let key = key.as_str();
+        if key == "unsafe" && only_rate_limits(raw) {
+            continue;
+        }
         if LATER_KEYS.contains(&key) {
             warnings.push(format!(
                 "`{key}` ({}:{}) is not supported by this version of Taipan yet; it is ignored",
@@ -115,6 +118,20 @@ pub(crate) fn warnings(raw: &RawConfig) -> Vec<String> {
         }
     }
     warnings
+}
+
+/// `unsafe` holds nothing but `bindings` of `type = "ratelimit"`, which
+/// Taipan reads (`ratelimits.rs`).
+fn only_rate_limits(raw: &RawConfig) -> bool {
+    let Some(serde_json::Value::Object(table)) = raw.get("unsafe") else {
+        return false;
+    };
+    let bindings = crate::ratelimits::unsafe_bindings(raw);
+    table.keys().all(|k| k == "bindings")
+        && !bindings.is_empty()
+        && bindings
+            .iter()
+            .all(|b| b.get("type").and_then(serde_json::Value::as_str) == Some("ratelimit"))
 }
 
 #[cfg(test)]
@@ -133,7 +150,7 @@ mod tests {
   "compatibility_date": "2025-11-01",
   "compatibility_flags": ["python_workers"], // trailing commas allowed
   "vars": { "GREETING": "hi", "LIMITS": { "n": 3 }, },
-  "queues": {},
+  "workflows": [],
   "observability": { "enabled": true },
 }"#,
         );
@@ -141,7 +158,7 @@ mod tests {
         assert_eq!(cfg.vars["GREETING"], "hi");
         assert_eq!(cfg.vars["LIMITS"]["n"], 3);
         assert_eq!(cfg.warnings.len(), 1, "{:?}", cfg.warnings);
-        assert!(cfg.warnings[0].contains("queues"));
+        assert!(cfg.warnings[0].contains("workflows"));
         assert!(cfg.routes.is_empty());
     }
 }

@@ -15,10 +15,13 @@ mod fixtures;
 mod keys;
 pub mod limits;
 pub mod load;
+pub mod queues;
+pub mod ratelimits;
 pub mod raw;
 pub mod resolve;
 pub mod routes;
 pub mod runtimes;
+mod version_metadata;
 
 pub use assets::AssetsConfig;
 pub use bindings::Bindings;

@@ -72,6 +72,11 @@ contract! {
     AUTHORITY_WARMUP: &str = "__taipan-warmup__";
     /// A cron trigger: `GET /?{SCHEDULED_QUERY_CRON}=…&{SCHEDULED_QUERY_TIME}=…`.
     AUTHORITY_SCHEDULED: &str = "__taipan-scheduled__";
+    /// A batch of queue messages: `POST /` with `{"queue", "messages": [{id,
+    /// timestamp, attempts, contentType, body}]}` (bytes bodies base64); the
+    /// guest answers `{"acks": [id…], "retries": [{id, delaySeconds}…],
+    /// "error": message or null}`.
+    AUTHORITY_QUEUE: &str = "__taipan-queue__";
     /// Every internal authority starts so; a request from outside with such a
     /// Host is refused, and a worker's own `fetch` may not use one.
     INTERNAL_HOST_PREFIX: &str = "__taipan";
@@ -118,8 +123,8 @@ contract! {
 
     // --- statuses with a meaning ---
     STATUS_WARMUP: u16 = 204;
-    /// A cron fired on a worker with no scheduled handler.
-    STATUS_NO_SCHEDULED_HANDLER: u16 = 501;
+    /// A cron or queue event for a worker without that handler.
+    STATUS_NO_HANDLER: u16 = 501;
     /// A binding's route failed (no such worker, object or entrypoint).
     STATUS_ROUTE_ERROR: u16 = 502;
 

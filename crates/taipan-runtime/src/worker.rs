@@ -21,7 +21,9 @@ use crate::pool::{Permit, Pool, PoolLimits, Refused, Taken};
 pub use crate::respond::text_response;
 use crate::sandbox::{BoundRequest, Sandbox, SandboxState, SandboxTemplate};
 pub use crate::settings::WorkerSettings;
-use taipan_guest::contract::{self, AUTHORITY_SCHEDULED, AUTHORITY_WARMUP, INTERNAL_HOST_PREFIX};
+use taipan_guest::contract::{
+    self, AUTHORITY_QUEUE, AUTHORITY_SCHEDULED, AUTHORITY_WARMUP, INTERNAL_HOST_PREFIX,
+};
 
 /// Worker-lifetime state: one per deployed build.
 pub struct Worker {
@@ -219,6 +221,20 @@ impl Worker {
         match request {
             Ok(request) => self.serve(request).await,
             Err(_) => text_response(StatusCode::BAD_REQUEST, "bad cron expression\n"),
+        }
+    }
+
+    /// Deliver a batch of queue messages (the JSON `contract::AUTHORITY_QUEUE`
+    /// describes) to the worker's `queue` handler; it answers each
+    /// message's outcome as JSON.
+    pub async fn queue(self: &Arc<Self>, batch: Bytes) -> Response<Body> {
+        let request = http::Request::post(format!("http://{AUTHORITY_QUEUE}/"))
+            .header(http::header::HOST, AUTHORITY_QUEUE)
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .body(Full::new(batch));
+        match request {
+            Ok(request) => self.serve(request).await,
+            Err(_) => text_response(StatusCode::INTERNAL_SERVER_ERROR, "bad queue batch\n"),
         }
     }
 

@@ -110,6 +110,55 @@ impl AdminFront {
                 let deleted = name.to_string();
                 Ok(json(StatusCode::OK, &api::Deleted { deleted }))
             }
+            (Method::GET, ["api", "queues"]) => {
+                let queues = state
+                    .stores
+                    .queues()?
+                    .store()
+                    .stats()
+                    .await
+                    .map_err(binding_error)?;
+                Ok(json(StatusCode::OK, &api::QueueList { queues }))
+            }
+            (Method::POST, ["api", "queues", queue, "messages"]) => {
+                let queue = queue.to_string();
+                if !taipan_config::queues::valid_queue_name(&queue) {
+                    return Err(ApiError::new(
+                        StatusCode::BAD_REQUEST,
+                        format!("{queue:?} is not a queue name"),
+                    ));
+                }
+                let content_type =
+                    query_param(request.uri(), "content_type").unwrap_or_else(|| "json".into());
+                let body = read_body(
+                    request,
+                    taipan_bindings::queues::MAX_MESSAGE_BYTES,
+                    "a message",
+                )
+                .await?;
+                if content_type == "json"
+                    && serde_json::from_slice::<serde_json::Value>(&body).is_err()
+                {
+                    return Err(ApiError::new(
+                        StatusCode::BAD_REQUEST,
+                        "a json message must be valid JSON (or pass content_type=text)",
+                    ));
+                }
+                taipan_bindings::queues::check_message(&content_type, body.len(), 0)
+                    .map_err(binding_error)?;
+                let message = taipan_bindings::queues::NewMessage {
+                    body,
+                    content_type,
+                    delay_seconds: 0,
+                };
+                state
+                    .stores
+                    .queues()?
+                    .send(&queue, vec![message])
+                    .await
+                    .map_err(binding_error)?;
+                Ok(json(StatusCode::CREATED, &api::QueueSent { queue }))
+            }
             (Method::GET, ["api", "workers", name, "secrets"]) => {
                 // Names only: a secret's value never leaves the server.
                 let secrets = state.data.secrets(name)?.into_keys().collect();
@@ -305,4 +354,9 @@ fn query_param(uri: &http::Uri, name: &str) -> Option<String> {
         .find(|(key, _)| key == name)
         .map(|(_, value)| value.into_owned())
         .filter(|value| !value.is_empty())
+}
+
+/// A queue store's error, as the admin API reports it.
+fn binding_error(e: taipan_bindings::protocol::BindingError) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, e.message)
 }

@@ -78,6 +78,21 @@ pub struct SecretNames {
     pub secrets: Vec<String>,
 }
 
+/// `GET /api/queues`: every queue with messages, and its backlog.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct QueueList {
+    pub queues: Vec<QueueStats>,
+}
+
+pub use taipan_bindings::queues::QueueStats;
+
+/// `POST /api/queues/{queue}/messages?content_type=…` (the body is the
+/// message) → 201.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct QueueSent {
+    pub queue: String,
+}
+
 /// `PUT /api/workers/{name}/secrets/{secret}` (the body is the value).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct SecretSet {
@@ -204,6 +219,14 @@ mod tests {
                 deleted: "w".into(),
             }),
             serde_json::to_value(SecretNames { secrets: vec![] }),
+            serde_json::to_value(QueueList { queues: vec![] }),
+            serde_json::to_value(QueueStats {
+                queue: "q".into(),
+                ready: 1,
+                delayed: 0,
+                in_flight: 0,
+            }),
+            serde_json::to_value(QueueSent { queue: "q".into() }),
             serde_json::to_value(SecretSet {
                 worker: "w".into(),
                 secret: "s".into(),

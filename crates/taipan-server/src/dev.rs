@@ -66,9 +66,16 @@ impl DevServer {
 
     fn stores(&self, project_dir: &Path) -> Arc<Stores> {
         let mut stores = self.stores.lock().unwrap_or_else(|e| e.into_inner());
+        let root = project_dir.join(".taipan").join("state");
+        // Every project shares the first one's queues and rate-limit
+        // counters, so a producer and its consumer may be two projects.
+        let first = stores.values().next().cloned();
         stores
             .entry(project_dir.to_path_buf())
-            .or_insert_with(|| Stores::new(project_dir.join(".taipan").join("state")))
+            .or_insert_with(|| match first {
+                Some(first) => Stores::sharing(root, &first),
+                None => Stores::new(root),
+            })
             .clone()
     }
 
@@ -262,6 +269,7 @@ async fn build_and_load(
             bindings: &config.bindings,
             assets_dir: assets_dir.as_deref(),
             dev: true,
+            version: taipan_bindings::VersionMetadata::dev(),
         };
         let env = WorkerEnv::open(source, &stores, services).map_err(BuildError::Internal)?;
         let outcome = taipan_build::build(&config, &builds, &build_options)?;

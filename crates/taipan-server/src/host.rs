@@ -7,7 +7,9 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use serde_json::Value;
-use taipan_bindings::{FetchLimits, FetchPolicy, Services, Stores, WorkerBindings};
+use taipan_bindings::{
+    FetchLimits, FetchPolicy, Services, Stores, VersionMetadata, WorkerBindings,
+};
 use taipan_config::Bindings;
 use taipan_runtime::WorkerHost;
 
@@ -30,6 +32,8 @@ pub struct EnvSource<'a> {
     pub assets_dir: Option<&'a Path>,
     /// `taipan dev` (outbound fetch may reach private addresses).
     pub dev: bool,
+    /// What the `version_metadata` binding shows.
+    pub version: VersionMetadata,
 }
 
 impl WorkerEnv {
@@ -53,7 +57,7 @@ impl WorkerEnv {
         .context("opening the worker's bindings")?;
         Ok(Self {
             vars_json: with_secrets(source.vars_json, source.secrets),
-            bindings_json: taipan_bindings::kinds_json(source.bindings),
+            bindings_json: taipan_bindings::kinds_json(source.bindings, &source.version),
             host,
         })
     }

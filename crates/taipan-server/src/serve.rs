@@ -138,6 +138,11 @@ impl ServeState {
             bindings: &record.bindings,
             assets_dir: assets_dir.as_deref(),
             dev: false,
+            version: taipan_bindings::VersionMetadata {
+                id: record.id.clone(),
+                tag: String::new(),
+                timestamp: record.created.clone(),
+            },
         };
         let env = WorkerEnv::open(source, &self.stores, services)?;
         let settings = WorkerSettings::new(&record.worker, limits)

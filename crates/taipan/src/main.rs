@@ -35,6 +35,8 @@ enum Command {
     Secret(commands::secret::SecretArgs),
     /// Run SQL and migrations against a D1 database's local state.
     D1(commands::d1::D1Args),
+    /// List queues and their backlog, or send a message to one.
+    Queues(commands::queues::QueuesArgs),
     /// List the Python runtimes and the compatibility dates that select them.
     Runtimes(commands::runtimes::RuntimesArgs),
     /// The compiled (WASI) packages Taipan ships, and rebuilding one from source.
@@ -57,6 +59,7 @@ fn main() -> std::process::ExitCode {
         Command::Runtimes(args) => args.run(),
         Command::Secret(args) => args.run(),
         Command::D1(args) => args.run(),
+        Command::Queues(args) => args.run(),
         Command::Wheels(args) => args.run(),
     };
     match result {

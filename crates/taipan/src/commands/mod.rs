@@ -7,6 +7,7 @@ pub mod d1;
 pub mod deploy;
 pub mod dev;
 pub mod printer;
+pub mod queues;
 pub mod runtimes;
 pub mod secret;
 pub mod serve;

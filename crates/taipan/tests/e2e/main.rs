@@ -11,6 +11,7 @@ mod isolation;
 mod limits;
 mod native_packages;
 mod packages;
+mod queues;
 mod real_projects;
 mod reload;
 mod sdk;
