@@ -12,6 +12,7 @@ pub mod engine;
 pub mod host;
 pub mod limits;
 pub mod log;
+mod objects;
 pub mod pinned;
 pub mod pool;
 mod respond;

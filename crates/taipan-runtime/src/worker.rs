@@ -34,13 +34,13 @@ pub struct Worker {
     /// Warm and standby sandboxes, permits and the wait queue.
     pool: Pool<Sandbox>,
     /// Live Durable Objects by `<class>/<id>`, each in a sandbox of its own.
-    objects: Pinned<Sandbox>,
+    pub(crate) objects: Pinned<Sandbox>,
 }
 
 pub type Body = HyperOutgoingBody;
 
 /// Where a sandbox goes after a request.
-enum Home {
+pub(crate) enum Home {
     /// The worker's pool (with the uses it has served); the permit is
     /// released.
     Pool(Permit, u64),
@@ -305,7 +305,7 @@ impl Worker {
 
     /// Run one request in `sandbox`; afterwards the sandbox goes back to
     /// `home` (unless it trapped: then it is dropped, never reused).
-    async fn run<B>(
+    pub(crate) async fn run<B>(
         self: &Arc<Self>,
         mut sandbox: Sandbox,
         request: http::Request<B>,
@@ -431,46 +431,11 @@ impl Worker {
         }
     }
 
-    /// A call into the Durable Object `key` (`<class>/<id>`): `request` is
-    /// addressed to `AUTHORITY_DURABLE`. Each object lives in a sandbox of
-    /// its own, kept between calls (its in-memory state survives), and runs
-    /// one call at a time.
-    pub async fn durable_object<B>(
-        self: &Arc<Self>,
-        key: &str,
-        request: http::Request<B>,
-    ) -> Response<Body>
-    where
-        B: hyper::body::Body<Data = Bytes> + Send + 'static,
-        B::Error: std::error::Error + Send + Sync + 'static,
-    {
-        let Some(slot) = self.objects.slot(key) else {
-            tracing::warn!(worker = %self.name, "{key}: over {MAX_LIVE_OBJECTS} live Durable Objects, all busy; 503");
-            return text_response(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "too many live Durable Objects, retry shortly\n",
-            );
-        };
-        let mut guard = slot.lock_owned().await;
-        let mut sandbox = guard.take();
-        if sandbox.is_none() {
-            sandbox = self.fresh_sandbox().await.ok();
-            if sandbox.is_none() {
-                // The sandbox pool (shared by every worker) may be full of
-                // idle objects: let one go, then try once more below.
-                self.objects.evict_one();
-            }
-        }
-        let sandbox = match self.or_fresh(sandbox).await {
-            Ok(sandbox) => sandbox,
-            Err(response) => return response,
-        };
-        let tag = format!("{} {}", request.method(), request.uri().path());
-        self.run(sandbox, request, tag, Home::Object(guard)).await
-    }
-
     /// `sandbox`, or a fresh one from the snapshot; a 503 if none can start.
-    async fn or_fresh(&self, sandbox: Option<Sandbox>) -> Result<Sandbox, Response<Body>> {
+    pub(crate) async fn or_fresh(
+        &self,
+        sandbox: Option<Sandbox>,
+    ) -> Result<Sandbox, Response<Body>> {
         if let Some(sandbox) = sandbox {
             return Ok(sandbox);
         }
@@ -481,11 +446,6 @@ impl Worker {
                 "no sandbox available, try again\n",
             )
         })
-    }
-
-    /// Live Durable Objects (for tests and stats).
-    pub fn live_objects(&self) -> usize {
-        self.objects.len()
     }
 
     /// Drop idle sandboxes (e.g. before this worker is replaced).
