@@ -20,6 +20,7 @@ from workers import _rpc as rpc
 from workers._bindings import make_bindings
 from workers._context import set_current_ctx, set_current_env
 from workers._durable import DurableObjectState
+from workers import _workflows as workflows
 from workers._queues import MessageBatch
 
 # Note: the generated `wit_world` package exists only while building, so every
@@ -32,6 +33,7 @@ from workers._queues import MessageBatch
 WARMUP_URL = f"http://{contract.AUTHORITY_WARMUP}/"
 SCHEDULED_PREFIX = f"http://{contract.AUTHORITY_SCHEDULED}/"
 QUEUE_PREFIX = f"http://{contract.AUTHORITY_QUEUE}/"
+WORKFLOW_PREFIX = f"http://{contract.AUTHORITY_WORKFLOW}/"
 DURABLE_PREFIX = f"http://{contract.AUTHORITY_DURABLE}/"
 SERVICE_PREFIX = f"http://{contract.AUTHORITY_SERVICE}/"
 
@@ -99,6 +101,9 @@ class Dispatcher:
         if request.url.startswith(QUEUE_PREFIX):
             self._queue(request, ctx, out)
             return
+        if request.url.startswith(WORKFLOW_PREFIX):
+            self._workflow(request, ctx, out)
+            return
         if request.url.startswith(DURABLE_PREFIX):
             self._durable(request, ctx, out)
             return
@@ -141,6 +146,20 @@ class Dispatcher:
         except Exception as exc:  # noqa: BLE001 - a failed handler retries its batch, as on Workers
             error = _log_exception(f"queue handler failed for a batch of {len(batch.messages)} from {batch.queue}", exc)
         answer = dict(batch.outcomes(failed=error is not None), error=error)
+        send_response(Response(json.dumps(answer), headers={"content-type": "application/json"}), out, head_only=False)
+
+    def _workflow(self, request, ctx: ExecutionContext, out: Outparam) -> None:
+        _, class_name, instance_id = urlsplit(request.url).path.split("/", 2)
+        body = json.loads(loop.run_fast(request.text()))
+        cls = getattr(self.module, class_name, None)
+        if not (isinstance(cls, type) and callable(getattr(cls, "run", None))):
+            answer = {"status": "errored", "error": {"name": "Error", "message": f"the worker has no workflow class {class_name!r} with a run method"}}
+        else:
+            try:
+                answer = workflows.replay(cls(ctx, self.env), body, loop.run_fast)
+            except Exception as exc:  # noqa: BLE001 - an uncaught error ends the instance as errored
+                _log_exception(f"workflow {body['workflow']} instance {instance_id} failed", exc)
+                answer = {"status": "errored", "error": {"name": type(exc).__name__, "message": str(exc)}}
         send_response(Response(json.dumps(answer), headers={"content-type": "application/json"}), out, head_only=False)
 
     def _durable(self, request, ctx: ExecutionContext, out: Outparam) -> None:

@@ -58,9 +58,8 @@ class WorkerEntrypoint:
 
 class WorkflowEntrypoint:
     """Base class of a Workflow (`class MyWorkflow(WorkflowEntrypoint)` with
-    `async def run(self, event, step)`). Taipan has no Workflows binding yet:
-    the class exists so modules that define one import and serve their other
-    handlers."""
+    `async def run(self, event, step)`), named by a `[[workflows]]` entry's
+    `class_name`; see `workers._workflows`."""
 
     def __init__(self, ctx, env):
         self.ctx = ctx

@@ -1,5 +1,6 @@
 """The binding objects on `env`: KV, D1, R2, service bindings, queue
-producers (`_queues.py`), rate limiters and version metadata.
+producers (`_queues.py`), workflows (`_workflows.py`), rate limiters and
+version metadata.
 
 Each method checks its arguments here (bad arguments raise TypeError or
 ValueError, as the Workers runtime does) and then makes one host call; the
@@ -16,6 +17,7 @@ from pyodide.ffi import JsArray, JsObject, JsProxy, to_js
 
 from ._durable import DurableObjectNamespace
 from ._queues import Queue
+from ._workflows import Workflow
 
 KV_TYPES = ("text", "json", "arrayBuffer", "bytes", "stream")
 
@@ -442,6 +444,7 @@ BINDING_CLASSES = {
     "durable_object": DurableObjectNamespace,
     "queue": Queue,
     "ratelimit": RateLimit,
+    "workflow": Workflow,
 }
 
 

@@ -22,6 +22,7 @@ pub mod service;
 pub mod store;
 #[cfg(test)]
 pub mod testing;
+pub mod workflows;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -68,6 +69,8 @@ pub struct WorkerBindings {
     entries: HashMap<String, Entry>,
     /// Delivering the queues this worker consumes (stopped when dropped).
     _consumers: queues::consumer::Consumers,
+    /// Running the workflows this worker defines (stopped when dropped).
+    _engines: workflows::engine::Engines,
     outbound: Arc<Outbound>,
     services: Arc<dyn Services>,
     assets: Option<Arc<assets::Assets>>,
@@ -156,6 +159,7 @@ impl WorkerBindings {
             }
             None => queues::consumer::Consumers::start_none(),
         };
+        let engines = open_workflows(worker, config, stores, &services, &mut entries)?;
         for limit in &config.ratelimits {
             let binding: Arc<dyn Binding> = Arc::new(ratelimit::RateLimiter {
                 counters: stores.rate_limit_counters(&limit.namespace_id),
@@ -168,11 +172,57 @@ impl WorkerBindings {
         Ok(Arc::new(Self {
             entries,
             _consumers: consumers,
+            _engines: engines,
             outbound: Outbound::new(allow_private, policy.limits)?,
             services,
             assets,
         }))
     }
+}
+
+/// The `[[workflows]]` bindings, the internal binding runs store their
+/// steps through, and the engines of the workflows this worker defines.
+fn open_workflows(
+    worker: &str,
+    config: &Bindings,
+    stores: &Arc<Stores>,
+    services: &Arc<dyn Services>,
+    entries: &mut HashMap<String, Entry>,
+) -> anyhow::Result<workflows::engine::Engines> {
+    if config.workflows.is_empty() {
+        return Ok(workflows::engine::Engines::start_none());
+    }
+    let store = stores.workflows()?;
+    let mut defined = Vec::new();
+    for w in &config.workflows {
+        let wake = stores.workflow_waker(&w.name);
+        let binding: Arc<dyn Binding> = Arc::new(workflows::binding::WorkflowBinding {
+            store: store.clone(),
+            workflow: w.name.clone(),
+            wake: wake.clone(),
+        });
+        entries.insert(w.binding.clone(), Entry::Stored(binding));
+        if w.script_name.as_deref().is_none_or(|s| s == worker) {
+            defined.push(workflows::engine::Defined {
+                workflow: w.name.clone(),
+                class: w.class_name.clone(),
+                wake,
+            });
+        }
+    }
+    let steps: Arc<dyn Binding> = Arc::new(workflows::binding::WorkflowSteps {
+        store: store.clone(),
+        workflows: defined.iter().map(|d| d.workflow.clone()).collect(),
+    });
+    entries.insert(
+        taipan_guest::contract::WORKFLOW_BINDING.to_string(),
+        Entry::Stored(steps),
+    );
+    let runner = Arc::new(workflows::engine::ToWorker {
+        services: services.clone(),
+        worker: worker.to_string(),
+    });
+    Ok(workflows::engine::Engines::start(&store, defined, runner))
 }
 
 /// A deployed version, as the `version_metadata` binding shows it.

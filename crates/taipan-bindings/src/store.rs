@@ -19,6 +19,7 @@ use crate::protocol::BindingError;
 use crate::queues::Queues;
 use crate::queues::sqlite::SqliteQueueStore;
 use crate::ratelimit::Counters;
+use crate::workflows::store::WorkflowStore;
 
 /// How long a write waits for another process holding the database.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -109,6 +110,9 @@ struct Shared {
     /// Where the queue store lives (the first state folder's).
     queues_path: PathBuf,
     queues: Mutex<Option<Arc<Queues>>>,
+    workflows: Mutex<Option<Arc<WorkflowStore>>>,
+    /// Wakes each workflow's engine, by workflow name.
+    workflow_wakers: Mutex<HashMap<String, Arc<tokio::sync::Notify>>>,
     counters: Mutex<HashMap<String, Arc<Counters>>>,
 }
 
@@ -118,6 +122,8 @@ impl Stores {
         let shared = Arc::new(Shared {
             queues_path: root.join("queues.sqlite"),
             queues: Mutex::default(),
+            workflows: Mutex::default(),
+            workflow_wakers: Mutex::default(),
             counters: Mutex::default(),
         });
         Arc::new(Self {
@@ -153,6 +159,32 @@ impl Stores {
         let opened = Queues::new(SqliteQueueStore::open(db)?);
         *queues = Some(opened.clone());
         Ok(opened)
+    }
+
+    /// The process's workflow instances (opened on first use).
+    pub fn workflows(&self) -> anyhow::Result<Arc<WorkflowStore>> {
+        let mut workflows = self
+            .shared
+            .workflows
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(store) = &*workflows {
+            return Ok(store.clone());
+        }
+        let path = self.shared.queues_path.with_file_name("workflows.sqlite");
+        let store = WorkflowStore::open(self.database(&path)?)?;
+        *workflows = Some(store.clone());
+        Ok(store)
+    }
+
+    /// What wakes the engine of workflow `name`.
+    pub fn workflow_waker(&self, name: &str) -> Arc<tokio::sync::Notify> {
+        let mut wakers = self
+            .shared
+            .workflow_wakers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        wakers.entry(name.to_string()).or_default().clone()
     }
 
     /// The counters of the rate-limit namespace `id`.

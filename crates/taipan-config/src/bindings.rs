@@ -14,6 +14,7 @@ use crate::error::ConfigError;
 use crate::queues::Queues;
 use crate::ratelimits::RateLimit;
 use crate::raw::RawConfig;
+use crate::workflows::WorkflowBinding;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
@@ -41,6 +42,8 @@ pub struct Bindings {
     pub ratelimits: Vec<RateLimit>,
     /// `version_metadata.binding`.
     pub version_metadata: Option<String>,
+    /// `workflows`: `{ name, binding, class_name, script_name }`.
+    pub workflows: Vec<WorkflowBinding>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -115,6 +118,11 @@ impl Bindings {
             self.ratelimits
                 .iter()
                 .map(|b| (b.binding.as_str(), "ratelimit")),
+        );
+        kinds.extend(
+            self.workflows
+                .iter()
+                .map(|b| (b.binding.as_str(), "workflow")),
         );
         if let Some(name) = &self.version_metadata {
             kinds.push((name, "version_metadata"));
@@ -202,6 +210,7 @@ pub fn parse(
     bindings.queues = crate::queues::parse(raw)?;
     bindings.ratelimits = crate::ratelimits::parse(raw)?;
     bindings.version_metadata = crate::version_metadata::parse(raw)?;
+    bindings.workflows = crate::workflows::parse(raw)?;
     check_migrations(raw)?;
     bindings.crons = parse_crons(raw)?;
     bindings.allow_private_fetch = match raw.get("outbound_private_networks") {

@@ -22,6 +22,7 @@ pub mod resolve;
 pub mod routes;
 pub mod runtimes;
 mod version_metadata;
+pub mod workflows;
 
 pub use assets::AssetsConfig;
 pub use bindings::Bindings;

@@ -77,6 +77,13 @@ contract! {
     /// guest answers `{"acks": [id…], "retries": [{id, delaySeconds}…],
     /// "error": message or null}`.
     AUTHORITY_QUEUE: &str = "__taipan-queue__";
+    /// One replay of a workflow instance: `POST /{class}/{id}` with
+    /// `{"workflow", "event": {payload, timestamp, instanceId}, "steps": {name:
+    /// record}, "events": [{seq, type, payload}]}`; the guest stores each
+    /// step it completes through `WORKFLOW_BINDING` and answers `{"status":
+    /// "complete", "output"}`, `{"status": "errored", "error": {name,
+    /// message}}` or `{"status": "waiting", "until": ms or null}`.
+    AUTHORITY_WORKFLOW: &str = "__taipan-workflow__";
     /// Every internal authority starts so; a request from outside with such a
     /// Host is refused, and a worker's own `fetch` may not use one.
     INTERNAL_HOST_PREFIX: &str = "__taipan";
@@ -116,6 +123,8 @@ contract! {
     OP_ALARM: &str = "alarm";
     /// The binding a Durable Object's `ctx.storage` calls.
     STORAGE_BINDING: &str = "do-storage";
+    /// The binding a workflow run stores its steps through (op `step`).
+    WORKFLOW_BINDING: &str = "workflow-steps";
     /// The entrypoint a service binding without `entrypoint` calls.
     DEFAULT_ENTRYPOINT: &str = "Default";
     SCHEDULED_QUERY_CRON: &str = "cron";

@@ -22,7 +22,8 @@ pub use crate::respond::text_response;
 use crate::sandbox::{BoundRequest, Sandbox, SandboxState, SandboxTemplate};
 pub use crate::settings::WorkerSettings;
 use taipan_guest::contract::{
-    self, AUTHORITY_QUEUE, AUTHORITY_SCHEDULED, AUTHORITY_WARMUP, INTERNAL_HOST_PREFIX,
+    self, AUTHORITY_QUEUE, AUTHORITY_SCHEDULED, AUTHORITY_WARMUP, AUTHORITY_WORKFLOW,
+    INTERNAL_HOST_PREFIX,
 };
 
 /// Worker-lifetime state: one per deployed build.
@@ -235,6 +236,19 @@ impl Worker {
         match request {
             Ok(request) => self.serve(request).await,
             Err(_) => text_response(StatusCode::INTERNAL_SERVER_ERROR, "bad queue batch\n"),
+        }
+    }
+
+    /// One replay of workflow instance `id` of `class` (the JSON
+    /// `contract::AUTHORITY_WORKFLOW` describes).
+    pub async fn workflow(self: &Arc<Self>, class: &str, id: &str, body: Bytes) -> Response<Body> {
+        let request = http::Request::post(format!("http://{AUTHORITY_WORKFLOW}/{class}/{id}"))
+            .header(http::header::HOST, AUTHORITY_WORKFLOW)
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .body(Full::new(body));
+        match request {
+            Ok(request) => self.serve(request).await,
+            Err(_) => text_response(StatusCode::BAD_REQUEST, "bad workflow instance\n"),
         }
     }
 

@@ -17,3 +17,4 @@ mod reload;
 mod sdk;
 mod serve;
 mod tls;
+mod workflows;

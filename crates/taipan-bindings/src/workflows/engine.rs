@@ -1,0 +1,211 @@
+//! Running a worker's workflows: for each `[[workflows]]` whose class this
+//! worker defines, a task that leases the instances due, replays each one's
+//! `run` in a sandbox, and records how it ended. One task per workflow, for
+//! as long as the worker's bindings live; up to `MAX_CONCURRENT_RUNS` runs
+//! at once.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use http_body_util::BodyExt;
+use serde_json::{Value, json};
+use tokio::sync::{Notify, Semaphore};
+use tokio::task::AbortHandle;
+
+use super::MAX_CONCURRENT_RUNS;
+use super::store::{RunEnd, RunState, WorkflowStore};
+use crate::Services;
+use crate::alarms::now_ms;
+
+/// The longest an engine sleeps without looking (a create, event or resume
+/// wakes it sooner).
+const MAX_SLEEP: Duration = Duration::from_secs(5);
+/// A run that could not be made (the worker missing, the sandbox crashed)
+/// is tried again after this.
+pub const RETRY_AFTER_FAILURE_MS: i64 = 2_000;
+
+/// Runs one replay of an instance: answers the guest's
+/// `{"status": "complete"|"errored"|"waiting", …}`.
+pub trait Runner: Send + Sync + 'static {
+    fn ready(&self) -> bool;
+    fn run(&self, class: &str, id: &str, body: Value) -> BoxFuture<'static, Result<Value, String>>;
+}
+
+/// The engines of one worker version; dropped with its bindings.
+pub struct Engines {
+    tasks: Vec<AbortHandle>,
+}
+
+impl Drop for Engines {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+/// One workflow this worker runs.
+#[derive(Clone)]
+pub struct Defined {
+    pub workflow: String,
+    pub class: String,
+    pub wake: Arc<Notify>,
+}
+
+impl Engines {
+    /// None: a worker that runs no workflow.
+    pub fn start_none() -> Self {
+        Self { tasks: Vec::new() }
+    }
+
+    pub fn start(
+        store: &Arc<WorkflowStore>,
+        defined: Vec<Defined>,
+        runner: Arc<dyn Runner>,
+    ) -> Self {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return Self { tasks: Vec::new() };
+        };
+        let tasks = defined
+            .into_iter()
+            .map(|d| {
+                runtime
+                    .spawn(drive(store.clone(), d, runner.clone()))
+                    .abort_handle()
+            })
+            .collect();
+        Self { tasks }
+    }
+}
+
+async fn drive(store: Arc<WorkflowStore>, defined: Defined, runner: Arc<dyn Runner>) {
+    let permits = Arc::new(Semaphore::new(MAX_CONCURRENT_RUNS));
+    loop {
+        if !runner.ready() {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        }
+        let free = permits.available_permits();
+        let due = if free == 0 {
+            Vec::new()
+        } else {
+            match store.lease_due(&defined.workflow, free).await {
+                Ok(due) => due,
+                Err(e) => {
+                    tracing::warn!(
+                        workflow = defined.workflow,
+                        "reading the workflow's instances failed: {}",
+                        e.message
+                    );
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            }
+        };
+        let leased = !due.is_empty();
+        for state in due {
+            let Ok(permit) = permits.clone().acquire_owned().await else {
+                return;
+            };
+            let (store, defined, runner) = (store.clone(), defined.clone(), runner.clone());
+            // Its own task: stopping the engine (a redeploy) never strands
+            // a leased instance mid-run.
+            tokio::spawn(async move {
+                let id = state.id.clone();
+                let end = run_once(&defined, &*runner, state).await;
+                if let Err(e) = store.finish(&defined.workflow, &id, end).await {
+                    tracing::warn!(
+                        workflow = defined.workflow,
+                        "recording instance {id} failed: {}",
+                        e.message
+                    );
+                }
+                drop(permit);
+                defined.wake.notify_one();
+            });
+        }
+        if leased {
+            continue;
+        }
+        let sleep = match store.next_due(&defined.workflow).await {
+            Ok(Some(at)) => Duration::from_millis((at - now_ms()).max(0) as u64).min(MAX_SLEEP),
+            _ => MAX_SLEEP,
+        };
+        tokio::select! {
+            _ = defined.wake.notified() => {}
+            _ = tokio::time::sleep(sleep) => {}
+        }
+    }
+}
+
+/// One replay of an instance, and how it ended.
+async fn run_once(defined: &Defined, runner: &dyn Runner, state: RunState) -> RunEnd {
+    let body = json!({
+        "workflow": defined.workflow,
+        "event": {"payload": state.params, "timestamp": state.created_ms, "instanceId": state.id},
+        "steps": state.steps,
+        "events": state.events,
+    });
+    match runner.run(&defined.class, &state.id, body).await {
+        Ok(answer) => end_of(&answer).unwrap_or_else(|| {
+            tracing::warn!(
+                workflow = defined.workflow,
+                "instance {}: an answer it could not read: {answer}",
+                state.id
+            );
+            RunEnd::RetryAt(now_ms() + RETRY_AFTER_FAILURE_MS)
+        }),
+        Err(why) => {
+            tracing::warn!(
+                workflow = defined.workflow,
+                "instance {}: the run failed ({why}); trying again",
+                state.id
+            );
+            RunEnd::RetryAt(now_ms() + RETRY_AFTER_FAILURE_MS)
+        }
+    }
+}
+
+/// The guest's answer as a [`RunEnd`].
+pub fn end_of(answer: &Value) -> Option<RunEnd> {
+    match answer["status"].as_str()? {
+        "complete" => Some(RunEnd::Complete(answer["output"].clone())),
+        "errored" => Some(RunEnd::Errored(answer["error"].clone())),
+        "waiting" => Some(RunEnd::Waiting(answer["until"].as_i64())),
+        _ => None,
+    }
+}
+
+/// Runs in a worker on this server, found by name at each run.
+pub struct ToWorker {
+    pub services: Arc<dyn Services>,
+    pub worker: String,
+}
+
+impl Runner for ToWorker {
+    fn ready(&self) -> bool {
+        self.services.worker(&self.worker).is_some()
+    }
+
+    fn run(&self, class: &str, id: &str, body: Value) -> BoxFuture<'static, Result<Value, String>> {
+        let worker = self.services.worker(&self.worker);
+        let (class, id) = (class.to_string(), id.to_string());
+        Box::pin(async move {
+            let worker = worker.ok_or("the worker is not running")?;
+            let response = worker.workflow(&class, &id, body.to_string().into()).await;
+            let status = response.status();
+            let bytes = response
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| format!("reading the answer failed: {e:?}"))?
+                .to_bytes();
+            if !status.is_success() {
+                let text = String::from_utf8_lossy(&bytes[..bytes.len().min(300)]).into_owned();
+                return Err(format!("the run answered {status}: {}", text.trim()));
+            }
+            serde_json::from_slice(&bytes).map_err(|e| format!("the answer is not JSON: {e}"))
+        })
+    }
+}
