@@ -4,7 +4,6 @@ send time; a consumer process records each task's latency."""
 
 import json
 import os
-import sys
 import time
 
 from huey import SqliteHuey
@@ -20,8 +19,9 @@ def handle(sent_ms):
         f.write(f"{now - sent_ms:.2f} {now:.2f}\n")
 
 
-if __name__ == "__main__":
-    n = int(sys.argv[1])
+def produce(n: int) -> None:
+    """Enqueue `n` tasks (run as `python -c 'import huey_queue; huey_queue.produce(N)'`,
+    so the task is named `huey_queue.handle` as in the consumer)."""
     for _ in range(n):
         handle(time.time() * 1000)
     print(json.dumps({"sent": n}))
