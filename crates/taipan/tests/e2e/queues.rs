@@ -118,6 +118,8 @@ fn a_backlog_sent_while_serve_is_down_is_delivered_after_the_restart() {
             .as_u16()
     };
     assert_eq!(post(&server, r#"{"id": "first", "n": 2}"#), 202);
+    // The version metadata binding: the deployed version's id.
+    assert_eq!(server.host_text(host, "/").1, r#"{"version":"v1"}"#);
     let started = Instant::now();
     let done = json!({"status": "done", "attempts": 1, "result": 4, "batch": 1});
     while serde_json::from_str::<Value>(&server.host_text(host, "/jobs/first").1).ok()
@@ -188,6 +190,82 @@ fn a_backlog_sent_while_serve_is_down_is_delivered_after_the_restart() {
     assert!(sent.status.success(), "{}", text_of(&sent));
     let started = Instant::now();
     while !server.host_text(host, "/jobs/remote").1.contains("81") {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "{}",
+            server.output()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+const PRODUCER: &str = r#"
+from workers import Response, WorkerEntrypoint
+
+class Default(WorkerEntrypoint):
+    async def fetch(self, request):
+        if request.method == "POST":
+            await self.env.OUT.send(await request.text(), content_type="text")
+            return Response("sent\n")
+        return await self.env.CONSUMER.fetch(request)
+"#;
+
+const CONSUMER: &str = r#"
+from workers import Response, WorkerEntrypoint
+
+class Default(WorkerEntrypoint):
+    async def fetch(self, request):
+        return Response(await self.env.SEEN.get("last") or "none")
+
+    async def queue(self, batch):
+        for message in batch.messages:
+            await self.env.SEEN.put("last", f"{batch.queue}: {message.body}")
+"#;
+
+#[test]
+fn a_producer_and_its_consumer_can_be_two_projects_under_dev() {
+    let producer = crate::harness::project(&[
+        (
+            "wrangler.toml",
+            &format!(
+                "{}[[queues.producers]]\nbinding = \"OUT\"\nqueue = \"hand-off\"\n[[services]]\nbinding = \"CONSUMER\"\nservice = \"consumer\"\n",
+                crate::harness::CONFIG
+            ),
+        ),
+        ("src/entry.py", PRODUCER),
+    ]);
+    let consumer = crate::harness::project(&[
+        (
+            "wrangler.toml",
+            &format!(
+                "{}[[queues.consumers]]\nqueue = \"hand-off\"\nmax_batch_timeout = 0\n[[kv_namespaces]]\nbinding = \"SEEN\"\nid = \"seen\"\n",
+                crate::harness::CONFIG.replace("name = \"t\"", "name = \"consumer\"")
+            ),
+        ),
+        ("src/entry.py", CONSUMER),
+    ]);
+    let (first, second) = (
+        producer.path().join("wrangler.toml"),
+        consumer.path().join("wrangler.toml"),
+    );
+    let server = Server::dev(
+        producer.path(),
+        &[
+            "-c",
+            first.to_str().unwrap(),
+            "-c",
+            second.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(server.text("/").1, "none");
+    let sent = Server::client()
+        .post(format!("{}/", server.url))
+        .body("hello across")
+        .send()
+        .unwrap();
+    assert_eq!(sent.status(), 200);
+    let started = Instant::now();
+    while server.text("/").1 != "hand-off: hello across" {
         assert!(
             started.elapsed() < Duration::from_secs(20),
             "{}",
