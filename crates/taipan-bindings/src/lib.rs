@@ -20,6 +20,7 @@ pub mod r2;
 pub mod ratelimit;
 pub mod service;
 pub mod store;
+pub mod tasks;
 #[cfg(test)]
 pub mod testing;
 pub mod workflows;
@@ -68,9 +69,9 @@ pub struct FetchPolicy {
 pub struct WorkerBindings {
     entries: HashMap<String, Entry>,
     /// Delivering the queues this worker consumes (stopped when dropped).
-    _consumers: queues::consumer::Consumers,
+    _consumers: tasks::Tasks,
     /// Running the workflows this worker defines (stopped when dropped).
-    _engines: workflows::engine::Engines,
+    _engines: tasks::Tasks,
     outbound: Arc<Outbound>,
     services: Arc<dyn Services>,
     assets: Option<Arc<assets::Assets>>,
@@ -155,9 +156,9 @@ impl WorkerBindings {
                     services: services.clone(),
                     worker: worker.to_string(),
                 });
-                queues::consumer::Consumers::start(queues, &config.queues.consumers, deliver)
+                queues::consumer::start(queues, &config.queues.consumers, deliver)
             }
-            None => queues::consumer::Consumers::start_none(),
+            None => tasks::Tasks::default(),
         };
         let engines = open_workflows(worker, config, stores, &services, &mut entries)?;
         for limit in &config.ratelimits {
@@ -188,9 +189,9 @@ fn open_workflows(
     stores: &Arc<Stores>,
     services: &Arc<dyn Services>,
     entries: &mut HashMap<String, Entry>,
-) -> anyhow::Result<workflows::engine::Engines> {
+) -> anyhow::Result<tasks::Tasks> {
     if config.workflows.is_empty() {
-        return Ok(workflows::engine::Engines::start_none());
+        return Ok(tasks::Tasks::default());
     }
     let store = stores.workflows()?;
     let mut defined = Vec::new();
@@ -222,7 +223,7 @@ fn open_workflows(
         services: services.clone(),
         worker: worker.to_string(),
     });
-    Ok(workflows::engine::Engines::start(&store, defined, runner))
+    Ok(workflows::engine::start(&store, defined, runner))
 }
 
 /// A deployed version, as the `version_metadata` binding shows it.

@@ -101,17 +101,7 @@ fn one(raw: &RawConfig, key: &str, item: &Value) -> Result<RateLimit, ConfigErro
 
 #[cfg(test)]
 mod tests {
-    use crate::fixtures::{TODAY, project};
-
-    fn load(body: &str) -> Result<crate::WorkerConfig, crate::ConfigError> {
-        let dir = project(
-            "wrangler.toml",
-            &format!(
-                "name = \"r\"\nmain = \"src/entry.py\"\ncompatibility_date = \"2025-11-01\"\ncompatibility_flags = [\"python_workers\"]\n{body}"
-            ),
-        );
-        crate::load_at(dir.path(), TODAY)
-    }
+    use crate::fixtures::load_toml as load;
 
     #[test]
     fn both_forms_and_version_metadata() {

@@ -73,17 +73,7 @@ pub(crate) fn parse(raw: &RawConfig) -> Result<Vec<WorkflowBinding>, ConfigError
 
 #[cfg(test)]
 mod tests {
-    use crate::fixtures::{TODAY, project};
-
-    fn load(body: &str) -> Result<crate::WorkerConfig, crate::ConfigError> {
-        let dir = project(
-            "wrangler.toml",
-            &format!(
-                "name = \"w\"\nmain = \"src/entry.py\"\ncompatibility_date = \"2025-11-01\"\ncompatibility_flags = [\"python_workers\"]\n{body}"
-            ),
-        );
-        crate::load_at(dir.path(), TODAY)
-    }
+    use crate::fixtures::load_toml as load;
 
     #[test]
     fn workflows_as_wrangler_writes_them() {

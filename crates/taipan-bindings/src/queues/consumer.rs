@@ -14,11 +14,11 @@ use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use taipan_config::queues::QueueConsumer;
 use tokio::sync::Semaphore;
-use tokio::task::AbortHandle;
 
 use super::{Message, Outcome, Queues};
 use crate::Services;
 use crate::alarms::now_ms;
+use crate::tasks::Tasks;
 
 /// The longest a consumer sleeps without looking at its queue (a send
 /// wakes it sooner; this covers another process writing the store).
@@ -44,44 +44,18 @@ pub trait Deliver: Send + Sync + 'static {
     ) -> BoxFuture<'static, Result<HashMap<String, Outcome>, String>>;
 }
 
-/// The consuming tasks of one worker version; dropped with its bindings.
-pub struct Consumers {
-    tasks: Vec<AbortHandle>,
-}
-
-impl Drop for Consumers {
-    fn drop(&mut self) {
-        for task in &self.tasks {
-            task.abort();
-        }
-    }
-}
-
-impl Consumers {
-    /// None: a worker that consumes no queue.
-    pub fn start_none() -> Self {
-        Self { tasks: Vec::new() }
-    }
-
-    /// Start consuming (needs a tokio runtime; without one, nothing runs).
-    pub fn start(
-        queues: &Arc<Queues>,
-        consumers: &[QueueConsumer],
-        deliver: Arc<dyn Deliver>,
-    ) -> Self {
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return Self { tasks: Vec::new() };
-        };
-        let tasks = consumers
+/// Start consuming `consumers` (the tasks stop when the result is dropped,
+/// with the worker version's bindings).
+pub fn start(
+    queues: &Arc<Queues>,
+    consumers: &[QueueConsumer],
+    deliver: Arc<dyn Deliver>,
+) -> Tasks {
+    Tasks::spawn_all(
+        consumers
             .iter()
-            .map(|consumer| {
-                runtime
-                    .spawn(consume(queues.clone(), consumer.clone(), deliver.clone()))
-                    .abort_handle()
-            })
-            .collect();
-        Self { tasks }
-    }
+            .map(|consumer| consume(queues.clone(), consumer.clone(), deliver.clone())),
+    )
 }
 
 /// The consuming loop of one queue.
@@ -426,7 +400,7 @@ mod tests {
             .send("q", ["1", "2", "3", "4"].map(text).to_vec())
             .await
             .unwrap();
-        let consumers = Consumers::start(&queues, &[consumer("q")], recorder.clone());
+        let consumers = start(&queues, &[consumer("q")], recorder.clone());
         until("two batches", || recorder.seen.lock().unwrap().len() == 2).await;
         let seen = recorder.seen.lock().unwrap().clone();
         assert_eq!(seen[0].1, ["1", "2", "3"]);
@@ -445,7 +419,7 @@ mod tests {
         });
         let mut main = consumer("q");
         main.dead_letter_queue = Some("dlq".into());
-        let consumers = Consumers::start(&queues, &[main, consumer("dlq")], recorder.clone());
+        let consumers = start(&queues, &[main, consumer("dlq")], recorder.clone());
         queues
             .send("q", vec![text("bad"), text("good")])
             .await
@@ -478,7 +452,7 @@ mod tests {
             seen: Mutex::default(),
             decide: |_| None,
         });
-        let consumers = Consumers::start(&queues, &[consumer("q")], recorder.clone());
+        let consumers = start(&queues, &[consumer("q")], recorder.clone());
         queues.send("q", vec![text("x")]).await.unwrap();
         until("two deliveries", || {
             recorder.seen.lock().unwrap().len() == 2

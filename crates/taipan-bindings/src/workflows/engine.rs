@@ -11,12 +11,12 @@ use futures::future::BoxFuture;
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use tokio::sync::{Notify, Semaphore};
-use tokio::task::AbortHandle;
 
 use super::MAX_CONCURRENT_RUNS;
 use super::store::{RunEnd, RunState, WorkflowStore};
 use crate::Services;
 use crate::alarms::now_ms;
+use crate::tasks::Tasks;
 
 /// The longest an engine sleeps without looking (a create, event or resume
 /// wakes it sooner).
@@ -32,19 +32,6 @@ pub trait Runner: Send + Sync + 'static {
     fn run(&self, class: &str, id: &str, body: Value) -> BoxFuture<'static, Result<Value, String>>;
 }
 
-/// The engines of one worker version; dropped with its bindings.
-pub struct Engines {
-    tasks: Vec<AbortHandle>,
-}
-
-impl Drop for Engines {
-    fn drop(&mut self) {
-        for task in &self.tasks {
-            task.abort();
-        }
-    }
-}
-
 /// One workflow this worker runs.
 #[derive(Clone)]
 pub struct Defined {
@@ -53,30 +40,14 @@ pub struct Defined {
     pub wake: Arc<Notify>,
 }
 
-impl Engines {
-    /// None: a worker that runs no workflow.
-    pub fn start_none() -> Self {
-        Self { tasks: Vec::new() }
-    }
-
-    pub fn start(
-        store: &Arc<WorkflowStore>,
-        defined: Vec<Defined>,
-        runner: Arc<dyn Runner>,
-    ) -> Self {
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return Self { tasks: Vec::new() };
-        };
-        let tasks = defined
+/// Start the engines of `defined` (they stop when the result is dropped,
+/// with the worker version's bindings).
+pub fn start(store: &Arc<WorkflowStore>, defined: Vec<Defined>, runner: Arc<dyn Runner>) -> Tasks {
+    Tasks::spawn_all(
+        defined
             .into_iter()
-            .map(|d| {
-                runtime
-                    .spawn(drive(store.clone(), d, runner.clone()))
-                    .abort_handle()
-            })
-            .collect();
-        Self { tasks }
-    }
+            .map(|d| drive(store.clone(), d, runner.clone())),
+    )
 }
 
 async fn drive(store: Arc<WorkflowStore>, defined: Defined, runner: Arc<dyn Runner>) {
