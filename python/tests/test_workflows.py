@@ -5,7 +5,7 @@ once; the host's step store is a dict here."""
 import unittest
 from unittest import mock
 
-from tests.support import run
+from tests.support import run, run_loop
 from workers import WorkflowEntrypoint, _workflows
 from workers.workflows import NonRetryableError
 
@@ -24,7 +24,7 @@ class Host:
             self.consumed.append(args["event"])
 
 
-def replay(workflow, host, events=(), params=None):
+def replay(workflow, host, events=(), params=None, runner=run):
     body = {
         "workflow": "wf",
         "event": {"payload": params or {}, "timestamp": 0, "instanceId": "i1"},
@@ -32,7 +32,7 @@ def replay(workflow, host, events=(), params=None):
         "events": list(events),
     }
     with mock.patch("_taipan.host.call", host.call):
-        return _workflows.replay(workflow(None, None), body, run)
+        return _workflows.replay(workflow(None, None), body, runner)
 
 
 class Counting(WorkflowEntrypoint):
@@ -157,6 +157,24 @@ class Replays(unittest.TestCase):
         host = Host()
         self.assertEqual(replay(Loop, host), {"status": "complete", "output": 3})
         self.assertEqual(sorted(host.records), ["do:add#1", "do:add#2", "do:add#3"])
+
+    def test_an_async_step_past_its_timeout_fails_its_attempt(self):
+        import asyncio
+
+        class Slow(WorkflowEntrypoint):
+            async def run(self, event, step):
+                @step.do("slow", config={"timeout": 50, "retries": {"limit": 0, "delay": 0}})
+                async def slow():
+                    await asyncio.sleep(5)
+
+                try:
+                    await slow()
+                except TimeoutError:
+                    return "timed out"
+
+        host = Host()
+        self.assertEqual(replay(Slow, host, runner=run_loop), {"status": "complete", "output": "timed out"})
+        self.assertEqual(host.records["do:slow#1"]["error"]["name"], "TimeoutError")
 
     def test_durations(self):
         self.assertEqual(_workflows.duration_ms(250), 250)

@@ -11,6 +11,7 @@ among same-named steps in this run, as on Workers, so a name may repeat in
 a loop; names must not depend on time or randomness.
 """
 
+import asyncio
 import datetime
 import inspect
 import json
@@ -150,7 +151,13 @@ class WorkflowStep:
             try:
                 result = func(*args, **kwargs)
                 if inspect.isawaitable(result):
-                    result = await result
+                    # `timeout` bounds each attempt of an async step (a sync
+                    # one is bounded only by the worker's cpu_time).
+                    timeout = (config or {}).get("timeout")
+                    if timeout is None:
+                        result = await result
+                    else:
+                        result = await asyncio.wait_for(result, duration_ms(timeout) / 1000)
                 result = _plain(result)
                 try:
                     json.dumps(result)
