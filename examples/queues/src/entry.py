@@ -5,9 +5,11 @@ batches, GET /jobs/<id> shows the result.
     curl localhost:8787/jobs/a          # {"status": "done", "result": 49, ...}
 
 A job with "fail_times": N fails its first N deliveries (retried, then the
-dead-letter queue once `max_retries` is spent).
+dead-letter queue once `max_retries` is spent); "work_ms" makes it take that
+long.
 """
 
+import asyncio
 import json
 
 from workers import Response, WorkerEntrypoint
@@ -57,6 +59,7 @@ class Default(WorkerEntrypoint):
                 await self.record(job, status="retrying", attempts=message.attempts)
                 message.retry()
             else:
+                await asyncio.sleep(job.get("work_ms", 0) / 1000)
                 result = job.get("n", 0) ** 2
                 await self.record(job, status="done", attempts=message.attempts, result=result, batch=len(batch.messages))
                 message.ack()

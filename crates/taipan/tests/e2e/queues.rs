@@ -274,3 +274,53 @@ fn a_producer_and_its_consumer_can_be_two_projects_under_dev() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+#[test]
+fn a_batch_cut_short_by_sigkill_is_delivered_again_after_the_restart() {
+    let data = tempfile::tempdir().unwrap();
+    let dir = example_copy("queues");
+    let server = Server::serve(data.path(), &["--insecure-local"]);
+    crate::harness::deploy_ok(&server, dir.path());
+    let host = "queues-example.localhost";
+    // Ten jobs in one batch, 400 ms of work each: the server is killed mid-batch.
+    let jobs: Vec<Value> = (0..10)
+        .map(|i| json!({"id": format!("slow-{i}"), "n": i, "work_ms": 400}))
+        .collect();
+    let response = Server::client()
+        .post(format!("{}/jobs", server.url))
+        .header("host", host)
+        .body(Value::Array(jobs).to_string())
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    let started = Instant::now();
+    while !server.host_text(host, "/jobs/slow-1").1.contains("done") {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "{}",
+            server.output()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drop(server); // SIGKILL: the batch is neither acked nor retried
+
+    let server = Server::serve(data.path(), &["--insecure-local"]);
+    for i in 0..10 {
+        let started = Instant::now();
+        loop {
+            let (_, body) = server.host_text(host, &format!("/jobs/slow-{i}"));
+            let job: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+            if job["status"] == "done" && job["attempts"] == 2 {
+                // Nothing lost; the unacknowledged batch came again (at least once).
+                assert_eq!(job["result"], i * i);
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "slow-{i}: {body}\n{}",
+                server.output()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
