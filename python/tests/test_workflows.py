@@ -16,12 +16,16 @@ class Host:
     def __init__(self):
         self.records = {}
         self.consumed = []
+        self.stopped = False
 
     async def call(self, binding, op, args=None, body=None, payload=False):
         assert op == "step"
+        if self.stopped:
+            return {"stop": True}
         self.records[args["name"]] = args["record"]
         if args["event"] is not None:
             self.consumed.append(args["event"])
+        return {"stop": False}
 
 
 def replay(workflow, host, events=(), params=None, runner=run):
@@ -175,6 +179,28 @@ class Replays(unittest.TestCase):
         host = Host()
         self.assertEqual(replay(Slow, host, runner=run_loop), {"status": "complete", "output": "timed out"})
         self.assertEqual(host.records["do:slow#1"]["error"]["name"], "TimeoutError")
+
+    def test_a_run_told_to_stop_ends_without_running_further_steps(self):
+        ran = []
+
+        class Two(WorkflowEntrypoint):
+            async def run(self, event, step):
+                @step.do("one")
+                def one():
+                    ran.append("one")
+
+                @step.do("two")
+                def two():
+                    ran.append("two")
+
+                await one()
+                await two()
+
+        host = Host()
+        host.stopped = True  # e.g. terminated while the run went on
+        self.assertEqual(replay(Two, host), {"status": "waiting", "until": None})
+        self.assertEqual(ran, ["one"])
+        self.assertEqual(host.records, {})
 
     def test_durations(self):
         self.assertEqual(_workflows.duration_ms(250), 250)

@@ -67,9 +67,10 @@ def _error_of(record: dict) -> Exception:
 class WorkflowStep:
     """The `step` of one replay."""
 
-    def __init__(self, workflow: str, instance_id: str, records: dict, events: list):
+    def __init__(self, workflow: str, instance_id: str, records: dict, events: list, generation: int = 0):
         self._workflow = workflow
         self._id = instance_id
+        self._generation = generation
         self._records = records
         self._events = events
         self._counts = {}
@@ -85,8 +86,12 @@ class WorkflowStep:
         return f"{kind}:{name}#{count}"
 
     async def _store(self, key: str, record: dict, event=None) -> None:
-        args = {"workflow": self._workflow, "id": self._id, "name": key, "record": record, "event": event}
-        await host.call(contract.WORKFLOW_BINDING, "step", args)
+        args = {"workflow": self._workflow, "id": self._id, "generation": self._generation, "name": key, "record": record, "event": event}
+        answer = await host.call(contract.WORKFLOW_BINDING, "step", args)
+        if answer and answer.get("stop"):
+            # Paused, terminated or restarted while this run went on: it ends
+            # here, storing nothing more.
+            raise Suspend(None)
         self._records[key] = record
 
     def do(self, name=None, *, concurrent=False, config=None, depends=None):
@@ -235,7 +240,9 @@ def replay(instance, body: dict, run_fast) -> dict:
     event = body["event"]
     created = datetime.datetime.fromtimestamp(event["timestamp"] / 1000, datetime.UTC)
     event = JsObject({"payload": event["payload"], "timestamp": created, "instanceId": event["instanceId"], "workflowName": body["workflow"]})
-    step = WorkflowStep(body["workflow"], body["event"]["instanceId"], dict(body.get("steps") or {}), list(body.get("events") or []))
+    step = WorkflowStep(
+        body["workflow"], body["event"]["instanceId"], dict(body.get("steps") or {}), list(body.get("events") or []), body.get("generation", 0)
+    )
     try:
         output = run_fast(instance.run(event, step))
     except Suspend as suspend:

@@ -78,9 +78,11 @@ contract! {
     /// "error": message or null}`.
     AUTHORITY_QUEUE: &str = "__taipan-queue__";
     /// One replay of a workflow instance: `POST /{class}/{id}` with
-    /// `{"workflow", "event": {payload, timestamp, instanceId}, "steps": {name:
-    /// record}, "events": [{seq, type, payload}]}`; the guest stores each
-    /// step it completes through `WORKFLOW_BINDING` and answers `{"status":
+    /// `{"workflow", "generation", "event": {payload, timestamp, instanceId},
+    /// "steps": {name: record}, "events": [{seq, type, payload}]}`; the guest
+    /// stores each step it completes through `WORKFLOW_BINDING` (which
+    /// answers `{"stop": true}` once the instance was paused, terminated or
+    /// restarted: the run then ends as waiting) and answers `{"status":
     /// "complete", "output"}`, `{"status": "errored", "error": {name,
     /// message}}` or `{"status": "waiting", "until": ms or null}`.
     AUTHORITY_WORKFLOW: &str = "__taipan-workflow__";

@@ -92,13 +92,14 @@ pub async fn consume(queues: Arc<Queues>, consumer: QueueConsumer, deliver: Arc<
                 deliver.clone(),
                 wake.clone(),
             );
+            let (leased, lease_done) = tokio::sync::oneshot::channel();
             tokio::spawn(async move {
-                deliver_one(&queues, &consumer, &*deliver).await;
+                deliver_one(&queues, &consumer, &*deliver, leased).await;
                 drop(permit);
                 wake.notify_one();
             });
-            // Let the task lease before the backlog is read again.
-            tokio::task::yield_now().await;
+            // The backlog is read again once the task has leased its batch.
+            let _ = lease_done.await;
             continue;
         }
         drop(permit);
@@ -118,10 +119,18 @@ pub async fn consume(queues: Arc<Queues>, consumer: QueueConsumer, deliver: Arc<
     }
 }
 
-/// Lease one batch, hand it to the consumer, settle it.
-async fn deliver_one(queues: &Queues, consumer: &QueueConsumer, deliver: &dyn Deliver) {
+/// Lease one batch (then say so on `leased`), hand it to the consumer,
+/// settle it.
+async fn deliver_one(
+    queues: &Queues,
+    consumer: &QueueConsumer,
+    deliver: &dyn Deliver,
+    leased: tokio::sync::oneshot::Sender<()>,
+) {
     let queue = &consumer.queue;
-    let batch = match queues.store().lease(queue, consumer.max_batch_size).await {
+    let batch = queues.store().lease(queue, consumer.max_batch_size).await;
+    let _ = leased.send(());
+    let batch = match batch {
         Ok(batch) => batch,
         Err(e) => {
             tracing::warn!(queue, "leasing messages failed: {}", e.message);
@@ -190,9 +199,10 @@ pub async fn settle(
                 }
             }
             Outcome::Retry(delay) => {
-                store
-                    .retry(message.id, delay.unwrap_or(consumer.retry_delay))
-                    .await
+                let delay = delay
+                    .unwrap_or(consumer.retry_delay)
+                    .min(super::MAX_DELAY_SECONDS);
+                store.retry(message.id, delay).await
             }
         };
         if let Err(e) = result {

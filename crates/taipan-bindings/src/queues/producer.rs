@@ -107,7 +107,9 @@ impl QueueProducer {
                 .and_then(Value::as_str)
                 .unwrap_or("json")
                 .to_string();
-            let delay_seconds = self.delay(item.get("delaySeconds").or(batch_delay))?;
+            // A message's own delay, else the batch's (null means not given).
+            let own = item.get("delaySeconds").filter(|d| !d.is_null());
+            let delay_seconds = self.delay(own.or(batch_delay))?;
             check_message(&content_type, size, delay_seconds)?;
             messages.push(NewMessage {
                 body: payload.slice(offset..end),

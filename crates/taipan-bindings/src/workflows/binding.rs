@@ -160,10 +160,17 @@ impl Binding for WorkflowSteps {
             let record = call.args.get("record").cloned().unwrap_or(Value::Null);
             check_size(&record, "a step's result")?;
             let event = call.args.get("event").and_then(Value::as_i64);
-            self.store
-                .put_step(&workflow, &id, &name, record, event)
+            let generation = call
+                .args
+                .get("generation")
+                .and_then(Value::as_i64)
+                .unwrap_or(0);
+            let stored = self
+                .store
+                .put_step(&workflow, &id, generation, &name, record, event)
                 .await?;
-            Ok(Reply::Json(Value::Null))
+            // `stop`: paused, terminated or restarted meanwhile; the run ends.
+            Ok(Reply::Json(json!({ "stop": !stored })))
         })
     }
 }

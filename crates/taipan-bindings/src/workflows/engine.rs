@@ -57,51 +57,52 @@ async fn drive(store: Arc<WorkflowStore>, defined: Defined, runner: Arc<dyn Runn
             tokio::time::sleep(Duration::from_millis(100)).await;
             continue;
         }
-        let free = permits.available_permits();
-        let due = if free == 0 {
-            Vec::new()
-        } else {
-            match store.lease_due(&defined.workflow, free).await {
-                Ok(due) => due,
-                Err(e) => {
-                    tracing::warn!(
-                        workflow = defined.workflow,
-                        "reading the workflow's instances failed: {}",
-                        e.message
-                    );
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                    continue;
-                }
+        // A free slot first (no slot: wait for one, not spin), then
+        // lease, run and record in a task of its own: stopping the engine
+        // (a redeploy) never strands an instance it leased.
+        let Ok(permit) = permits.clone().acquire_owned().await else {
+            return;
+        };
+        let due = match store.next_due(&defined.workflow).await {
+            Ok(due) => due,
+            Err(e) => {
+                tracing::warn!(
+                    workflow = defined.workflow,
+                    "reading the workflow's instances failed: {}",
+                    e.message
+                );
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
             }
         };
-        let leased = !due.is_empty();
-        for state in due {
-            let Ok(permit) = permits.clone().acquire_owned().await else {
-                return;
-            };
+        if due.is_some_and(|at| at <= now_ms()) {
+            let (leased, lease_done) = tokio::sync::oneshot::channel();
             let (store, defined, runner) = (store.clone(), defined.clone(), runner.clone());
-            // Its own task: stopping the engine (a redeploy) never strands
-            // a leased instance mid-run.
             tokio::spawn(async move {
-                let id = state.id.clone();
-                let end = run_once(&defined, &*runner, state).await;
-                if let Err(e) = store.finish(&defined.workflow, &id, end).await {
-                    tracing::warn!(
-                        workflow = defined.workflow,
-                        "recording instance {id} failed: {}",
-                        e.message
-                    );
+                let state = store.lease_due(&defined.workflow, 1).await;
+                let _ = leased.send(());
+                if let Some(state) = state.ok().and_then(|mut due| due.pop()) {
+                    let end = run_once(&defined, &*runner, state.clone()).await;
+                    if let Err(e) = store.finish(&defined.workflow, &state, end).await {
+                        tracing::warn!(
+                            workflow = defined.workflow,
+                            "recording instance {} failed: {}",
+                            state.id,
+                            e.message
+                        );
+                    }
                 }
                 drop(permit);
                 defined.wake.notify_one();
             });
-        }
-        if leased {
+            // Read what is due again once that task holds its instance.
+            let _ = lease_done.await;
             continue;
         }
-        let sleep = match store.next_due(&defined.workflow).await {
-            Ok(Some(at)) => Duration::from_millis((at - now_ms()).max(0) as u64).min(MAX_SLEEP),
-            _ => MAX_SLEEP,
+        drop(permit);
+        let sleep = match due {
+            Some(at) => Duration::from_millis((at - now_ms()).max(0) as u64).min(MAX_SLEEP),
+            None => MAX_SLEEP,
         };
         tokio::select! {
             _ = defined.wake.notified() => {}
@@ -114,6 +115,7 @@ async fn drive(store: Arc<WorkflowStore>, defined: Defined, runner: Arc<dyn Runn
 async fn run_once(defined: &Defined, runner: &dyn Runner, state: RunState) -> RunEnd {
     let body = json!({
         "workflow": defined.workflow,
+        "generation": state.generation,
         "event": {"payload": state.params, "timestamp": state.created_ms, "instanceId": state.id},
         "steps": state.steps,
         "events": state.events,

@@ -26,6 +26,8 @@ CREATE TABLE IF NOT EXISTS instances (
     error TEXT,
     wake_ms INTEGER,
     leased INTEGER NOT NULL DEFAULT 0,
+    -- Bumped by a restart: a run of an older generation may store nothing.
+    generation INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (workflow, id)
 );
 CREATE INDEX IF NOT EXISTS instances_due ON instances (workflow, leased, wake_ms);
@@ -49,12 +51,26 @@ CREATE TABLE IF NOT EXISTS events (
 #[derive(Debug, Clone, PartialEq)]
 pub struct RunState {
     pub id: String,
+    /// The instance's generation when leased (see `put_step`, `finish`).
+    pub generation: i64,
     pub params: Value,
     pub created_ms: i64,
     /// Step name → its stored record.
     pub steps: serde_json::Map<String, Value>,
     /// Events not consumed yet: `[{seq, type, payload}]`.
     pub events: Vec<Value>,
+}
+
+impl RunState {
+    /// The newest event this run was given: one sent later must wake the
+    /// instance again (`finish`).
+    pub fn seen_seq(&self) -> i64 {
+        self.events
+            .iter()
+            .filter_map(|e| e["seq"].as_i64())
+            .max()
+            .unwrap_or(0)
+    }
 }
 
 /// How a run ended.
@@ -181,8 +197,11 @@ impl WorkflowStore {
                     Control::Restart => {
                         tx.execute("DELETE FROM steps WHERE workflow = ?1 AND id = ?2", params![workflow, id])?;
                         tx.execute("DELETE FROM events WHERE workflow = ?1 AND id = ?2", params![workflow, id])?;
+                        // A run in flight belongs to the old generation: it
+                        // may store nothing more, and the new one may start.
                         tx.execute(
-                            "UPDATE instances SET status = 'queued', output = NULL, error = NULL, wake_ms = ?3
+                            "UPDATE instances SET status = 'queued', output = NULL, error = NULL, wake_ms = ?3,
+                                    leased = 0, generation = generation + 1
                              WHERE workflow = ?1 AND id = ?2",
                             params![workflow, id, now],
                         )?
@@ -258,17 +277,19 @@ impl WorkflowStore {
             let now = now_ms();
             db.with(move |conn| {
                 let tx = conn.transaction()?;
-                let due: Vec<(String, String, i64)> = tx
+                let due: Vec<(String, String, i64, i64)> = tx
                     .prepare(
-                        "SELECT id, params, created_ms FROM instances
+                        "SELECT id, params, created_ms, generation FROM instances
                          WHERE workflow = ?1 AND leased = 0 AND wake_ms <= ?2
                            AND status IN ('queued', 'running', 'waiting')
                          ORDER BY wake_ms LIMIT ?3",
                     )?
-                    .query_map(params![workflow, now, max as i64], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                    .query_map(params![workflow, now, max as i64], |r| {
+                        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+                    })?
                     .collect::<rusqlite::Result<_>>()?;
                 let mut states = Vec::new();
-                for (id, params, created_ms) in due {
+                for (id, params, created_ms, generation) in due {
                     tx.execute(
                         "UPDATE instances SET leased = 1, status = 'running' WHERE workflow = ?1 AND id = ?2",
                         params![workflow, id],
@@ -296,6 +317,7 @@ impl WorkflowStore {
                         .collect::<rusqlite::Result<Vec<_>>>()?;
                     states.push(RunState {
                         id,
+                        generation,
                         params: serde_json::from_str(&params).unwrap_or(Value::Null),
                         created_ms,
                         steps,
@@ -309,16 +331,19 @@ impl WorkflowStore {
         })
     }
 
-    /// Store a step's record (and mark the event it consumed), while the
-    /// instance's run holds the lease.
+    /// Store a step's record (and mark the event it consumed) for a run of
+    /// `generation`; whether the run may go on. A paused instance keeps the
+    /// step (it completed) and stops; a terminated or restarted one (another
+    /// generation) keeps nothing and stops.
     pub fn put_step(
         &self,
         workflow: &str,
         id: &str,
+        generation: i64,
         name: &str,
         record: Value,
         consumed_event: Option<i64>,
-    ) -> BoxFuture<'static, Result<(), BindingError>> {
+    ) -> BoxFuture<'static, Result<bool, BindingError>> {
         let (db, workflow, id, name) = (
             self.db.clone(),
             workflow.to_string(),
@@ -328,48 +353,78 @@ impl WorkflowStore {
         Box::pin(async move {
             db.with(move |conn| {
                 let tx = conn.transaction()?;
+                let status: Option<String> = tx
+                    .query_row(
+                        "SELECT status FROM instances WHERE workflow = ?1 AND id = ?2 AND generation = ?3",
+                        params![workflow, id, generation],
+                        |r| r.get(0),
+                    )
+                    .optional()?;
+                let (store, go_on) = match status.as_deref() {
+                    None | Some("terminated") => (false, false),
+                    Some("paused") => (true, false),
+                    Some(_) => (true, true),
+                };
+                if !store {
+                    return Ok(false);
+                }
                 tx.execute(
                     "INSERT INTO steps (workflow, id, name, record) VALUES (?1, ?2, ?3, ?4)
                      ON CONFLICT (workflow, id, name) DO UPDATE SET record = excluded.record",
                     params![workflow, id, name, record.to_string()],
                 )?;
                 if let Some(seq) = consumed_event {
-                    tx.execute("UPDATE events SET consumed = 1 WHERE seq = ?1", [seq])?;
+                    tx.execute(
+                        "UPDATE events SET consumed = 1 WHERE seq = ?1 AND workflow = ?2 AND id = ?3",
+                        params![seq, workflow, id],
+                    )?;
                 }
-                tx.commit()
+                tx.commit()?;
+                Ok(go_on)
             })
             .await
         })
     }
 
-    /// Record how a run ended and release the instance.
+    /// Record how a run of `state` ended and release the instance (a run
+    /// of an older generation changes nothing). Waiting with an event sent
+    /// after the run was leased wakes the instance at once.
     pub fn finish(
         &self,
         workflow: &str,
-        id: &str,
+        state: &RunState,
         end: RunEnd,
     ) -> BoxFuture<'static, Result<(), BindingError>> {
-        let (db, workflow, id) = (self.db.clone(), workflow.to_string(), id.to_string());
+        let (db, workflow, id) = (self.db.clone(), workflow.to_string(), state.id.clone());
+        let (generation, seen) = (state.generation, state.seen_seq());
         Box::pin(async move {
+            let now = now_ms();
             db.with(move |conn| {
                 // A pause or termination made while the run went on stays.
                 let keep = "CASE WHEN status IN ('paused', 'terminated') THEN status ELSE ?3 END";
+                let current = "workflow = ?1 AND id = ?2 AND generation = ?5";
                 match end {
                     RunEnd::Complete(output) => conn.execute(
-                        &format!("UPDATE instances SET leased = 0, status = {keep}, output = ?4, wake_ms = NULL WHERE workflow = ?1 AND id = ?2"),
-                        params![workflow, id, "complete", output.to_string()],
+                        &format!("UPDATE instances SET leased = 0, status = {keep}, output = ?4, wake_ms = NULL WHERE {current}"),
+                        params![workflow, id, "complete", output.to_string(), generation],
                     ),
                     RunEnd::Errored(error) => conn.execute(
-                        &format!("UPDATE instances SET leased = 0, status = {keep}, error = ?4, wake_ms = NULL WHERE workflow = ?1 AND id = ?2"),
-                        params![workflow, id, "errored", error.to_string()],
+                        &format!("UPDATE instances SET leased = 0, status = {keep}, error = ?4, wake_ms = NULL WHERE {current}"),
+                        params![workflow, id, "errored", error.to_string(), generation],
                     ),
                     RunEnd::Waiting(until) => conn.execute(
-                        &format!("UPDATE instances SET leased = 0, status = {keep}, wake_ms = ?4 WHERE workflow = ?1 AND id = ?2"),
-                        params![workflow, id, "waiting", until],
+                        &format!(
+                            "UPDATE instances SET leased = 0, status = {keep},
+                                wake_ms = CASE WHEN EXISTS (SELECT 1 FROM events e WHERE e.workflow = ?1
+                                                 AND e.id = ?2 AND e.consumed = 0 AND e.seq > ?6)
+                                          THEN ?7 ELSE ?4 END
+                             WHERE {current}"
+                        ),
+                        params![workflow, id, "waiting", until, generation, seen, now],
                     ),
                     RunEnd::RetryAt(at) => conn.execute(
-                        &format!("UPDATE instances SET leased = 0, status = {keep}, wake_ms = ?4 WHERE workflow = ?1 AND id = ?2"),
-                        params![workflow, id, "running", at],
+                        &format!("UPDATE instances SET leased = 0, status = {keep}, wake_ms = ?4 WHERE {current}"),
+                        params![workflow, id, "running", at, generation],
                     ),
                 }
                 .map(drop)
@@ -406,6 +461,10 @@ mod tests {
         WorkflowStore::open(Database::open(path).unwrap()).unwrap()
     }
 
+    async fn lease_one(store: &WorkflowStore) -> Option<RunState> {
+        store.lease_due("wf", 1).await.unwrap().pop()
+    }
+
     #[tokio::test]
     async fn an_instance_runs_waits_gets_its_event_and_completes() {
         let dir = tempfile::tempdir().unwrap();
@@ -415,44 +474,40 @@ mod tests {
             store.create("wf", "a", json!({})).await.is_err(),
             "ids are unique"
         );
-        let due = store.lease_due("wf", 10).await.unwrap();
-        assert_eq!((due.len(), due[0].params.clone()), (1, json!({"n": 1})));
-        assert!(
-            store.lease_due("wf", 10).await.unwrap().is_empty(),
-            "leased once"
-        );
+        let run = lease_one(&store).await.unwrap();
+        assert_eq!(run.params, json!({"n": 1}));
+        assert!(lease_one(&store).await.is_none(), "leased once");
         assert_eq!(
             store.status("wf", "a").await.unwrap().unwrap()["status"],
             "running"
         );
 
-        store
-            .put_step("wf", "a", "do:x#1", json!({"value": 5}), None)
-            .await
-            .unwrap();
-        store
-            .finish("wf", "a", RunEnd::Waiting(None))
-            .await
-            .unwrap();
         assert!(
-            store.lease_due("wf", 10).await.unwrap().is_empty(),
-            "waits for its event"
+            store
+                .put_step("wf", "a", 0, "do:x#1", json!({"value": 5}), None)
+                .await
+                .unwrap()
         );
+        store
+            .finish("wf", &run, RunEnd::Waiting(None))
+            .await
+            .unwrap();
+        assert!(lease_one(&store).await.is_none(), "waits for its event");
         assert!(
             store
                 .send_event("wf", "a", "go", json!({"ok": true}))
                 .await
                 .unwrap()
         );
-        let due = store.lease_due("wf", 10).await.unwrap();
-        assert_eq!(due[0].steps["do:x#1"], json!({"value": 5}));
-        let seq = due[0].events[0]["seq"].as_i64().unwrap();
+        let run = lease_one(&store).await.unwrap();
+        assert_eq!(run.steps["do:x#1"], json!({"value": 5}));
+        let seq = run.events[0]["seq"].as_i64().unwrap();
         store
-            .put_step("wf", "a", "event:go#1", json!({"value": 1}), Some(seq))
+            .put_step("wf", "a", 0, "event:go#1", json!({"value": 1}), Some(seq))
             .await
             .unwrap();
         store
-            .finish("wf", "a", RunEnd::Complete(json!("done")))
+            .finish("wf", &run, RunEnd::Complete(json!("done")))
             .await
             .unwrap();
         let status = store.status("wf", "a").await.unwrap().unwrap();
@@ -469,44 +524,132 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_restart_releases_the_lease_and_keeps_the_steps() {
+    async fn an_event_sent_during_a_run_wakes_the_instance_when_the_run_waits() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir.path().join("w.sqlite"));
+        store.create("wf", "a", json!({})).await.unwrap();
+        let run = lease_one(&store).await.unwrap();
+        assert!(run.events.is_empty());
+        store
+            .send_event("wf", "a", "go", Value::Null)
+            .await
+            .unwrap();
+        // The run, which never saw the event, waits an hour for it.
+        store
+            .finish("wf", &run, RunEnd::Waiting(Some(now_ms() + 3_600_000)))
+            .await
+            .unwrap();
+        let again = lease_one(&store).await.expect("due now, not in an hour");
+        assert_eq!(again.events[0]["type"], "go");
+    }
+
+    #[tokio::test]
+    async fn a_restart_during_a_run_stops_the_old_run_from_storing_anything() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir.path().join("w.sqlite"));
+        store.create("wf", "a", json!({})).await.unwrap();
+        let old = lease_one(&store).await.unwrap();
+        assert!(store.control("wf", "a", Control::Restart).await.unwrap());
+        assert!(
+            !store
+                .put_step(
+                    "wf",
+                    "a",
+                    old.generation,
+                    "do:x#1",
+                    json!({"value": 1}),
+                    None
+                )
+                .await
+                .unwrap()
+        );
+        let new = lease_one(&store)
+            .await
+            .expect("the restarted run starts at once");
+        assert_eq!(new.generation, old.generation + 1);
+        assert!(new.steps.is_empty());
+        store
+            .finish("wf", &old, RunEnd::Complete(json!("old")))
+            .await
+            .unwrap();
+        assert_eq!(
+            store.status("wf", "a").await.unwrap().unwrap()["status"],
+            "running",
+            "the old run's end is ignored"
+        );
+        store
+            .finish("wf", &new, RunEnd::Complete(json!("new")))
+            .await
+            .unwrap();
+        assert_eq!(
+            store.status("wf", "a").await.unwrap().unwrap()["output"],
+            "new"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_restart_of_the_process_releases_the_lease_and_keeps_the_steps() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("w.sqlite");
         {
             let store = open(&path);
             store.create("wf", "a", json!({})).await.unwrap();
-            store.lease_due("wf", 1).await.unwrap();
+            lease_one(&store).await.unwrap();
             store
-                .put_step("wf", "a", "do:x#1", json!({"value": 1}), None)
+                .put_step("wf", "a", 0, "do:x#1", json!({"value": 1}), None)
                 .await
                 .unwrap();
         }
         let store = open(&path);
-        let due = store.lease_due("wf", 1).await.unwrap();
-        assert_eq!(due[0].steps["do:x#1"], json!({"value": 1}));
+        let run = lease_one(&store).await.unwrap();
+        assert_eq!(run.steps["do:x#1"], json!({"value": 1}));
     }
 
-    #[tokio::test]
-    async fn pause_holds_an_instance_and_a_finished_run_keeps_the_pause() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = open(&dir.path().join("w.sqlite"));
-        store.create("wf", "a", json!({})).await.unwrap();
-        store.lease_due("wf", 1).await.unwrap();
-        assert!(store.control("wf", "a", Control::Pause).await.unwrap());
+    /// Finish `run` as waiting, check the pause holds, resume: the steps the
+    /// next run starts from.
+    async fn lease_steps_after_resume(
+        store: &WorkflowStore,
+        run: &RunState,
+    ) -> serde_json::Map<String, Value> {
         store
-            .finish("wf", "a", RunEnd::Waiting(Some(0)))
+            .finish("wf", run, RunEnd::Waiting(None))
             .await
             .unwrap();
         assert_eq!(
             store.status("wf", "a").await.unwrap().unwrap()["status"],
             "paused"
         );
-        assert!(store.lease_due("wf", 1).await.unwrap().is_empty());
+        assert!(lease_one(store).await.is_none());
         store.control("wf", "a", Control::Resume).await.unwrap();
-        assert_eq!(store.lease_due("wf", 1).await.unwrap().len(), 1);
+        let next = lease_one(store).await.unwrap();
+        let steps = next.steps.clone();
+        store.finish("wf", &next, RunEnd::RetryAt(0)).await.unwrap();
+        steps
+    }
+
+    #[tokio::test]
+    async fn pause_stops_a_run_and_holds_the_instance_until_resumed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir.path().join("w.sqlite"));
+        store.create("wf", "a", json!({})).await.unwrap();
+        let run = lease_one(&store).await.unwrap();
+        assert!(store.control("wf", "a", Control::Pause).await.unwrap());
+        assert!(
+            !store
+                .put_step("wf", "a", 0, "do:x#1", json!({"value": 1}), None)
+                .await
+                .unwrap(),
+            "the run stops"
+        );
+        assert_eq!(
+            lease_steps_after_resume(&store, &run).await["do:x#1"],
+            json!({"value": 1}),
+            "the completed step is kept"
+        );
+        let run = lease_one(&store).await.unwrap();
         store.control("wf", "a", Control::Terminate).await.unwrap();
         store
-            .finish("wf", "a", RunEnd::Complete(Value::Null))
+            .finish("wf", &run, RunEnd::Complete(Value::Null))
             .await
             .unwrap();
         assert_eq!(
