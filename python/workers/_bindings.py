@@ -15,6 +15,9 @@ import json
 from _taipan import host
 from pyodide.ffi import JsArray, JsObject, JsProxy, to_js
 
+from ._args import camel as _camel
+from ._args import options as _options
+from ._args import plain as _plain
 from ._durable import DurableObjectNamespace
 from ._queues import Queue
 from ._workflows import Workflow
@@ -22,32 +25,10 @@ from ._workflows import Workflow
 KV_TYPES = ("text", "json", "arrayBuffer", "bytes", "stream")
 
 
-def _options(options, kwargs: dict) -> dict:
-    """Merge a JS-style options object (dict or JsObject) with keyword arguments."""
-    merged = {}
-    if options is not None:
-        if isinstance(options, JsProxy):
-            options = options.to_py()
-        if not isinstance(options, dict):
-            raise TypeError(f"options must be a dict, got {type(options).__name__}")
-        merged.update(options)
-    merged.update({k: v for k, v in kwargs.items() if v is not None})
-    return {_camel(k): v for k, v in merged.items()}
-
-
-def _camel(name: str) -> str:
-    head, *rest = name.split("_")
-    return head + "".join(p.title() for p in rest)
-
-
 def _key(key) -> str:
     if not isinstance(key, str):
         raise TypeError(f"the key must be a str, got {type(key).__name__}")
     return key
-
-
-def _plain(value):
-    return value.to_py() if isinstance(value, JsProxy) else value
 
 
 class KVNamespace:

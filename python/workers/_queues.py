@@ -12,25 +12,12 @@ import datetime
 import json
 
 from _taipan import host
-from pyodide.ffi import JsProxy, json_default
+from pyodide.ffi import json_default
+
+from ._args import options as _options
+from ._args import plain as _plain
 
 CONTENT_TYPES = ("json", "text", "bytes", "v8")
-
-
-def _plain(value):
-    return value.to_py() if isinstance(value, JsProxy) else value
-
-
-def _options(options, kwargs: dict) -> dict:
-    """JS-style options (a dict, or keyword arguments in camelCase or
-    snake_case) → camelCase keys."""
-    options = _plain(options) or {}
-    if not isinstance(options, dict):
-        raise TypeError(f"options must be a dict, got {type(options).__name__}")
-    merged = dict(options)
-    merged.update({k: v for k, v in kwargs.items() if v is not None})
-    names = {"content_type": "contentType", "delay_seconds": "delaySeconds"}
-    return {names.get(k, k): v for k, v in merged.items()}
 
 
 def _delay(value):

@@ -19,7 +19,10 @@ import re
 import time
 
 from _taipan import contract, host
-from pyodide.ffi import JsObject, JsProxy
+from pyodide.ffi import JsObject
+
+from ._args import options as _options
+from ._args import plain as _plain
 
 from .workflows import NonRetryableError
 
@@ -51,10 +54,6 @@ def duration_ms(value) -> int:
 
 def _now_ms() -> int:
     return int(time.time() * 1000)
-
-
-def _plain(value):
-    return value.to_py() if isinstance(value, JsProxy) else value
 
 
 def _error_of(record: dict) -> Exception:
@@ -256,13 +255,6 @@ def replay(instance, body: dict, run_fast) -> dict:
 
 
 # -- the binding ----------------------------------------------------------------
-
-
-def _options(options, kwargs: dict) -> dict:
-    options = _plain(options) or {}
-    if not isinstance(options, dict):
-        raise TypeError(f"options must be a dict, got {type(options).__name__}")
-    return dict(options, **{k: v for k, v in kwargs.items() if v is not None})
 
 
 class Workflow:
