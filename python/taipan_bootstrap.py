@@ -14,7 +14,7 @@ import _taipan_build as build
 import js  # noqa: F401 - part of the snapshot
 import pyodide.ffi  # noqa: F401 - part of the snapshot
 import workers  # noqa: F401 - part of the snapshot
-from _taipan import clients, contract, httpclient, loop, threads  # noqa: F401 - part of the snapshot
+from _taipan import clients, contract, httpclient, loop, sockets, threads  # noqa: F401 - part of the snapshot
 from _taipan.dispatch import Dispatcher
 from _taipan.loader import WorkerBuildError, WorkerModules, execute_imports
 from wit_world import exports
@@ -27,6 +27,7 @@ def _prepare() -> WorkerModules:
     httpclient.install()  # before the worker (or urllib.request) is imported
     clients.install()  # patches httpx and urllib3 as they are imported
     threads.install()  # anyio.to_thread runs functions in place
+    sockets.install()  # refused connections say why; `ssl` names for scramp
     worker = WorkerModules(build.SOURCE_ROOT, build.DISPLAY_PREFIX)
     try:
         worker.compile_tree()

@@ -1,6 +1,7 @@
 """Third-party HTTP clients through the host, patched as they are imported.
 
-A sandbox has no sockets and no `ssl`. `http.client` is replaced outright
+A sandbox has no `ssl`, and HTTP must obey the worker's outbound rules (its
+TCP sockets are for database drivers). `http.client` is replaced outright
 (`_taipan.httpclient`); libraries with their own connection code get a
 patch applied right after their module is loaded, so a worker imports and
 uses them unchanged:

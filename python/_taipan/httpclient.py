@@ -1,8 +1,8 @@
 """`http.client` over the host's HTTP client.
 
-A sandbox has no sockets: its only way out is a `wasi:http` request, which
-the host sends with the worker's outbound rules (subrequest limit, timeouts,
-SSRF refusal under `taipan serve`). `install()` replaces
+HTTP leaves a sandbox as a `wasi:http` request (its TCP sockets have no
+`ssl`, and are for database drivers), which the host sends with the worker's
+outbound rules (subrequest limit, timeouts, SSRF refusal under `taipan serve`). `install()` replaces
 `http.client.HTTPConnection` and `HTTPSConnection` with classes that keep
 their interface (`request`/`putrequest`/`putheader`/`endheaders`/`send`,
 `getresponse`) but send each request through the host, synchronously, as

@@ -3,7 +3,8 @@
 A sandbox serves one request at a time, so the loop only needs ready
 callbacks, timers (`asyncio.sleep`) and host calls in flight (bindings,
 fetch: `wait_pollable`); body I/O blocks in the host instead of suspending
-the coroutine.
+the coroutine. And TCP sockets (`_taipan.sockets.SocketLoop`: asyncio
+streams), watched through wasi-libc's `select`.
 """
 
 import asyncio
@@ -13,8 +14,13 @@ import types
 
 from wit_world.imports import monotonic_clock, poll
 
+from .sockets import SocketLoop
 
-class Loop(asyncio.AbstractEventLoop):
+# With sockets and host calls both awaited, `select` and `poll` take turns this long.
+SOCKET_SLICE = 0.001
+
+
+class Loop(SocketLoop, asyncio.AbstractEventLoop):
     def __init__(self):
         self._ready = []
         self._timers = []  # heap of (when, seq, TimerHandle)
@@ -49,6 +55,8 @@ class Loop(asyncio.AbstractEventLoop):
     def _run_once(self):
         if not self._ready:
             self._wait_for_io()
+        elif self._has_sockets():
+            self._select_sockets(0)
         now = self.time()
         while self._timers and self._timers[0][0] <= now:
             _, _, handle = heapq.heappop(self._timers)
@@ -60,16 +68,25 @@ class Loop(asyncio.AbstractEventLoop):
                 handle._run()
 
     def _wait_for_io(self):
-        """Block until a host call or the next timer is ready."""
+        """Block until a host call, a watched socket or the next timer is ready."""
         self._polls = [(p, f) for p, f in self._polls if not f.done()]
-        if not self._timers and not self._polls:
+        sockets = self._has_sockets()
+        if not self._timers and not self._polls and not sockets:
             raise RuntimeError("the handler is awaiting something that can never complete")
-        pollables = [p for p, _ in self._polls]
-        timer = None
+        delay = None
         if self._timers:
             delay = self._timers[0][0] - self.time()
             if delay <= 0:
                 return
+        if sockets:
+            # wasi-libc's `select` cannot wait on the host calls' pollables
+            # too: with both pending, they take turns.
+            if self._select_sockets(0 if self._polls else delay) or not self._polls:
+                return
+            delay = SOCKET_SLICE if delay is None else min(delay, SOCKET_SLICE)
+        pollables = [p for p, _ in self._polls]
+        timer = None
+        if delay is not None:
             timer = monotonic_clock.subscribe_duration(int(delay * 1e9))
             pollables.append(timer)
         ready = poll.poll(pollables)

@@ -1,6 +1,6 @@
 """Patches applied to third-party modules right after they are imported.
 
-A sandbox lacks what some libraries assume (sockets, `ssl`, threads); the
+A sandbox lacks what some libraries assume (`ssl`, threads, direct HTTP); the
 modules that adapt them (`clients`, `threads`) register a function per
 module name here, and it runs on the module once its code has executed, so
 the worker imports and uses the library unchanged.

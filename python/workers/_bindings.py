@@ -1,6 +1,6 @@
 """The binding objects on `env`: KV, D1, R2, service bindings, queue
-producers (`_queues.py`), workflows (`_workflows.py`), rate limiters and
-version metadata.
+producers (`_queues.py`), workflows (`_workflows.py`), rate limiters,
+version metadata and hyperdrive.
 
 Each method checks its arguments here (bad arguments raise TypeError or
 ValueError, as the Workers runtime does) and then makes one host call; the
@@ -13,7 +13,7 @@ import base64
 import json
 
 from _taipan import host
-from pyodide.ffi import JsArray, JsObject, JsProxy, to_js
+from pyodide.ffi import JsArray, JsException, JsObject, JsProxy, to_js
 
 from ._args import camel as _camel
 from ._args import options as _options
@@ -416,6 +416,47 @@ class RateLimit:
         return f"<RateLimit {self._binding}>"
 
 
+# -- hyperdrive ----------------------------------------------------------------
+
+
+class Hyperdrive(JsObject):
+    """`env.DB`: a hyperdrive binding: `connectionString`, `host`, `port`,
+    `user`, `password` and `database` of the database the worker connects to
+    with its own driver (the host gives the values; there is no call)."""
+
+    __slots__ = ("_binding",)
+
+    def __init__(self, binding: str, fields: dict):
+        super().__init__(fields)
+        object.__setattr__(self, "_binding", binding)
+
+    def __repr__(self) -> str:
+        data = object.__getattribute__(self, "_data")
+        return f"<Hyperdrive {self._binding} {data.get('user')}@{data.get('host')}:{data.get('port')}/{data.get('database')}>"
+
+
+class UnavailableHyperdrive(Hyperdrive):
+    """A hyperdrive binding with no database (`taipan serve` without its
+    secret): reading any of its values raises the host's explanation."""
+
+    __slots__ = ("_error",)
+
+    def __init__(self, binding: str, error: str):
+        super().__init__(binding, {})
+        object.__setattr__(self, "_error", error)
+
+    def __getattr__(self, name):
+        if name.startswith("_"):
+            raise AttributeError(name)
+        raise JsException(self._error)
+
+    def __getitem__(self, key):
+        raise JsException(self._error)
+
+    def __repr__(self) -> str:
+        return f"<Hyperdrive {self._binding} (no database)>"
+
+
 BINDING_CLASSES = {
     "kv": KVNamespace,
     "d1": D1Database,
@@ -432,11 +473,17 @@ BINDING_CLASSES = {
 def make_bindings(kinds: dict) -> dict:
     """`{name: kind}` from the host → the objects on `env`. A binding whose
     value the host gives outright is `{name: {"kind": …, …fields}}`:
-    `version_metadata` (`id`, `tag`, `timestamp`)."""
+    `version_metadata` (`id`, `tag`, `timestamp`), `hyperdrive`
+    (`connectionString`, `host`, `port`, `user`, `password`, `database`, or
+    `error`)."""
     bindings = {}
     for name, kind in kinds.items():
         if isinstance(kind, dict):
             fields = {k: v for k, v in kind.items() if k != "kind"}
+            if kind.get("kind") == "hyperdrive":
+                error = fields.get("error")
+                bindings[name] = UnavailableHyperdrive(name, error) if error else Hyperdrive(name, fields)
+                continue
             bindings[name] = JsObject(fields)
             continue
         cls = BINDING_CLASSES.get(kind)

@@ -13,6 +13,7 @@ pub mod content_type;
 pub mod d1;
 pub mod durable;
 pub mod kv;
+pub mod hyperdrive;
 pub mod outbound;
 pub mod protocol;
 pub mod queues;
@@ -27,12 +28,13 @@ pub mod workflows;
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
 use taipan_config::Bindings;
 use taipan_runtime::WorkerHost;
-use taipan_runtime::host::HostFuture;
+use taipan_runtime::host::{AllowFuture, HostFuture};
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 use wasmtime_wasi_http::p2::types::OutgoingRequestConfig;
 
@@ -76,6 +78,11 @@ pub struct WorkerBindings {
     services: Arc<dyn Services>,
     assets: Option<Arc<assets::Assets>>,
 }
+    /// The TCP destinations policy: private addresses allowed (dev, or
+    /// `outbound_private_networks`), else only public ones and the origins
+    /// of the `hyperdrive` bindings.
+    allow_private: bool,
+    hyperdrive: Arc<hyperdrive::Hyperdrive>,
 
 impl WorkerBindings {
     /// `assets_dir`: where `[assets]` files are (the project's folder in
@@ -88,6 +95,7 @@ impl WorkerBindings {
         policy: FetchPolicy,
         assets_dir: Option<&Path>,
     ) -> anyhow::Result<Arc<Self>> {
+        hyperdrive: Arc<hyperdrive::Hyperdrive>,
         let mut entries = HashMap::new();
         let assets = match (&config.assets, assets_dir) {
             (Some(assets), Some(dir)) => Some(assets::Assets::open(dir, assets.clone())?),
@@ -188,6 +196,8 @@ fn open_workflows(
     config: &Bindings,
     stores: &Arc<Stores>,
     services: &Arc<dyn Services>,
+            allow_private,
+            hyperdrive,
     entries: &mut HashMap<String, Entry>,
 ) -> anyhow::Result<tasks::Tasks> {
     if config.workflows.is_empty() {
@@ -247,9 +257,13 @@ impl VersionMetadata {
 }
 
 /// `{name: kind}` for the guest, which builds `env` from it; a binding
-/// whose value the guest holds itself (`version_metadata`) is `{name:
-/// {"kind", …its fields}}`.
-pub fn kinds_json(config: &Bindings, version: &VersionMetadata) -> String {
+/// whose value the guest holds itself (`version_metadata`, `hyperdrive`) is
+/// `{name: {"kind", …its fields}}`.
+pub fn kinds_json(
+    config: &Bindings,
+    version: &VersionMetadata,
+    hyperdrive: &hyperdrive::Hyperdrive,
+) -> String {
     let kinds: serde_json::Map<String, serde_json::Value> = config
         .kinds()
         .into_iter()
@@ -272,6 +286,7 @@ pub fn kinds_json(config: &Bindings, version: &VersionMetadata) -> String {
 impl WorkerHost for WorkerBindings {
     fn binding(
         &self,
+                "hyperdrive" => hyperdrive.describe(name),
         name: &str,
         op: &str,
         request: http::Request<HyperOutgoingBody>,
@@ -320,3 +335,23 @@ impl WorkerHost for WorkerBindings {
         self.assets.as_ref()?.before_worker(request)
     }
 }
+
+    /// The same rule as `fetch`: serve refuses loopback, private and
+    /// link-local destinations (and port 25, as Workers does) unless the
+    /// config allows private networks; a hyperdrive binding's origin is
+    /// allowed, being the destination the operator named.
+    fn tcp_connect_allowed(&self, addr: SocketAddr) -> AllowFuture {
+        if self.allow_private {
+            return Box::pin(async { true });
+        }
+        if outbound::is_public(addr.ip()) {
+            let allowed = addr.port() != 25;
+            return Box::pin(async move { allowed });
+        }
+        if self.hyperdrive.is_empty() {
+            return Box::pin(async { false });
+        }
+        let hyperdrive = self.hyperdrive.clone();
+        let check = tokio::spawn(async move { hyperdrive.is_origin(addr).await });
+        Box::pin(async move { check.await.unwrap_or(false) })
+    }

@@ -11,6 +11,7 @@ use serde_json::Value;
 
 use crate::assets::AssetsConfig;
 use crate::error::ConfigError;
+use crate::hyperdrive::HyperdriveBinding;
 use crate::queues::Queues;
 use crate::ratelimits::RateLimit;
 use crate::raw::RawConfig;
@@ -44,6 +45,8 @@ pub struct Bindings {
     pub version_metadata: Option<String>,
     /// `workflows`: `{ name, binding, class_name, script_name }`.
     pub workflows: Vec<WorkflowBinding>,
+    /// `hyperdrive`: `{ binding, id, localConnectionString }`.
+    pub hyperdrive: Vec<HyperdriveBinding>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -127,6 +130,11 @@ impl Bindings {
         if let Some(name) = &self.version_metadata {
             kinds.push((name, "version_metadata"));
         }
+        kinds.extend(
+            self.hyperdrive
+                .iter()
+                .map(|b| (b.binding.as_str(), "hyperdrive")),
+        );
         kinds
     }
 
@@ -211,6 +219,7 @@ pub fn parse(
     bindings.ratelimits = crate::ratelimits::parse(raw)?;
     bindings.version_metadata = crate::version_metadata::parse(raw)?;
     bindings.workflows = crate::workflows::parse(raw)?;
+    bindings.hyperdrive = crate::hyperdrive::parse(raw)?;
     check_migrations(raw)?;
     bindings.crons = parse_crons(raw)?;
     bindings.allow_private_fetch = match raw.get("outbound_private_networks") {

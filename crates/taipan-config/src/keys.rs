@@ -28,6 +28,7 @@ const USED_KEYS: &[&str] = &[
     "ratelimits",
     "version_metadata",
     "workflows",
+    "hyperdrive",
 ];
 
 /// Keys from wrangler that Taipan knows but does not act on yet: a warning, never an error.
@@ -35,7 +36,6 @@ const LATER_KEYS: &[&str] = &[
     "ai",
     "vectorize",
     "analytics_engine_datasets",
-    "hyperdrive",
     "browser",
     "send_email",
     "tail_consumers",
@@ -150,7 +150,7 @@ mod tests {
   "compatibility_date": "2025-11-01",
   "compatibility_flags": ["python_workers"], // trailing commas allowed
   "vars": { "GREETING": "hi", "LIMITS": { "n": 3 }, },
-  "hyperdrive": [],
+  "ai": { "binding": "AI" },
   "observability": { "enabled": true },
 }"#,
         );
@@ -158,7 +158,7 @@ mod tests {
         assert_eq!(cfg.vars["GREETING"], "hi");
         assert_eq!(cfg.vars["LIMITS"]["n"], 3);
         assert_eq!(cfg.warnings.len(), 1, "{:?}", cfg.warnings);
-        assert!(cfg.warnings[0].contains("hyperdrive"));
+        assert!(cfg.warnings[0].contains("`ai`"));
         assert!(cfg.routes.is_empty());
     }
 }

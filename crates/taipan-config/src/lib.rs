@@ -12,6 +12,7 @@ pub mod environments;
 pub mod error;
 #[cfg(test)]
 mod fixtures;
+pub mod hyperdrive;
 mod keys;
 pub mod limits;
 pub mod load;

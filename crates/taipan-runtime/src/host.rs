@@ -9,8 +9,14 @@
 //! - anything else: an outbound subrequest, handed to [`WorkerHost::fetch`].
 //!
 //! The per-request view ([`RequestView`]) counts both against named limits.
+//!
+//! Outbound TCP (`wasi:sockets`, the guest's own `socket` module) does not
+//! go through `wasi:http`: the sandbox's WASI context asks
+//! [`WorkerHost::tcp_connect_allowed`] for each address a guest connects
+//! to, and counts connections against `max_tcp_connections`.
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 
@@ -29,6 +35,8 @@ pub type HostFuture = Pin<Box<dyn Future<Output = Result<HostResponse, ErrorCode
 
 /// Worker-lifetime services a sandbox can call. Implemented by
 /// `taipan-bindings`; the runtime only routes to it.
+/// Whether a guest may open a TCP connection (the shape `wasi:sockets`' check wants).
+pub type AllowFuture = Pin<Box<dyn Future<Output = bool> + Send + Sync>>;
 pub trait WorkerHost: Send + Sync + 'static {
     /// A call to binding `name`, operation `op`.
     fn binding(
@@ -53,6 +61,13 @@ pub trait WorkerHost: Send + Sync + 'static {
 }
 
 /// A worker without bindings; outbound fetch is refused.
+
+    /// Whether the guest may open a TCP connection to `addr` (its own
+    /// `socket` module, over `wasi:sockets`). Listening and UDP are never
+    /// allowed; by default neither is this.
+    fn tcp_connect_allowed(&self, _addr: SocketAddr) -> AllowFuture {
+        Box::pin(async { false })
+    }
 pub struct NoHost;
 
 impl WorkerHost for NoHost {
@@ -80,6 +95,9 @@ pub struct HostLimits {
 }
 
 impl Default for HostLimits {
+    /// Outbound TCP connections opened per request (`socket.connect`); a
+    /// connection kept open across requests by a warm sandbox counts once.
+    pub max_tcp_connections: u32,
     fn default() -> Self {
         Self {
             max_subrequests: 50,
@@ -87,6 +105,7 @@ impl Default for HostLimits {
         }
     }
 }
+            max_tcp_connections: 50,
 
 /// The request-lifetime view: the worker's host plus this request's counters.
 pub struct RequestView {

@@ -1,6 +1,7 @@
 //! One sandbox: a wasmtime store and a worker instance restored from the snapshot.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use bytes::Bytes;
 use taipan_guest::Mount;
@@ -8,6 +9,7 @@ use tokio::sync::oneshot;
 use wasmtime::component::Resource;
 use wasmtime::component::ResourceTable;
 use wasmtime::{Store, StoreLimits, StoreLimitsBuilder};
+use wasmtime_wasi::sockets::SocketAddrUse;
 use wasmtime_wasi::{DirPerms, FilePerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use wasmtime_wasi_http::WasiHttpCtx;
 use wasmtime_wasi_http::p2::bindings::http::types::{ErrorCode, Scheme};
@@ -27,6 +29,8 @@ pub struct SandboxState {
     hooks: RequestView,
     table: ResourceTable,
     limits: StoreLimits,
+    /// TCP connections opened in the current request (`max_tcp_connections`).
+    tcp_connections: Arc<AtomicU32>,
 }
 
 impl WasiView for SandboxState {
@@ -105,6 +109,24 @@ impl Sandbox {
             limits: StoreLimitsBuilder::new()
                 .memory_size(template.limits.memory_bytes)
                 .trap_on_grow_failure(false)
+        // Outbound TCP (wasi:sockets; CPython's own `socket` module): name
+        // lookups, and connections the worker's host allows, up to
+        // `max_tcp_connections` per request. No UDP, no listening sockets.
+        let tcp_connections = Arc::new(AtomicU32::new(0));
+        let (host, counted) = (template.host.clone(), tcp_connections.clone());
+        let max_connections = template.host_limits.max_tcp_connections;
+        wasi.allow_tcp(true)
+            .allow_udp(false)
+            .allow_ip_name_lookup(true)
+            .socket_addr_check(move |addr, usage| match usage {
+                SocketAddrUse::TcpConnect => {
+                    if counted.fetch_add(1, Ordering::Relaxed) >= max_connections {
+                        return Box::pin(async { false });
+                    }
+                    host.tcp_connect_allowed(addr)
+                }
+                _ => Box::pin(async { false }),
+            });
                 .build(),
         };
         let mut store = Store::new(pre.engine(), state);
@@ -119,6 +141,7 @@ impl Sandbox {
     /// Hand `request` to this sandbox's wasi:http context and arm the CPU
     /// deadline: the guest resources for one `incoming-handler.handle` call,
     /// and where its response will arrive.
+            tcp_connections,
     pub fn bind_request<B>(
         &mut self,
         request: http::Request<B>,

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use serde_json::Value;
+use taipan_bindings::hyperdrive::Hyperdrive;
 use taipan_bindings::{
     FetchLimits, FetchPolicy, Services, Stores, VersionMetadata, WorkerBindings,
 };
@@ -46,6 +47,13 @@ impl WorkerEnv {
             allow_private: source.dev,
             limits: FetchLimits::default(),
         };
+        // dev: the environment or localConnectionString; serve: a secret.
+        let hyperdrive = Arc::new(Hyperdrive::resolve(
+            source.bindings,
+            source.dev,
+            source.secrets,
+            |name| std::env::var(name).ok(),
+        )?);
         let host = WorkerBindings::open(
             source.worker,
             source.bindings,
@@ -53,11 +61,16 @@ impl WorkerEnv {
             services,
             policy,
             source.assets_dir,
+            hyperdrive.clone(),
         )
         .context("opening the worker's bindings")?;
         Ok(Self {
             vars_json: with_secrets(source.vars_json, source.secrets),
-            bindings_json: taipan_bindings::kinds_json(source.bindings, &source.version),
+            bindings_json: taipan_bindings::kinds_json(
+                source.bindings,
+                &source.version,
+                &hyperdrive,
+            ),
             host,
         })
     }

@@ -17,4 +17,5 @@ mod reload;
 mod sdk;
 mod serve;
 mod tls;
+mod sockets;
 mod workflows;
