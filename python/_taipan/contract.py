@@ -13,6 +13,7 @@ AUTHORITY_WARMUP = "__taipan-warmup__"
 AUTHORITY_SCHEDULED = "__taipan-scheduled__"
 AUTHORITY_QUEUE = "__taipan-queue__"
 AUTHORITY_WORKFLOW = "__taipan-workflow__"
+AUTHORITY_WEBSOCKET = "__taipan-ws__"
 INTERNAL_HOST_PREFIX = "__taipan"
 
 # headers
@@ -22,6 +23,9 @@ ERROR_MARK = "1"
 HEADER_DO_ID = "x-taipan-do-id"
 HEADER_ALARM_RETRY = "x-taipan-alarm-retry"
 HEADER_REDIRECT = "x-taipan-redirect"
+HEADER_WEBSOCKET = "x-taipan-websocket"
+HEADER_UPGRADE = "x-taipan-upgrade"
+HEADER_ARGS = "x-taipan-args"
 HEADER_PREFIX = "x-taipan-"
 REDIRECT_FOLLOW = "follow"
 REDIRECT_MANUAL = "manual"
@@ -38,6 +42,8 @@ ENV_PREFIX = "TAIPAN_"
 OP_RPC = "rpc"
 OP_FETCH = "fetch"
 OP_ALARM = "alarm"
+OP_WEBSOCKET = "websocket"
+WEBSOCKET_BINDING = "websocket"
 STORAGE_BINDING = "do-storage"
 WORKFLOW_BINDING = "workflow-steps"
 DEFAULT_ENTRYPOINT = "Default"
@@ -49,6 +55,7 @@ STATUS_WARMUP = 204
 STATUS_NO_HANDLER = 501
 STATUS_ROUTE_ERROR = 502
 
+STATUS_GONE = 410
 # the build
 BUILD_ERROR_START = "<<<taipan-build-error>>>"
 BUILD_ERROR_END = "<<<end-taipan-build-error>>>"

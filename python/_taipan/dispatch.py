@@ -20,6 +20,7 @@ from workers import _rpc as rpc
 from workers._bindings import make_bindings
 from workers._context import set_current_ctx, set_current_env
 from workers._durable import DurableObjectState
+from workers import _websocket as websocket
 from workers import _workflows as workflows
 from workers._queues import MessageBatch
 
@@ -36,6 +37,7 @@ QUEUE_PREFIX = f"http://{contract.AUTHORITY_QUEUE}/"
 WORKFLOW_PREFIX = f"http://{contract.AUTHORITY_WORKFLOW}/"
 DURABLE_PREFIX = f"http://{contract.AUTHORITY_DURABLE}/"
 SERVICE_PREFIX = f"http://{contract.AUTHORITY_SERVICE}/"
+WEBSOCKET_PREFIX = f"http://{contract.AUTHORITY_WEBSOCKET}/"
 
 
 class Dispatcher:
@@ -75,6 +77,12 @@ class Dispatcher:
             self._respond(incoming, out, ctx)
         except BaseException as exc:  # noqa: BLE001 - every failure becomes a 500 and a log line
             self._fail(out, exc)
+        # Tasks the handler left ready (an ASGI app's WebSocket task after
+        # `accept`) run now, not at the sandbox's next call.
+        try:
+            loop.drain()
+        except BaseException as exc:  # noqa: BLE001
+            _log_exception("a task the handler started failed", exc)
         # The response is sent; waitUntil work runs now, and may still read
         # the request, so the request resource is dropped only after it.
         for pending in ctx._take_pending():
@@ -109,6 +117,9 @@ class Dispatcher:
             return
         if request.url.startswith(SERVICE_PREFIX):
             self._service(request, ctx, out)
+            return
+        if request.url.startswith(WEBSOCKET_PREFIX):
+            self._websocket(request, out, None)
             return
         response = self.call(request, self.env, ctx)
         if inspect.isawaitable(response):
@@ -184,7 +195,21 @@ class Dispatcher:
         if op == contract.OP_ALARM:
             self._alarm(instance, request, out)
             return
+        if op == contract.OP_WEBSOCKET:
+            self._websocket(request, out, instance)
+            return
         self._call_in(instance, op, request, out)
+
+    def _websocket(self, request, out: Outparam, instance) -> None:
+        """An event of a WebSocket this sandbox (or Durable Object) accepted."""
+        event = json.loads(loop.run_fast(request.text()))
+        frames = websocket.deliver(event, instance, loop.run_fast)
+        if frames is None:
+            send_error(out, contract.STATUS_GONE, "this sandbox has no such WebSocket\n")
+        elif frames:
+            send_response(Response(json.dumps({"frames": frames}), headers={"content-type": "application/json"}), out, head_only=False)
+        else:
+            send_response(Response(None, status=204), out, head_only=True)
 
     def _alarm(self, instance, request, out: Outparam) -> None:
         """The host firing the object's alarm; a failure (500) is retried."""

@@ -222,6 +222,42 @@ async def call(binding: str, op: str, args=None, body=None, payload: bool = Fals
     return json.loads(data) if data else None
 
 
+def call_now(binding: str, op: str, args=None):
+    """Call `op` on a binding the host answers before its call returns
+    (`WEBSOCKET_BINDING`): the arguments travel in a header, the reply is
+    ready at once, so calls keep their order and nothing waits on the loop."""
+    line = json.dumps(args if args is not None else {}, default=json_default, separators=(",", ":"))
+    headers = [(contract.HEADER_ARGS, line.encode("ascii"))]
+    future = send("POST", "http", contract.AUTHORITY_BINDING, f"/{binding}/{op}", headers)
+    pollable = future.subscribe()
+    pollable.block()
+    pollable.__exit__(None, None, None)
+    result = future.get()
+    future.__exit__(None, None, None)
+    if result is None or isinstance(result, Err) or isinstance(result.value, Err):
+        raise JsException("the host did not answer a WebSocket call")
+    response = result.value.value
+    status = response.status()
+    data = BodyReader(response).read_all()
+    if status >= 400:
+        raise error_of(data)
+    return json.loads(data) if data else None
+
+
+async def call_header(binding: str, op: str, args=None):
+    """`call_now`'s call shape (arguments in a header) for the one such op
+    that takes time (an outbound WebSocket's `connect`): awaited."""
+    line = json.dumps(args if args is not None else {}, default=json_default, separators=(",", ":"))
+    headers = [(contract.HEADER_ARGS, line.encode("ascii"))]
+    future = send("POST", "http", contract.AUTHORITY_BINDING, f"/{binding}/{op}", headers)
+    response = await response_of(future)
+    status = response.status()
+    data = BodyReader(response).read_all()
+    if status >= 400:
+        raise error_of(data)
+    return json.loads(data) if data else None
+
+
 def error_of(data: bytes) -> "HostError":
     """The exception a host error's body (`{"name", "message"}`) stands for."""
     try:

@@ -181,6 +181,25 @@ def run(awaitable):
     return _sandbox_loop().run_until_complete(awaitable)
 
 
+def drain() -> None:
+    """Run what is ready now (tasks an event woke, the host calls they
+    started) until nothing is; timers wait for a later call. A WebSocket's
+    ASGI app lives across calls this way: its task waits for the next
+    message between them."""
+    loop = _sandbox_loop()
+    if not loop._ready and not loop._polls:
+        return
+    asyncio.events._set_running_loop(loop)
+    try:
+        while loop._ready or any(not f.done() for _, f in loop._polls):
+            loop._run_once()
+            if loop._exception is not None:
+                exc, loop._exception = loop._exception, None
+                raise exc
+    finally:
+        asyncio.events._set_running_loop(None)
+
+
 def run_fast(awaitable):
     """Like `run`, but a coroutine that finishes without suspending (most
     handlers) never touches the event loop: no Task, no scheduling."""

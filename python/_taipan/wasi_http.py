@@ -1,5 +1,6 @@
 """The bridge between `wasi:http` resources and the SDK's Request/Response."""
 
+from _taipan import contract
 from _taipan.host import write_all
 from componentize_py_types import Err, Ok
 from wit_world.imports import streams, types
@@ -57,6 +58,12 @@ class IncomingRequest(Request):
             fields = self._incoming.headers()
             headers = Headers()
             for name, value in fields.entries():
+                if name == contract.HEADER_UPGRADE:
+                    # wasi:http hides hop-by-hop headers; the host marks an
+                    # upgrade so handlers can check `Upgrade` as on Workers.
+                    headers.append("upgrade", value.decode("latin-1"))
+                    headers.append("connection", "Upgrade")
+                    continue
                 headers.append(name, value.decode("latin-1"))
             fields.__exit__(None, None, None)
             self._headers = headers
@@ -111,7 +118,15 @@ def send_response(response: Response, out: Outparam, head_only: bool) -> None:
     ):
         response.headers.set("content-length", str(len(body or b"")))
 
-    pairs = [(name, value.encode("latin-1")) for name, value in response.headers]
+    pairs = [(name, value.encode("latin-1")) for name, value in response.headers if name not in _HOP_BY_HOP]
+    if response.webSocket is not None:
+        socket_id = response.webSocket._socket_id()
+        if socket_id is None:
+            raise TypeError(
+                "the response's web_socket was never accepted: call server.accept() "
+                "(or ctx.acceptWebSocket(server)) before returning the client end"
+            )
+        pairs.append((contract.HEADER_WEBSOCKET, socket_id.encode("ascii")))
     outgoing = types.OutgoingResponse(types.Fields.from_list(pairs))
     outgoing.set_status_code(response.status)
     outgoing_body = outgoing.body()
@@ -130,6 +145,10 @@ def send_response(response: Response, out: Outparam, head_only: bool) -> None:
     finally:
         stream.__exit__(None, None, None)
     types.OutgoingBody.finish(outgoing_body, None)
+
+
+# Headers of one connection, which wasi:http refuses from a guest.
+_HOP_BY_HOP = ("connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade", "te", "http2-settings")
 
 
 def send_error(out: Outparam, status: int, text: str) -> None:

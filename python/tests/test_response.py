@@ -54,13 +54,26 @@ class ResponseTest(unittest.TestCase):
             Response.json({"x": object()})
 
     def test_null_body_statuses_take_an_empty_body_but_not_content(self):
-        for status in (101, 204, 205, 304):
+        for status in (204, 205, 304):
             for empty in (None, "", b""):
                 r = Response(empty, status=status)
                 self.assertIsNone(r.body, (status, empty))
                 self.assertEqual(run(r.bytes()), b"")
             with self.assertRaises(TypeError):
                 Response("x", status=status)
+
+    def test_a_101_needs_a_websocket_and_a_websocket_needs_101(self):
+        from workers import WebSocketPair
+
+        client, _server = WebSocketPair()
+        self.assertIs(Response(None, status=101, web_socket=client).webSocket, client)
+        self.assertIs(Response(None, status=101, webSocket=client).web_socket, client)
+        with self.assertRaises(Exception):
+            Response(None, status=101)
+        with self.assertRaises(Exception):
+            Response(None, status=200, web_socket=client)
+        with self.assertRaises(TypeError):
+            Response("x", status=101, web_socket=client)
 
     def test_js_style_new_with_dict_and_to_js(self):
         from js import Response as JsResponse

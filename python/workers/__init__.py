@@ -8,6 +8,7 @@ from ._forms import Blob, File, FormData
 from ._headers import Headers
 from ._http import Request, Response
 
+from ._websocket import WebSocket, WebSocketPair, WebSocketRequestResponsePair
 __all__ = [
     "Blob",
     "D1Database",
@@ -30,6 +31,9 @@ __all__ = [
     "WorkerEntrypoint",
     "WorkflowEntrypoint",
     "env",
+    "WebSocket",
+    "WebSocketPair",
+    "WebSocketRequestResponsePair",
     "fetch",
     "handler",
     "import_from_javascript",

@@ -158,6 +158,31 @@ class DurableObjectState:
 
     block_concurrency_while, wait_until = blockConcurrencyWhile, waitUntil
 
+    # -- WebSockets (hibernatable: the object may leave memory between events) --
+
+    def acceptWebSocket(self, ws, tags=None) -> None:
+        """Accept `ws` (a pair's server end) for this object: its events call
+        `webSocketMessage` / `webSocketClose` / `webSocketError`."""
+        from . import _websocket
+
+        _websocket.accept_hibernatable(ws, list(tags or []))
+
+    def getWebSockets(self, tag=None):
+        from . import _websocket
+
+        return _websocket.get_websockets(tag)
+
+    def getTags(self, ws) -> list:
+        return list(ws._tags)
+
+    def setWebSocketAutoResponse(self, pair=None) -> None:
+        from . import _websocket
+
+        _websocket.set_auto_response(pair)
+
+    accept_websocket, get_websockets, get_tags = acceptWebSocket, getWebSockets, getTags
+    set_websocket_auto_response = setWebSocketAutoResponse
+
 
 class DurableObjectStorage:
     """`ctx.storage`: the object's own key-value store and SQL database."""

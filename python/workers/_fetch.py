@@ -45,6 +45,16 @@ async def _response_of(future, through_binding: bool) -> Response:
     if through_binding and host.is_host_error(response):
         raise host.error_of(host.BodyReader(response).read_all())
     header_list = host.response_headers(response)
+    if status == 101 and through_binding:
+        # A Durable Object (or service) accepted a WebSocket: its client end,
+        # for this worker to return.
+        from ._websocket import WebSocket
+
+        socket_id = dict(header_list).get(contract.HEADER_WEBSOCKET)
+        if socket_id:
+            response.__exit__(None, None, None)
+            headers = [(k, v) for k, v in header_list if not k.startswith(contract.HEADER_PREFIX)]
+            return Response(None, status=101, headers=headers, web_socket=WebSocket(_id=socket_id))
     status = _status_for_response(status)
     # A 204 or 304 from upstream has no body to read (and may not be given one).
     body = None if status in NULL_BODY_STATUSES else host.BodyReader(response)
@@ -60,6 +70,12 @@ async def fetch(input, init=None, **kwargs) -> Response:
     """Fetch a URL: `await fetch("https://example.com", method="POST", body=...)`."""
     request = _request_of(input, init, kwargs)
     parts = urlsplit(request.url)
+    if (request.headers.get("upgrade") or "").lower() == "websocket" and parts.scheme in ("http", "https", "ws", "wss"):
+        if host.is_internal_host(parts.hostname):
+            raise TypeError(f"fetch() cannot reach {parts.hostname!r}")
+        from ._websocket import connect
+
+        return await connect(request.url, list(request.headers))
     if parts.scheme not in ("http", "https"):
         raise TypeError(f"fetch() supports http and https URLs, got {request.url!r}")
     if not parts.netloc:
@@ -79,11 +95,15 @@ async def fetch(input, init=None, **kwargs) -> Response:
 def _headers_of(request: Request) -> list:
     """The request's headers for a binding's fetch; a worker's own
     `x-taipan-*` headers are dropped, as they would steer the host."""
-    return [
-        (name, value.encode("latin-1"))
-        for name, value in request.headers
-        if not name.lower().startswith(contract.HEADER_PREFIX)
-    ]
+    headers = []
+    for name, value in request.headers:
+        name = name.lower()
+        if name == "upgrade" and value.lower() == "websocket":
+            # Passed on as the host marks it (wasi:http refuses `Upgrade`).
+            headers.append((contract.HEADER_UPGRADE, b"websocket"))
+        elif not name.startswith(contract.HEADER_PREFIX) and name not in ("connection", "upgrade"):
+            headers.append((name, value.encode("latin-1")))
+    return headers
 
 
 async def fetch_via(binding: str, input, init, kwargs, extra_headers=()) -> Response:

@@ -80,8 +80,13 @@ class Response(_Body):
     `Response.json(data)` sends `application/json`, bytes send no content type
     unless one is given."""
 
-    def __init__(self, body=None, status=200, statusText=None, headers=None, *, status_text=None, web_socket=None):
+    def __init__(self, body=None, status=200, statusText=None, headers=None, *, status_text=None, web_socket=None, webSocket=None):
         status = _status(status)
+        self.webSocket = web_socket if web_socket is not None else webSocket
+        if self.webSocket is not None and status != 101:
+            raise _range_error("a response with a webSocket must have status 101")
+        if status == 101 and self.webSocket is None:
+            raise _range_error("a 101 response needs web_socket= (the client end of a WebSocketPair)")
         self.status = status
         self.statusText = status_text if status_text is not None else (statusText or "")
         self.headers = Headers(headers)
@@ -105,6 +110,10 @@ class Response(_Body):
     @property
     def ok(self) -> bool:
         return 200 <= self.status <= 299
+
+    @property
+    def web_socket(self):
+        return self.webSocket
 
     @property
     def status_text(self) -> str:
@@ -142,7 +151,7 @@ class Response(_Body):
             if hasattr(self._body_source, "__aiter__"):
                 raise TypeError("a response with an async-iterable body cannot be cloned")
             self._body_source, self._body_used = self._take_body(), False
-        return Response(self._body_source, status=self.status, statusText=self.statusText, headers=self.headers)
+        return Response(self._body_source, status=self.status, statusText=self.statusText, headers=self.headers, web_socket=self.webSocket)
 
     def __repr__(self) -> str:
         return f"<Response {self.status}>"
@@ -207,6 +216,12 @@ class Request(_Body):
 
     def __repr__(self) -> str:
         return f"<Request {self.method} {self.url}>"
+
+
+def _range_error(message: str) -> Exception:
+    from _taipan.webapi import js_error
+
+    return js_error("RangeError", message)
 
 
 def _status(status) -> int:

@@ -7,7 +7,8 @@ use std::sync::Arc;
 
 use taipan_config::bindings::ServiceBinding;
 use taipan_guest::contract::{
-    AUTHORITY_SERVICE, DEFAULT_ENTRYPOINT, HEADER_PREFIX, HEADER_URL, OP_FETCH, OP_RPC,
+    AUTHORITY_SERVICE, DEFAULT_ENTRYPOINT, HEADER_PREFIX, HEADER_URL, HEADER_WEBSOCKET, OP_FETCH,
+    OP_RPC,
 };
 use taipan_runtime::Worker;
 use taipan_runtime::host::{HostFuture, HostResponse};
@@ -105,11 +106,17 @@ pub fn addressed(
 /// A response another worker (or an upstream) made, made safe to hand to a
 /// guest: its `x-taipan-*` headers are dropped, so only the host can mark a
 /// response as its own error.
+///
+/// The one exception: a 101's `HEADER_WEBSOCKET`, the id of the socket the
+/// callee accepted, which the caller returns for the host to bind (an id
+/// binds only a socket that was accepted and not yet claimed).
 pub fn from_callee(mut response: HostResponse) -> HostResponse {
+    let switching = response.status() == http::StatusCode::SWITCHING_PROTOCOLS;
     let internal: Vec<http::HeaderName> = response
         .headers()
         .keys()
         .filter(|name| name.as_str().starts_with(HEADER_PREFIX))
+        .filter(|name| !(switching && name.as_str() == HEADER_WEBSOCKET))
         .cloned()
         .collect();
     for name in internal {

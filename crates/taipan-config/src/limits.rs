@@ -20,6 +20,12 @@ pub struct ConfigLimits {
     pub response_body_mb: Option<u64>,
     /// Sandboxes serving this worker at once (a Taipan extension).
     pub max_sandboxes: Option<u64>,
+    /// WebSockets open at once (a Taipan extension).
+    pub max_websockets: Option<u64>,
+    /// How long a Durable Object with only hibernatable WebSockets stays in
+    /// memory without events, in milliseconds (a Taipan extension; Workers
+    /// hibernates after about 10 s).
+    pub websocket_hibernate_ms: Option<u64>,
 }
 
 /// Read `[limits]`, checking each number against its range.
@@ -51,6 +57,8 @@ pub(crate) fn parse(raw: &RawConfig) -> Result<ConfigLimits, ConfigError> {
         request_body_mb: number("request_body_mb", 1, 500)?,
         response_body_mb: number("response_body_mb", 1, 4096)?,
         max_sandboxes: number("max_sandboxes", 1, 64)?,
+        max_websockets: number("max_websockets", 1, 100_000)?,
+        websocket_hibernate_ms: number("websocket_hibernate_ms", 10, 3_600_000)?,
     })
 }
 

@@ -86,6 +86,13 @@ contract! {
     /// "complete", "output"}`, `{"status": "errored", "error": {name,
     /// message}}` or `{"status": "waiting", "until": ms or null}`.
     AUTHORITY_WORKFLOW: &str = "__taipan-workflow__";
+    /// An event of a WebSocket a worker accepted with `server.accept()`
+    /// outside a Durable Object: `POST /` with `{"id", "event": "message"|
+    /// "close"|"error", "text" or "binary" (base64), "code", "reason",
+    /// "wasClean", "tags", "attachment"}`, run in the sandbox that accepted
+    /// it. A Durable Object's sockets get the same body at `OP_WEBSOCKET`.
+    /// The guest answers 204, or `STATUS_GONE` if it no longer has the socket.
+    AUTHORITY_WEBSOCKET: &str = "__taipan-ws__";
     /// Every internal authority starts so; a request from outside with such a
     /// Host is refused, and a worker's own `fetch` may not use one.
     INTERNAL_HOST_PREFIX: &str = "__taipan";
@@ -103,6 +110,15 @@ contract! {
     HEADER_ALARM_RETRY: &str = "x-taipan-alarm-retry";
     /// An outbound `fetch`'s redirect mode: one of `REDIRECT_*` (default follow).
     HEADER_REDIRECT: &str = "x-taipan-redirect";
+    /// On a 101 response: the id of the accepted WebSocket whose client end
+    /// it returns (the host upgrades the connection and binds it to that id).
+    HEADER_WEBSOCKET: &str = "x-taipan-websocket";
+    /// On a request: the client asked for a WebSocket upgrade (the guest
+    /// shows `Upgrade: websocket`; wasi:http hides hop-by-hop headers).
+    HEADER_UPGRADE: &str = "x-taipan-upgrade";
+    /// A call answered at once, in order, without a body
+    /// (`WEBSOCKET_BINDING`): its arguments as JSON.
+    HEADER_ARGS: &str = "x-taipan-args";
     /// Headers with this prefix never reach a worker's handler.
     HEADER_PREFIX: &str = "x-taipan-";
     REDIRECT_FOLLOW: &str = "follow";
@@ -123,6 +139,12 @@ contract! {
     OP_RPC: &str = "rpc";
     OP_FETCH: &str = "fetch";
     OP_ALARM: &str = "alarm";
+    /// A WebSocket event for a Durable Object (the `AUTHORITY_WEBSOCKET` body).
+    OP_WEBSOCKET: &str = "websocket";
+    /// WebSocket calls (`accept`, `send`, `list`, `auto`), answered before
+    /// the call returns so that sends keep their order; arguments in
+    /// `HEADER_ARGS`.
+    WEBSOCKET_BINDING: &str = "websocket";
     /// The binding a Durable Object's `ctx.storage` calls.
     STORAGE_BINDING: &str = "do-storage";
     /// The binding a workflow run stores its steps through (op `step`).
@@ -141,6 +163,8 @@ contract! {
 
     // --- the build: what taipan_bootstrap.py prints around a failed import ---
     BUILD_ERROR_START: &str = "<<<taipan-build-error>>>";
+    /// A WebSocket event for a socket the sandbox no longer has.
+    STATUS_GONE: u16 = 410;
     BUILD_ERROR_END: &str = "<<<end-taipan-build-error>>>";
 }
 

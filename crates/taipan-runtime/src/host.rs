@@ -18,7 +18,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use http_body_util::BodyExt;
 use wasmtime_wasi_http::p2::bindings::http::types::ErrorCode;
@@ -28,15 +28,18 @@ use wasmtime_wasi_http::p2::types::{
 };
 use wasmtime_wasi_http::p2::{HttpResult, WasiHttpHooks};
 
-use taipan_guest::contract::AUTHORITY_BINDING;
+use taipan_guest::contract::{AUTHORITY_BINDING, HEADER_ARGS, WEBSOCKET_BINDING};
+
+use crate::sandbox::Sandbox;
+use crate::worker::Worker;
 
 pub type HostResponse = http::Response<HyperIncomingBody>;
 pub type HostFuture = Pin<Box<dyn Future<Output = Result<HostResponse, ErrorCode>> + Send>>;
+/// Whether a guest may open a TCP connection (the shape `wasi:sockets`' check wants).
+pub type AllowFuture = Pin<Box<dyn Future<Output = bool> + Send + Sync>>;
 
 /// Worker-lifetime services a sandbox can call. Implemented by
 /// `taipan-bindings`; the runtime only routes to it.
-/// Whether a guest may open a TCP connection (the shape `wasi:sockets`' check wants).
-pub type AllowFuture = Pin<Box<dyn Future<Output = bool> + Send + Sync>>;
 pub trait WorkerHost: Send + Sync + 'static {
     /// A call to binding `name`, operation `op`.
     fn binding(
@@ -58,9 +61,6 @@ pub trait WorkerHost: Send + Sync + 'static {
     fn before_worker(&self, _request: &http::request::Parts) -> Option<HostFuture> {
         None
     }
-}
-
-/// A worker without bindings; outbound fetch is refused.
 
     /// Whether the guest may open a TCP connection to `addr` (its own
     /// `socket` module, over `wasi:sockets`). Listening and UDP are never
@@ -68,6 +68,9 @@ pub trait WorkerHost: Send + Sync + 'static {
     fn tcp_connect_allowed(&self, _addr: SocketAddr) -> AllowFuture {
         Box::pin(async { false })
     }
+}
+
+/// A worker without bindings; outbound fetch is refused.
 pub struct NoHost;
 
 impl WorkerHost for NoHost {
@@ -92,20 +95,39 @@ pub struct HostLimits {
     pub max_subrequests: u32,
     /// Binding calls per request (Workers allows 1,000 to its own services).
     pub max_binding_calls: u32,
-}
-
-impl Default for HostLimits {
     /// Outbound TCP connections opened per request (`socket.connect`); a
     /// connection kept open across requests by a warm sandbox counts once.
     pub max_tcp_connections: u32,
+}
+
+impl Default for HostLimits {
     fn default() -> Self {
         Self {
             max_subrequests: 50,
             max_binding_calls: 1000,
+            max_tcp_connections: 50,
         }
     }
 }
-            max_tcp_connections: 50,
+
+/// Where the call a sandbox runs came from: what a WebSocket it accepts
+/// belongs to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Place {
+    /// A pooled sandbox (a request, an event, an entrypoint).
+    Pool,
+    /// The Durable Object `<class>/<id>`'s own sandbox.
+    Object(String),
+    /// The slot of WebSockets accepted outside a Durable Object.
+    Socket(String),
+}
+
+/// The slot a pooled sandbox moves into when its call ends, because it
+/// accepted a WebSocket (`websocket::ops`); locked until then.
+pub struct Adopted {
+    pub key: String,
+    pub slot: tokio::sync::OwnedMutexGuard<Option<Sandbox>>,
+}
 
 /// The request-lifetime view: the worker's host plus this request's counters.
 pub struct RequestView {
@@ -113,22 +135,46 @@ pub struct RequestView {
     limits: HostLimits,
     subrequests: u32,
     binding_calls: u32,
+    worker: Weak<Worker>,
+    max_websockets: usize,
+    place: Place,
+    adopted: std::sync::Mutex<Option<Adopted>>,
 }
 
 impl RequestView {
-    pub fn new(host: Arc<dyn WorkerHost>, limits: HostLimits) -> Self {
+    pub fn new(
+        host: Arc<dyn WorkerHost>,
+        limits: HostLimits,
+        worker: Weak<Worker>,
+        max_websockets: usize,
+    ) -> Self {
         Self {
             host,
             limits,
             subrequests: 0,
             binding_calls: 0,
+            worker,
+            max_websockets,
+            place: Place::Pool,
+            adopted: std::sync::Mutex::new(None),
         }
     }
 
     /// A new request starts with fresh counters.
-    pub fn reset(&mut self) {
+    pub fn reset(&mut self, place: Place) {
         self.subrequests = 0;
         self.binding_calls = 0;
+        self.place = place;
+        *self.adopted.get_mut().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+
+    /// The slot this call's sandbox must move into, if it accepted a
+    /// WebSocket outside a Durable Object.
+    pub fn take_adopted(&mut self) -> Option<Adopted> {
+        self.adopted
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
     }
 
     fn route(
@@ -150,6 +196,25 @@ impl RequestView {
             }
             let path = request.uri().path().trim_start_matches('/').to_string();
             let (name, op) = path.split_once('/').unwrap_or((&path, ""));
+            if name == WEBSOCKET_BINDING {
+                let args = request
+                    .headers()
+                    .get(HEADER_ARGS)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("{}");
+                let caller = crate::websocket::ops::Caller {
+                    worker: &self.worker,
+                    place: &self.place,
+                    adopted: &self.adopted,
+                    max_websockets: self.max_websockets,
+                };
+                if op == "connect" {
+                    let host = self.host.clone();
+                    return Ok(crate::websocket::ops::connect(caller, args, host));
+                }
+                let response = crate::websocket::ops::call(caller, op, args);
+                return Ok(Box::pin(async move { Ok(response) }));
+            }
             return Ok(self.host.binding(name, op, request));
         }
         self.subrequests += 1;

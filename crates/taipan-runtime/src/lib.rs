@@ -18,6 +18,7 @@ pub mod pool;
 mod respond;
 pub mod sandbox;
 mod settings;
+pub mod websocket;
 pub mod worker;
 
 pub use engine::Runtime;

@@ -23,6 +23,21 @@ pub struct Limits {
     pub max_requests_per_sandbox: u64,
     /// A warm sandbox unused this long is dropped.
     pub idle_timeout: Duration,
+    /// WebSockets one worker may hold open at once (each one accepted
+    /// outside a Durable Object also holds a sandbox).
+    pub max_websockets: usize,
+    /// Largest WebSocket message a client may send (Workers: 1 MiB); larger
+    /// closes the socket with 1009.
+    pub websocket_max_message: usize,
+    /// Messages a client may send per second on one socket; faster ones wait
+    /// (the socket stops being read), they are not dropped.
+    pub websocket_messages_per_second: u32,
+    /// A socket with no message either way for this long is closed (1001).
+    pub websocket_idle_timeout: Duration,
+    /// A Durable Object whose only live work is hibernatable WebSockets
+    /// (`ctx.acceptWebSocket`) and that got no event for this long gives its
+    /// sandbox up; the sockets stay open and the next event wakes it.
+    pub websocket_hibernate_after: Duration,
 }
 
 pub const MIB: usize = 1 << 20;
@@ -38,6 +53,11 @@ impl Default for Limits {
             max_queue: 256,
             max_requests_per_sandbox: 10_000,
             idle_timeout: Duration::from_secs(300),
+            max_websockets: 256,
+            websocket_max_message: MIB,
+            websocket_messages_per_second: 1000,
+            websocket_idle_timeout: Duration::from_secs(1800),
+            websocket_hibernate_after: Duration::from_secs(10),
         }
     }
 }

@@ -7,6 +7,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 /// One key's slot, locked while a call runs in it; `None` until first use
 /// (or after a crash: the next call starts a fresh one).
@@ -16,8 +17,14 @@ pub type Slot<T> = Arc<tokio::sync::Mutex<Option<T>>>;
 pub const MAX_LIVE: usize = 32;
 
 pub struct Pinned<T> {
-    slots: Mutex<HashMap<String, Slot<T>>>,
+    slots: Mutex<HashMap<String, Kept<T>>>,
     max: usize,
+}
+
+/// A slot and when a call last asked for it.
+struct Kept<T> {
+    slot: Slot<T>,
+    used: Instant,
 }
 
 impl<T> Default for Pinned<T> {
@@ -38,15 +45,45 @@ impl<T> Pinned<T> {
     /// one is busy.
     pub fn slot(&self, key: &str) -> Option<Slot<T>> {
         let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(slot) = slots.get(key) {
-            return Some(slot.clone());
+        if let Some(kept) = slots.get_mut(key) {
+            kept.used = Instant::now();
+            return Some(kept.slot.clone());
         }
         if slots.len() >= self.max && !evict_idle(&mut slots) {
             return None;
         }
         let slot = Slot::default();
-        slots.insert(key.to_string(), slot.clone());
+        slots.insert(
+            key.to_string(),
+            Kept {
+                slot: slot.clone(),
+                used: Instant::now(),
+            },
+        );
         Some(slot)
+    }
+
+    /// Drop `key`'s slot (what it holds goes when no call is using it).
+    pub fn remove(&self, key: &str) {
+        self.slots
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(key);
+    }
+
+    /// Let go of every idle key no call asked for in `age` and that
+    /// `may_go` allows; the keys let go.
+    pub fn evict_older_than(&self, age: Duration, may_go: impl Fn(&str) -> bool) -> Vec<String> {
+        let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+        let gone: Vec<String> = slots
+            .iter()
+            .filter(|(key, kept)| kept.used.elapsed() >= age && is_idle(&kept.slot) && may_go(key))
+            .map(|(key, _)| key.clone())
+            .collect();
+        for key in &gone {
+            slots.remove(key);
+        }
+        gone
     }
 
     /// Let one idle key go (e.g. when the sandbox pool is full); false if
@@ -64,11 +101,16 @@ impl<T> Pinned<T> {
     }
 }
 
+/// No call is using or waiting for `slot`.
+fn is_idle<T>(slot: &Slot<T>) -> bool {
+    Arc::strong_count(slot) == 1 && slot.try_lock().is_ok()
+}
+
 /// Drop one slot no call is using or waiting for; false if all are busy.
-fn evict_idle<T>(slots: &mut HashMap<String, Slot<T>>) -> bool {
+fn evict_idle<T>(slots: &mut HashMap<String, Kept<T>>) -> bool {
     let idle = slots
         .iter()
-        .find(|(_, slot)| Arc::strong_count(slot) == 1 && slot.try_lock().is_ok())
+        .find(|(_, kept)| is_idle(&kept.slot))
         .map(|(key, _)| key.clone());
     idle.is_some_and(|key| slots.remove(&key).is_some())
 }
@@ -106,5 +148,26 @@ mod tests {
         drop(new);
         assert!(pinned.evict_one());
         assert!(!pinned.evict_one(), "the busy key stays");
+    }
+
+    #[tokio::test]
+    async fn keys_idle_past_an_age_go_unless_kept() {
+        let pinned: Pinned<u32> = Pinned::with_max(8);
+        drop(pinned.slot("old").unwrap());
+        drop(pinned.slot("kept").unwrap());
+        let busy = pinned.slot("busy").unwrap();
+        let _call = busy.clone().lock_owned().await;
+        assert!(
+            pinned
+                .evict_older_than(Duration::from_secs(60), |_| true)
+                .is_empty()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        drop(pinned.slot("fresh").unwrap());
+        let gone = pinned.evict_older_than(Duration::from_millis(10), |key| key != "kept");
+        assert_eq!(gone, vec!["old".to_string()]);
+        assert_eq!(pinned.len(), 3, "kept, busy and fresh stay");
+        pinned.remove("kept");
+        assert_eq!(pinned.len(), 2);
     }
 }

@@ -18,7 +18,7 @@ use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 use wasmtime_wasi_http::p2::types::{HostIncomingRequest, HostResponseOutparam};
 use wasmtime_wasi_http::p2::{WasiHttpCtxView, WasiHttpView};
 
-use crate::host::{HostLimits, RequestView, WorkerHost};
+use crate::host::{HostLimits, Place, RequestView, WorkerHost};
 use crate::limits::Limits;
 use crate::log::{LogSink, LogStream, RequestTag};
 
@@ -62,6 +62,8 @@ pub struct SandboxTemplate {
     /// The worker's bindings and outbound fetch.
     pub host: Arc<dyn WorkerHost>,
     pub host_limits: HostLimits,
+    /// The worker these sandboxes run (what their WebSockets belong to).
+    pub worker: std::sync::Weak<crate::Worker>,
 }
 
 /// One request handed to a sandbox, ready for `incoming-handler.handle`.
@@ -79,6 +81,12 @@ pub struct Sandbox {
 }
 
 impl Sandbox {
+    /// The slot this sandbox must move into after its call, if the call
+    /// accepted a WebSocket outside a Durable Object.
+    pub fn take_adopted(&mut self) -> Option<crate::host::Adopted> {
+        self.store.data_mut().hooks.take_adopted()
+    }
+
     pub async fn new(
         pre: &ProxyPre<SandboxState>,
         template: &SandboxTemplate,
@@ -101,14 +109,6 @@ impl Sandbox {
         for mount in &template.mounts {
             wasi.preopened_dir(&mount.host, &mount.guest, DirPerms::READ, FilePerms::READ)?;
         }
-        let state = SandboxState {
-            wasi: wasi.build(),
-            http: WasiHttpCtx::new(),
-            hooks: RequestView::new(template.host.clone(), template.host_limits),
-            table: ResourceTable::new(),
-            limits: StoreLimitsBuilder::new()
-                .memory_size(template.limits.memory_bytes)
-                .trap_on_grow_failure(false)
         // Outbound TCP (wasi:sockets; CPython's own `socket` module): name
         // lookups, and connections the worker's host allows, up to
         // `max_tcp_connections` per request. No UDP, no listening sockets.
@@ -127,7 +127,21 @@ impl Sandbox {
                 }
                 _ => Box::pin(async { false }),
             });
+        let state = SandboxState {
+            wasi: wasi.build(),
+            http: WasiHttpCtx::new(),
+            hooks: RequestView::new(
+                template.host.clone(),
+                template.host_limits,
+                template.worker.clone(),
+                template.limits.max_websockets,
+            ),
+            table: ResourceTable::new(),
+            limits: StoreLimitsBuilder::new()
+                .memory_size(template.limits.memory_bytes)
+                .trap_on_grow_failure(false)
                 .build(),
+            tcp_connections,
         };
         let mut store = Store::new(pre.engine(), state);
         store.limiter(|s| &mut s.limits);
@@ -141,18 +155,20 @@ impl Sandbox {
     /// Hand `request` to this sandbox's wasi:http context and arm the CPU
     /// deadline: the guest resources for one `incoming-handler.handle` call,
     /// and where its response will arrive.
-            tcp_connections,
     pub fn bind_request<B>(
         &mut self,
         request: http::Request<B>,
         limits: &Limits,
+        place: Place,
     ) -> wasmtime::Result<BoundRequest>
     where
         B: hyper::body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<ErrorCode>,
     {
         let (sender, receiver) = oneshot::channel();
-        self.store.data_mut().hooks.reset();
+        self.store.data_mut().hooks.reset(place);
+        let tcp_connections = &self.store.data().tcp_connections;
+        tcp_connections.store(0, Ordering::Relaxed);
         let mut http = self.store.data_mut().http();
         // A service binding's request keeps its URL's scheme; from the network it is http.
         let scheme = if request.uri().scheme() == Some(&http::uri::Scheme::HTTPS) {

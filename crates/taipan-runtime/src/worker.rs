@@ -1,6 +1,7 @@
 //! A deployed worker: its compiled component and a pool of warm sandboxes.
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -15,6 +16,7 @@ use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
 use crate::call::{Detached, WAIT_GRACE, WaitedPastLimit};
 use crate::engine::Runtime;
+use crate::host::Place;
 use crate::limits::Limits;
 use crate::pinned::{self, Pinned};
 use crate::pool::{Permit, Pool, PoolLimits, Refused, Taken};
@@ -36,6 +38,13 @@ pub struct Worker {
     pool: Pool<Sandbox>,
     /// Live Durable Objects by `<class>/<id>`, each in a sandbox of its own.
     pub(crate) objects: Pinned<Sandbox>,
+    /// Sandboxes holding WebSockets accepted outside a Durable Object, by
+    /// `ws:<id>`: never evicted (their listeners live there); bounded by
+    /// `max_websockets`.
+    pub(crate) socket_slots: Pinned<Sandbox>,
+    /// The hibernation sweeper runs (started with the first hibernatable
+    /// WebSocket).
+    pub(crate) hibernation: AtomicBool,
 }
 
 pub type Body = HyperOutgoingBody;
@@ -45,9 +54,9 @@ pub(crate) enum Home {
     /// The worker's pool (with the uses it has served); the permit is
     /// released.
     Pool(Permit, u64),
-    /// A Durable Object's own sandbox: back into its slot, which stays
-    /// locked (calls to the object wait) until the call is over.
-    Object(tokio::sync::OwnedMutexGuard<Option<Sandbox>>),
+    /// A pinned sandbox (a Durable Object's, or a WebSocket's): back into
+    /// its slot, which stays locked (calls to it wait) until the call is over.
+    Slot(Place, tokio::sync::OwnedMutexGuard<Option<Sandbox>>),
 }
 
 /// Durable Objects a worker keeps live at once, each in its own sandbox;
@@ -84,7 +93,7 @@ impl Worker {
             env.push((contract::ENV_DEV.into(), contract::ENV_DEV_ON.into()));
         }
         let name: Arc<str> = settings.name.as_str().into();
-        Ok(Arc::new(Self {
+        Ok(Arc::new_cyclic(|me| Self {
             name: name.clone(),
             artifact_id: artifact.id.clone(),
             pre,
@@ -96,6 +105,7 @@ impl Worker {
                 log: settings.log.clone(),
                 host: settings.host.clone(),
                 host_limits: settings.host_limits,
+                worker: me.clone(),
             },
             pool: Pool::new(PoolLimits {
                 max_active: settings.limits.max_sandboxes,
@@ -106,6 +116,8 @@ impl Worker {
                 standby: settings.standby_sandboxes,
             }),
             objects: Pinned::default(),
+            socket_slots: Pinned::with_max(usize::MAX),
+            hibernation: AtomicBool::new(false),
         }))
     }
 
@@ -152,7 +164,7 @@ impl Worker {
         let request = http::Request::get(format!("http://{AUTHORITY_WARMUP}/"))
             .body(Full::new(Bytes::new()).map_err(|never| -> ErrorCode { match never {} }))?;
         let bound = sandbox
-            .bind_request(request, &self.template.limits)
+            .bind_request(request, &self.template.limits, Place::Pool)
             .map_err(anyhow::Error::from)?;
         sandbox
             .proxy
@@ -193,7 +205,8 @@ impl Worker {
         if header.is_some_and(internal) || authority.is_some_and(internal) {
             return text_response(StatusCode::BAD_REQUEST, "bad host\n");
         }
-        let (parts, body) = request.into_parts();
+        let (mut parts, body) = request.into_parts();
+        let upgrade = crate::websocket::session::Upgrade::take(&mut parts);
         if let Some(response) = self.template.host.before_worker(&parts) {
             return match response.await {
                 Ok(response) => response,
@@ -203,7 +216,8 @@ impl Worker {
                 }
             };
         }
-        self.serve(http::Request::from_parts(parts, body)).await
+        let response = self.serve(http::Request::from_parts(parts, body)).await;
+        crate::websocket::session::finish(self, upgrade, response)
     }
 
     /// Fire a cron trigger: the worker's `scheduled` handler runs with
@@ -332,6 +346,10 @@ impl Worker {
     {
         let limits = &self.template.limits;
         sandbox.tag.set(tag.clone());
+        let place = match &home {
+            Home::Pool(..) => Place::Pool,
+            Home::Slot(place, _) => place.clone(),
+        };
 
         let limit = limits.max_request_body as usize;
         let request = request.map(move |body| {
@@ -349,7 +367,7 @@ impl Worker {
             request: guest_request,
             out,
             response: receiver,
-        } = match sandbox.bind_request(request, limits) {
+        } = match sandbox.bind_request(request, limits, place) {
             Ok(bound) => bound,
             Err(e) => {
                 tracing::warn!(worker = %self.name, "{tag}: bad request: {e:#}");
@@ -377,16 +395,22 @@ impl Worker {
                 Ok(result) => result,
                 Err(_) => Err(wasmtime::Error::new(WaitedPastLimit)),
             };
+            // A call that accepted a WebSocket outside a Durable Object hands
+            // its sandbox to the socket's slot instead of the pool.
+            let adopted = sandbox.take_adopted();
             let outcome = match (result, home) {
                 (Ok(()), Home::Pool(permit, uses)) => {
                     drop(permit);
-                    worker.pool.give_back(Taken {
-                        item: sandbox,
-                        uses,
-                    });
+                    match adopted {
+                        Some(mut adopted) => *adopted.slot = Some(sandbox),
+                        None => worker.pool.give_back(Taken {
+                            item: sandbox,
+                            uses,
+                        }),
+                    }
                     Ok(())
                 }
-                (Ok(()), Home::Object(mut slot)) => {
+                (Ok(()), Home::Slot(_, mut slot)) => {
                     *slot = Some(sandbox);
                     Ok(())
                 }

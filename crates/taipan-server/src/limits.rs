@@ -17,6 +17,10 @@ pub fn with_overrides(base: &Limits, o: &ConfigLimits) -> Limits {
         max_request_body: mb(o.request_body_mb, base.max_request_body),
         max_response_body: mb(o.response_body_mb, base.max_response_body),
         max_sandboxes: o.max_sandboxes.map_or(base.max_sandboxes, |n| n as usize),
+        max_websockets: o.max_websockets.map_or(base.max_websockets, |n| n as usize),
+        websocket_hibernate_after: o
+            .websocket_hibernate_ms
+            .map_or(base.websocket_hibernate_after, Duration::from_millis),
         ..base.clone()
     }
 }

@@ -3,7 +3,8 @@
 import asgi
 from starlette.applications import Starlette
 from starlette.responses import JSONResponse, PlainTextResponse
-from starlette.routing import Route
+from starlette.routing import Route, WebSocketRoute
+from starlette.websockets import WebSocketDisconnect
 from workers import WorkerEntrypoint
 
 
@@ -17,7 +18,22 @@ async def shout(request):
     return PlainTextResponse(text.upper(), status_code=201, headers={"x-served-by": "starlette"})
 
 
-app = Starlette(routes=[Route("/", home), Route("/shout", shout, methods=["POST"])])
+async def reverse(websocket):
+    """A WebSocket route: each text comes back reversed; "bye" closes."""
+    await websocket.accept()
+    await websocket.send_text(f"hello {websocket.query_params.get('name', 'there')}")
+    try:
+        while True:
+            text = await websocket.receive_text()
+            if text == "bye":
+                await websocket.close(code=4001)
+                return
+            await websocket.send_text(text[::-1])
+    except WebSocketDisconnect:
+        pass
+
+
+app = Starlette(routes=[Route("/", home), Route("/shout", shout, methods=["POST"]), WebSocketRoute("/ws", reverse)])
 
 
 class Default(WorkerEntrypoint):

@@ -16,6 +16,5 @@ mod real_projects;
 mod reload;
 mod sdk;
 mod serve;
-mod tls;
 mod sockets;
 mod workflows;
