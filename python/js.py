@@ -38,6 +38,8 @@ from _taipan.webapi import js_error as _js_error
 from _taipan.webcrypto import CryptoKey, crypto
 from pyodide.ffi import JsArray, JsException, JsObject, JsProxy, to_js
 from workers import Blob, File, FormData, Headers, Request, Response, fetch
+from workers._websocket import WebSocket, WebSocketPair, WebSocketRequestResponsePair
+from workers._cache import caches
 
 Error = JsException
 
@@ -63,11 +65,12 @@ __all__ = [
     "URL",
     "URLSearchParams",
     "Uint8Array",
-    "atob",
-    "btoa",
     "WebSocket",
     "WebSocketPair",
     "WebSocketRequestResponsePair",
+    "atob",
+    "btoa",
+    "caches",
     "clearInterval",
     "clearTimeout",
     "console",

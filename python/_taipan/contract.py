@@ -46,6 +46,7 @@ OP_WEBSOCKET = "websocket"
 WEBSOCKET_BINDING = "websocket"
 STORAGE_BINDING = "do-storage"
 WORKFLOW_BINDING = "workflow-steps"
+CACHE_BINDING = "cache-api"
 DEFAULT_ENTRYPOINT = "Default"
 SCHEDULED_QUERY_CRON = "cron"
 SCHEDULED_QUERY_TIME = "scheduledTime"
@@ -54,8 +55,8 @@ SCHEDULED_QUERY_TIME = "scheduledTime"
 STATUS_WARMUP = 204
 STATUS_NO_HANDLER = 501
 STATUS_ROUTE_ERROR = 502
-
 STATUS_GONE = 410
+
 # the build
 BUILD_ERROR_START = "<<<taipan-build-error>>>"
 BUILD_ERROR_END = "<<<end-taipan-build-error>>>"

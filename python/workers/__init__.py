@@ -1,16 +1,19 @@
 """The `workers` module of Cloudflare Python Workers, as Taipan provides it."""
 
 from ._bindings import D1Database, Fetcher, KVNamespace, R2Bucket
+from ._cache import Cache, CacheStorage, caches
 from ._durable import DurableObject, DurableObjectId, DurableObjectNamespace, DurableObjectStub
 from ._context import Env, ExecutionContext, ScheduledController, import_from_javascript, patch_env
 from ._fetch import fetch
 from ._forms import Blob, File, FormData
 from ._headers import Headers
 from ._http import Request, Response
-
 from ._websocket import WebSocket, WebSocketPair, WebSocketRequestResponsePair
+
 __all__ = [
     "Blob",
+    "Cache",
+    "CacheStorage",
     "D1Database",
     "DurableObject",
     "DurableObjectId",
@@ -28,12 +31,13 @@ __all__ = [
     "Request",
     "Response",
     "ScheduledController",
-    "WorkerEntrypoint",
-    "WorkflowEntrypoint",
-    "env",
     "WebSocket",
     "WebSocketPair",
     "WebSocketRequestResponsePair",
+    "WorkerEntrypoint",
+    "WorkflowEntrypoint",
+    "caches",
+    "env",
     "fetch",
     "handler",
     "import_from_javascript",

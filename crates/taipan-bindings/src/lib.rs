@@ -9,11 +9,12 @@
 
 pub mod alarms;
 pub mod assets;
+pub mod cache;
 pub mod content_type;
 pub mod d1;
 pub mod durable;
-pub mod kv;
 pub mod hyperdrive;
+pub mod kv;
 pub mod outbound;
 pub mod protocol;
 pub mod queues;
@@ -27,8 +28,8 @@ pub mod testing;
 pub mod workflows;
 
 use std::collections::HashMap;
-use std::path::Path;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
@@ -77,12 +78,12 @@ pub struct WorkerBindings {
     outbound: Arc<Outbound>,
     services: Arc<dyn Services>,
     assets: Option<Arc<assets::Assets>>,
-}
     /// The TCP destinations policy: private addresses allowed (dev, or
     /// `outbound_private_networks`), else only public ones and the origins
     /// of the `hyperdrive` bindings.
     allow_private: bool,
     hyperdrive: Arc<hyperdrive::Hyperdrive>,
+}
 
 impl WorkerBindings {
     /// `assets_dir`: where `[assets]` files are (the project's folder in
@@ -94,8 +95,8 @@ impl WorkerBindings {
         services: Arc<dyn Services>,
         policy: FetchPolicy,
         assets_dir: Option<&Path>,
-    ) -> anyhow::Result<Arc<Self>> {
         hyperdrive: Arc<hyperdrive::Hyperdrive>,
+    ) -> anyhow::Result<Arc<Self>> {
         let mut entries = HashMap::new();
         let assets = match (&config.assets, assets_dir) {
             (Some(assets), Some(dir)) => Some(assets::Assets::open(dir, assets.clone())?),
@@ -141,6 +142,16 @@ impl WorkerBindings {
             alarms: alarms::Alarms::open(stores, worker, services.clone()),
         });
         entries.insert(durable::STORAGE_BINDING.to_string(), Entry::Stored(storage));
+        // The Cache API: every worker has it, stored per worker.
+        let caches: Arc<dyn Binding> = Arc::new(cache::Caches::new(
+            stores,
+            worker,
+            cache::CacheLimits::default(),
+        ));
+        entries.insert(
+            taipan_guest::contract::CACHE_BINDING.to_string(),
+            Entry::Stored(caches),
+        );
         for service in &config.services {
             entries.insert(service.binding.clone(), Entry::Service(service.clone()));
         }
@@ -185,6 +196,8 @@ impl WorkerBindings {
             outbound: Outbound::new(allow_private, policy.limits)?,
             services,
             assets,
+            allow_private,
+            hyperdrive,
         }))
     }
 }
@@ -196,8 +209,6 @@ fn open_workflows(
     config: &Bindings,
     stores: &Arc<Stores>,
     services: &Arc<dyn Services>,
-            allow_private,
-            hyperdrive,
     entries: &mut HashMap<String, Entry>,
 ) -> anyhow::Result<tasks::Tasks> {
     if config.workflows.is_empty() {
@@ -275,6 +286,7 @@ pub fn kinds_json(
                     "tag": version.tag,
                     "timestamp": version.timestamp,
                 }),
+                "hyperdrive" => hyperdrive.describe(name),
                 kind => kind.into(),
             };
             (name.to_string(), value)
@@ -286,7 +298,6 @@ pub fn kinds_json(
 impl WorkerHost for WorkerBindings {
     fn binding(
         &self,
-                "hyperdrive" => hyperdrive.describe(name),
         name: &str,
         op: &str,
         request: http::Request<HyperOutgoingBody>,
@@ -334,7 +345,6 @@ impl WorkerHost for WorkerBindings {
     fn before_worker(&self, request: &http::request::Parts) -> Option<HostFuture> {
         self.assets.as_ref()?.before_worker(request)
     }
-}
 
     /// The same rule as `fetch`: serve refuses loopback, private and
     /// link-local destinations (and port 25, as Workers does) unless the
@@ -355,3 +365,4 @@ impl WorkerHost for WorkerBindings {
         let check = tokio::spawn(async move { hyperdrive.is_origin(addr).await });
         Box::pin(async move { check.await.unwrap_or(false) })
     }
+}

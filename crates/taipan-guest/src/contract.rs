@@ -149,6 +149,9 @@ contract! {
     STORAGE_BINDING: &str = "do-storage";
     /// The binding a workflow run stores its steps through (op `step`).
     WORKFLOW_BINDING: &str = "workflow-steps";
+    /// The Cache API's binding (`caches.default`, `caches.open(name)`;
+    /// ops `match`, `put`, `delete`), present in every worker.
+    CACHE_BINDING: &str = "cache-api";
     /// The entrypoint a service binding without `entrypoint` calls.
     DEFAULT_ENTRYPOINT: &str = "Default";
     SCHEDULED_QUERY_CRON: &str = "cron";
@@ -160,11 +163,11 @@ contract! {
     STATUS_NO_HANDLER: u16 = 501;
     /// A binding's route failed (no such worker, object or entrypoint).
     STATUS_ROUTE_ERROR: u16 = 502;
+    /// A WebSocket event for a socket the sandbox no longer has.
+    STATUS_GONE: u16 = 410;
 
     // --- the build: what taipan_bootstrap.py prints around a failed import ---
     BUILD_ERROR_START: &str = "<<<taipan-build-error>>>";
-    /// A WebSocket event for a socket the sandbox no longer has.
-    STATUS_GONE: u16 = 410;
     BUILD_ERROR_END: &str = "<<<end-taipan-build-error>>>";
 }
 

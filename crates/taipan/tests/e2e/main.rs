@@ -2,6 +2,7 @@
 
 mod assets;
 mod bindings;
+mod cache;
 mod cli;
 mod conformance;
 mod errors;
@@ -17,4 +18,6 @@ mod reload;
 mod sdk;
 mod serve;
 mod sockets;
+mod tls;
+mod websockets;
 mod workflows;
