@@ -203,13 +203,10 @@ class Dispatcher:
     def _websocket(self, request, out: Outparam, instance) -> None:
         """An event of a WebSocket this sandbox (or Durable Object) accepted."""
         event = json.loads(loop.run_fast(request.text()))
-        frames = websocket.deliver(event, instance, loop.run_fast)
-        if frames is None:
+        if not websocket.deliver(event, instance, loop.run_fast, _log_exception):
             send_error(out, contract.STATUS_GONE, "this sandbox has no such WebSocket\n")
-        elif frames:
-            send_response(Response(json.dumps({"frames": frames}), headers={"content-type": "application/json"}), out, head_only=False)
-        else:
-            send_response(Response(None, status=204), out, head_only=True)
+            return
+        send_response(Response(None, status=204), out, head_only=True)
 
     def _alarm(self, instance, request, out: Outparam) -> None:
         """The host firing the object's alarm; a failure (500) is retried."""

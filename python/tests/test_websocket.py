@@ -83,15 +83,15 @@ class WebSocketTest(unittest.TestCase):
         server.addEventListener("message", on_text)
         server.add_event_listener("message", on_async)
         server.addEventListener("close", lambda e: seen.append(("close", e.code, e.reason, e.wasClean)))
-        self.assertEqual(_websocket.deliver({"id": "s1", "event": "message", "text": "a"}, None, run), [])
-        self.assertEqual(_websocket.deliver({"id": "s1", "event": "message", "binary": "AAE="}, None, run), [])
-        self.assertEqual(_websocket.deliver({"id": "s1", "event": "close", "code": 1000, "reason": "bye", "wasClean": True}, None, run), [])
+        self.assertTrue(_websocket.deliver({"id": "s1", "event": "message", "text": "a"}, None, run))
+        self.assertTrue(_websocket.deliver({"id": "s1", "event": "message", "binary": "AAE="}, None, run))
+        self.assertTrue(_websocket.deliver({"id": "s1", "event": "close", "code": 1000, "reason": "bye", "wasClean": True}, None, run))
         self.assertEqual(seen[0], ("sync", "a"))
         self.assertEqual(seen[1], ("async", "a"))
         self.assertEqual(bytes(seen[2][1]), b"\x00\x01")
         self.assertEqual(seen[4], ("close", 1000, "bye", True))
         self.assertEqual(server.readyState, server.CLOSED)
-        self.assertIsNone(_websocket.deliver({"id": "s1", "event": "message", "text": "gone"}, None, run))
+        self.assertFalse(_websocket.deliver({"id": "s1", "event": "message", "text": "gone"}, None, run))
 
     def test_hibernatable_sockets_reach_the_objects_handlers_with_their_attachment(self):
         calls = []
@@ -106,12 +106,38 @@ class WebSocketTest(unittest.TestCase):
 
         room = Room()
         event = {"id": "h9", "event": "message", "text": "hey", "tags": ["red"], "attachment": {"name": "ann"}}
-        # What a handler sends comes back with the event, not as a call.
-        self.assertEqual(_websocket.deliver(event, room, run), [{"id": "h9", "text": "echo hey"}])
+        self.assertTrue(_websocket.deliver(event, room, run))
         self.assertEqual(calls[0], ("message", {"name": "ann"}, "hey"))
-        self.assertFalse(any(op == "send" for op, _ in self.host.calls))
+        self.assertEqual(self.host.calls[-1], ("send", {"frames": [{"id": "h9", "text": "echo hey"}]}))
+        # A socket that was accepted with listeners in a sandbox that is gone
+        # is not taken for a hibernatable one.
+        self.assertFalse(_websocket.deliver({"id": "x1", "event": "message", "text": "?", "hibernatable": False}, room, run))
         _websocket.deliver({"id": "h9", "event": "close", "code": 1001, "reason": "", "wasClean": True}, room, run)
         self.assertEqual(calls[1], ("close", 1001, "", True))
+
+    def test_what_handlers_send_goes_in_one_call_and_a_failing_listener_loses_nothing(self):
+        _client, server = WebSocketPair()
+        server.accept()
+        reported = []
+
+        def first(event):
+            server.send("ack")
+            server.send("ack2")
+            raise ValueError("boom")
+
+        seen = []
+        server.addEventListener("message", first)
+        server.addEventListener("message", lambda e: seen.append(e.data))
+        self.host.calls.clear()
+        self.assertTrue(_websocket.deliver({"id": "s1", "event": "message", "text": "m"}, None, run, lambda what, exc: reported.append((what, str(exc)))))
+        self.assertEqual(seen, ["m"], "the next listener still ran")
+        self.assertEqual(reported, [("a WebSocket message listener failed", "boom")])
+        self.assertEqual(self.host.calls, [("send", {"frames": [{"id": "s1", "text": "ack"}, {"id": "s1", "text": "ack2"}]})])
+        # Outside an event, each send is its own call.
+        server.send("now")
+        self.assertEqual(self.host.calls[-1], ("send", {"frames": [{"id": "s1", "text": "now"}]}))
+        with self.assertRaises(Exception):
+            server.close(1005)
 
     def test_object_state_lists_tags_attachments_and_auto_responses(self):
         from workers._durable import DurableObjectState

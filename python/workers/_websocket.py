@@ -26,18 +26,34 @@ CONNECTING, OPEN, CLOSING, CLOSED = 0, 1, 2, 3
 _live = {}
 _hibernatable = {}
 
-# While an event's handlers run, what they send is gathered here and goes
-# back in the event's reply (one host call fewer per send); else None.
+# While an event's handlers run, what they send is gathered here and sent
+# in one call when they are done (still inside the event's call, so order
+# holds); else None and each send is a call of its own.
 _batch = None
 
 
-def _send_frames(frames: list) -> list:
-    """Queue `frames`; the ids of sockets found closed (only known when
-    sent at once)."""
+def _send_frames(frames: list) -> bool:
+    """Queue `frames` (one socket's); False if that socket is closed (known
+    only when sent at once)."""
     if _batch is not None:
         _batch.extend(frames)
-        return []
-    return _call("send", frames=frames)["closed"]
+        return True
+    result = _call("send", frames=frames)
+    if result.get("full"):
+        raise JsException("Error: the WebSocket's client is not reading; too many messages are waiting")
+    return not result["closed"]
+
+
+def _flush() -> None:
+    global _batch
+    frames, _batch = _batch, None
+    if frames:
+        _call("send", frames=frames)
+
+
+# Close codes a worker may send (RFC 6455 §7.4.1; 1004-1006 and 1015 are reserved).
+def _valid_close_code(code: int) -> bool:
+    return code == 1000 or 1001 <= code <= 1003 or 1007 <= code <= 1014 or 3000 <= code <= 4999
 
 
 def _call(op: str, **args):
@@ -121,10 +137,15 @@ class WebSocket(JsProxy):
             frame = {"id": self._id, "binary": base64.b64encode(bytes(message)).decode("ascii")}
         else:
             raise TypeError(f"WebSocket.send() takes str or bytes, not {type(message).__name__}")
-        if _send_frames([frame]):
+        if not _send_frames([frame]):
             self.readyState = CLOSED
 
     def close(self, code=1000, reason="") -> None:
+        code = int(code)
+        if not _valid_close_code(code):
+            raise JsException(f"TypeError: invalid WebSocket close code {code}")
+        if len(str(reason or "").encode()) > 123:
+            raise JsException("SyntaxError: a close reason may be at most 123 bytes")
         if self._id is None or self.readyState in (CLOSING, CLOSED):
             return
         _send_frames([{"id": self._id, "close": [int(code), str(reason or "")]}])
@@ -210,41 +231,46 @@ def accept_hibernatable(ws: WebSocket, tags) -> None:
     _hibernatable[ws._id] = ws
 
 
-def deliver(event: dict, instance=None, run=None):
-    """Run one host event; the frames its handlers sent (for the reply), or
-    None if this sandbox has no such socket (the host then closes it).
-    `instance` is the Durable Object the socket belongs to, if any; `run`
-    drives a coroutine to its end."""
+def deliver(event: dict, instance=None, run=None, report=None) -> bool:
+    """Run one host event; False if this sandbox has no such socket (the
+    host then closes it). `instance` is the Durable Object the socket
+    belongs to, if any; `run` drives a coroutine to its end; `report(what,
+    exc)` logs a handler's exception (a failing listener does not stop the
+    others, nor lose what was sent before it failed)."""
     global _batch
-    _batch = []
-    try:
-        if not _deliver(event, instance, run):
-            return None
-        return _batch
-    finally:
-        _batch = None
-
-
-def _deliver(event: dict, instance, run) -> bool:
     socket_id = event["id"]
     kind = event["event"]
     ws = _live.get(socket_id)
-    if ws is not None:
-        awaitables = [r for r in _run_listeners(ws, kind, _event_for(event)) if inspect.isawaitable(r)]
-        if awaitables:
-            run(_gather(awaitables))
-    elif instance is not None:
-        ws = hibernatable(socket_id, event.get("tags"), event.get("attachment"))
-        result = _call_handler(instance, ws, event)
+    if ws is None and (instance is None or not event.get("hibernatable", True)):
+        # Accepted with listeners in a sandbox that is gone (a crash, an
+        # eviction): nothing here can answer it.
+        return False
+    _batch = []
+    try:
+        if ws is not None:
+            for result in _run_listeners(ws, kind, _event_for(event), report):
+                if inspect.isawaitable(result):
+                    _guarded(run, result, report, f"a WebSocket {kind} listener failed")
+        else:
+            ws = hibernatable(socket_id, event.get("tags"), event.get("attachment"))
+            _guarded(run, _call_handler(instance, ws, event), report, f"webSocket {kind} handler failed")
+    finally:
+        if kind == "close":
+            ws.readyState = CLOSED
+            _live.pop(socket_id, None)
+            _hibernatable.pop(socket_id, None)
+        _flush()
+    return True
+
+
+def _guarded(run, result, report, what: str) -> None:
+    try:
         if inspect.isawaitable(result):
             run(result)
-    else:
-        return False
-    if kind == "close":
-        ws.readyState = CLOSED
-        _live.pop(socket_id, None)
-        _hibernatable.pop(socket_id, None)
-    return True
+    except Exception as exc:  # noqa: BLE001 - reported; the other handlers still run
+        if report is None:
+            raise
+        report(what, exc)
 
 
 def _event_for(event: dict) -> _Event:
@@ -262,17 +288,18 @@ def _message_data(event: dict):
     return JsBuffer(base64.b64decode(event.get("binary", "")))
 
 
-def _run_listeners(ws: WebSocket, kind: str, event: _Event) -> list:
+def _run_listeners(ws: WebSocket, kind: str, event: _Event, report) -> list:
+    """Call each listener; the awaitables they return, to be run in turn."""
     results = []
     for listener in list(ws._listeners.get(kind, [])):
         handle = getattr(listener, "handleEvent", None)
-        results.append(handle(event) if callable(handle) else listener(event))
+        try:
+            results.append(handle(event) if callable(handle) else listener(event))
+        except Exception as exc:  # noqa: BLE001 - reported; the other listeners still run
+            if report is None:
+                raise
+            report(f"a WebSocket {kind} listener failed", exc)
     return results
-
-
-async def _gather(awaitables):
-    for awaitable in awaitables:
-        await awaitable
 
 
 def _call_handler(instance, ws: WebSocket, event: dict):

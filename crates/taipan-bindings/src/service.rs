@@ -54,7 +54,7 @@ pub fn call(
                 let Some(request) = addressed(request) else {
                     return Ok(binding_error("the service request has no valid URL".into()));
                 };
-                Ok(from_callee(worker.handle(request).await))
+                Ok(from_callee(worker.handle_from_worker(request).await))
             }
             (OP_FETCH | OP_RPC, entrypoint) => {
                 let entrypoint = entrypoint.as_deref().unwrap_or(DEFAULT_ENTRYPOINT);

@@ -177,6 +177,17 @@ impl RequestView {
             .take()
     }
 
+    fn count_subrequest(&mut self) -> Result<(), ErrorCode> {
+        self.subrequests += 1;
+        if self.subrequests > self.limits.max_subrequests {
+            return Err(ErrorCode::InternalError(Some(format!(
+                "too many subrequests in one request (the max_subrequests limit is {})",
+                self.limits.max_subrequests
+            ))));
+        }
+        Ok(())
+    }
+
     fn route(
         &mut self,
         request: http::Request<HyperOutgoingBody>,
@@ -187,16 +198,15 @@ impl RequestView {
             .authority()
             .is_some_and(|a| a.as_str() == AUTHORITY_BINDING);
         if internal {
-            self.binding_calls += 1;
-            if self.binding_calls > self.limits.max_binding_calls {
-                return Err(ErrorCode::InternalError(Some(format!(
-                    "too many binding calls in one request (the max_binding_calls limit is {})",
-                    self.limits.max_binding_calls
-                ))));
-            }
             let path = request.uri().path().trim_start_matches('/').to_string();
             let (name, op) = path.split_once('/').unwrap_or((&path, ""));
+            // WebSocket calls are bounded by the sockets' own limits (open
+            // sockets, buffered frames), not max_binding_calls: a broadcast
+            // is one call per member. An outbound connect is a subrequest.
             if name == WEBSOCKET_BINDING {
+                if op == "connect" {
+                    self.count_subrequest()?;
+                }
                 let args = request
                     .headers()
                     .get(HEADER_ARGS)
@@ -215,22 +225,23 @@ impl RequestView {
                 let response = crate::websocket::ops::call(caller, op, args);
                 return Ok(Box::pin(async move { Ok(response) }));
             }
+            self.binding_calls += 1;
+            if self.binding_calls > self.limits.max_binding_calls {
+                return Err(ErrorCode::InternalError(Some(format!(
+                    "too many binding calls in one request (the max_binding_calls limit is {})",
+                    self.limits.max_binding_calls
+                ))));
+            }
             return Ok(self.host.binding(name, op, request));
         }
-        self.subrequests += 1;
-        if self.subrequests > self.limits.max_subrequests {
-            return Err(ErrorCode::InternalError(Some(format!(
-                "too many subrequests in one request (the max_subrequests limit is {})",
-                self.limits.max_subrequests
-            ))));
-        }
+        self.count_subrequest()?;
         Ok(self.host.fetch(request, config))
     }
 }
 
 /// Headers that describe one connection, not the request: never passed on.
 /// (wasmtime's default list also hides `host`, which Workers code reads.)
-const HOP_BY_HOP: [&str; 7] = [
+pub const HOP_BY_HOP: [&str; 7] = [
     "connection",
     "keep-alive",
     "proxy-connection",

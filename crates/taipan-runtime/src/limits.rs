@@ -26,6 +26,9 @@ pub struct Limits {
     /// WebSockets one worker may hold open at once (each one accepted
     /// outside a Durable Object also holds a sandbox).
     pub max_websockets: usize,
+    /// WebSockets accepted outside a Durable Object, each holding a sandbox
+    /// of its own (out of the process's pool): past this, `accept()` raises.
+    pub max_socket_sandboxes: usize,
     /// Largest WebSocket message a client may send (Workers: 1 MiB); larger
     /// closes the socket with 1009.
     pub websocket_max_message: usize,
@@ -54,6 +57,7 @@ impl Default for Limits {
             max_requests_per_sandbox: 10_000,
             idle_timeout: Duration::from_secs(300),
             max_websockets: 256,
+            max_socket_sandboxes: 32,
             websocket_max_message: MIB,
             websocket_messages_per_second: 1000,
             websocket_idle_timeout: Duration::from_secs(1800),

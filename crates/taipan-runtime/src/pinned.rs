@@ -71,6 +71,14 @@ impl<T> Pinned<T> {
             .remove(key);
     }
 
+    /// Drop `key`'s slot unless a call is using or waiting for it.
+    pub fn remove_if_idle(&self, key: &str) {
+        let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+        if slots.get(key).is_some_and(|kept| is_idle(&kept.slot)) {
+            slots.remove(key);
+        }
+    }
+
     /// Let go of every idle key no call asked for in `age` and that
     /// `may_go` allows; the keys let go.
     pub fn evict_older_than(&self, age: Duration, may_go: impl Fn(&str) -> bool) -> Vec<String> {
@@ -169,5 +177,9 @@ mod tests {
         assert_eq!(pinned.len(), 3, "kept, busy and fresh stay");
         pinned.remove("kept");
         assert_eq!(pinned.len(), 2);
+        pinned.remove_if_idle("busy");
+        assert_eq!(pinned.len(), 2, "a key in use stays");
+        pinned.remove_if_idle("fresh");
+        assert_eq!(pinned.len(), 1);
     }
 }

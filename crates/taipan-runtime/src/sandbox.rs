@@ -129,7 +129,14 @@ impl Sandbox {
             });
         let state = SandboxState {
             wasi: wasi.build(),
-            http: WasiHttpCtx::new(),
+            http: {
+                // Room for a WebSocket message in a call's arguments (base64
+                // in `HEADER_ARGS`), beyond wasi-http's 128 KiB default.
+                let mut http = WasiHttpCtx::new();
+                let room = template.limits.websocket_max_message / 3 * 4 + (64 << 10);
+                http.set_field_size_limit(room.max(128 << 10));
+                http
+            },
             hooks: RequestView::new(
                 template.host.clone(),
                 template.host_limits,

@@ -184,8 +184,29 @@ impl Worker {
     }
 
     /// Serve one request from outside in a warm sandbox, or a fresh one from
-    /// the snapshot. Internal host names are refused.
+    /// the snapshot. Internal host names are refused. A WebSocket upgrade
+    /// that the worker answers with an accepted socket is carried out here.
     pub async fn handle<B>(self: &Arc<Self>, request: http::Request<B>) -> Response<Body>
+    where
+        B: hyper::body::Body<Data = Bytes> + Send + 'static,
+        B::Error: std::error::Error + Send + Sync + 'static,
+    {
+        let (mut parts, body) = request.into_parts();
+        let upgrade = crate::websocket::session::Upgrade::take(&mut parts);
+        let response = self
+            .handle_from_worker(http::Request::from_parts(parts, body))
+            .await;
+        crate::websocket::session::finish(self, upgrade, response)
+    }
+
+    /// [`Worker::handle`] for a request another worker sends (a service
+    /// binding's `fetch`): the same checks, but a WebSocket upgrade stays
+    /// marked for the worker (`HEADER_UPGRADE`) and its 101 goes back to the
+    /// caller, whose own response the outermost `handle` carries out.
+    pub async fn handle_from_worker<B>(
+        self: &Arc<Self>,
+        request: http::Request<B>,
+    ) -> Response<Body>
     where
         B: hyper::body::Body<Data = Bytes> + Send + 'static,
         B::Error: std::error::Error + Send + Sync + 'static,
@@ -205,8 +226,7 @@ impl Worker {
         if header.is_some_and(internal) || authority.is_some_and(internal) {
             return text_response(StatusCode::BAD_REQUEST, "bad host\n");
         }
-        let (mut parts, body) = request.into_parts();
-        let upgrade = crate::websocket::session::Upgrade::take(&mut parts);
+        let (parts, body) = request.into_parts();
         if let Some(response) = self.template.host.before_worker(&parts) {
             return match response.await {
                 Ok(response) => response,
@@ -216,8 +236,7 @@ impl Worker {
                 }
             };
         }
-        let response = self.serve(http::Request::from_parts(parts, body)).await;
-        crate::websocket::session::finish(self, upgrade, response)
+        self.serve(http::Request::from_parts(parts, body)).await
     }
 
     /// Fire a cron trigger: the worker's `scheduled` handler runs with

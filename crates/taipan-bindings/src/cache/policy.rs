@@ -13,20 +13,10 @@ use crate::protocol::BindingError;
 /// Longer lifetimes count as this (RFC 9111 §1.2.2: 2^31 seconds).
 const MAX_LIFETIME_SECONDS: i64 = 1 << 31;
 
-/// Headers a stored response never keeps: hop-by-hop ones, and those a hit
-/// sets itself (`content-length`, `age`, `cf-cache-status`).
-const NOT_STORED: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "transfer-encoding",
-    "upgrade",
-    "te",
-    "trailer",
-    "content-length",
-    "age",
-    "cf-cache-status",
-];
+/// Headers a stored response never keeps besides the hop-by-hop ones
+/// (`taipan_runtime::host::HOP_BY_HOP`): `trailer`, and those a hit sets
+/// itself (`content-length`, `age`, `cf-cache-status`).
+const NOT_STORED: &[&str] = &["trailer", "content-length", "age", "cf-cache-status"];
 
 /// What `put` does with a response.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -153,7 +143,9 @@ pub(super) fn stored_headers(headers: &[(String, String)], omit: &[String]) -> H
     headers
         .iter()
         .filter(|(name, _)| {
-            !NOT_STORED.contains(&name.as_str()) && !dropped.iter().any(|d| d == name)
+            !NOT_STORED.contains(&name.as_str())
+                && !taipan_runtime::host::HOP_BY_HOP.contains(&name.as_str())
+                && !dropped.iter().any(|d| d == name)
         })
         .cloned()
         .collect()

@@ -40,14 +40,16 @@ pub(crate) async fn connect(
     host: Arc<dyn WorkerHost>,
     limits: Limits,
 ) -> Result<Value, String> {
+    // Dropped before the socket is running (the guest gave up, its sandbox
+    // trapped, the connect failed): the socket is forgotten.
+    let pending = Pending(Some(id.clone()));
     let url = args["url"].as_str().unwrap_or_default().to_string();
-    let opened = open(&url, &args, host.as_ref(), &limits).await;
+    let opened = tokio::time::timeout(CONNECT_TIMEOUT, open(&url, &args, host.as_ref(), &limits))
+        .await
+        .unwrap_or_else(|_| Err(format!("no answer in {}s", CONNECT_TIMEOUT.as_secs())));
     let (socket, response) = match opened {
         Ok(pair) => pair,
-        Err(e) => {
-            release(&id);
-            return Err(format!("WebSocket connection to {url} failed: {e}"));
-        }
+        Err(e) => return Err(format!("WebSocket connection to {url} failed: {e}")),
     };
     let headers: Vec<(String, String)> = response
         .headers()
@@ -61,7 +63,28 @@ pub(crate) async fn connect(
         .unwrap_or_default()
         .to_string();
     tokio::spawn(pump(id.clone(), owner, frames, socket, limits));
+    pending.disarm();
     Ok(json!({ "id": id, "status": 101, "headers": headers, "protocol": protocol }))
+}
+
+/// How long an outbound connection (DNS, TCP, TLS, handshake) may take.
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// Forgets a socket whose connection never got running.
+struct Pending(Option<String>);
+
+impl Pending {
+    fn disarm(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        if let Some(id) = self.0.take() {
+            release(&id);
+        }
+    }
 }
 
 type Client = tokio_tungstenite::WebSocketStream<Box<dyn Stream>>;
@@ -79,13 +102,22 @@ async fn open(
     host: &dyn WorkerHost,
     limits: &Limits,
 ) -> Result<(Client, http::Response<Option<Vec<u8>>>), String> {
-    let mut request = url.into_client_request().map_err(|e| e.to_string())?;
-    let uri = request.uri().clone();
-    let secure = match uri.scheme_str() {
-        Some("wss" | "https") => true,
-        Some("ws" | "http") => false,
+    // Workers write https:// (or http://); the handshake wants ws(s)://.
+    let secure = match url
+        .split_once("://")
+        .map(|(scheme, _)| scheme.to_ascii_lowercase())
+    {
+        Some(scheme) if scheme == "wss" || scheme == "https" => true,
+        Some(scheme) if scheme == "ws" || scheme == "http" => false,
         _ => return Err("the URL must be ws://, wss://, http:// or https://".into()),
     };
+    let rest = url.split_once("://").map_or("", |(_, rest)| rest);
+    let ws_url = format!("{}://{rest}", if secure { "wss" } else { "ws" });
+    let mut request = ws_url
+        .as_str()
+        .into_client_request()
+        .map_err(|e| e.to_string())?;
+    let uri = request.uri().clone();
     let name = uri.host().ok_or("the URL has no host")?.to_string();
     let port = uri.port_u16().unwrap_or(if secure { 443 } else { 80 });
     for pair in args["headers"].as_array().into_iter().flatten() {

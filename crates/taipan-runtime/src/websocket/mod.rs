@@ -16,7 +16,7 @@
 //!
 //! Hibernation: a Durable Object whose sockets are all hibernatable gives
 //! its sandbox up after `websocket_hibernate_after` without events (the
-//! sweeper in `worker.rs`); the registry here keeps the sockets, their tags
+//! sweeper in `objects.rs`); the registry here keeps the sockets, their tags
 //! and attachments, so the next event starts a fresh sandbox from the
 //! snapshot and the object is constructed again, as on Workers.
 
@@ -174,10 +174,14 @@ impl Sockets {
         self.entries().get(id).is_some_and(|e| e.receiver.is_some())
     }
 
-    /// Queue `frame` for socket `id`'s client.
-    pub fn send(&self, id: &str, frame: Frame) -> Result<(), SendError> {
+    /// Queue `frame` for socket `id`'s client; only a sandbox of the worker
+    /// that owns the socket may.
+    pub fn send(&self, worker: &Weak<Worker>, id: &str, frame: Frame) -> Result<(), SendError> {
         let mut entries = self.entries();
-        let entry = entries.get_mut(id).ok_or(SendError::Closed)?;
+        let entry = entries
+            .get_mut(id)
+            .filter(|e| e.owner.same_worker(worker))
+            .ok_or(SendError::Closed)?;
         if entry.closing {
             return Err(SendError::Closed);
         }
@@ -188,6 +192,25 @@ impl Sockets {
         })?;
         entry.closing = close;
         Ok(())
+    }
+
+    /// Close socket `id` for a limit (idle, message size, a lost owner): the
+    /// close frame goes out, and the owner still gets its close event.
+    pub fn close_from_host(&self, id: &str, code: u16, reason: &str) {
+        let mut entries = self.entries();
+        if let Some(entry) = entries.get_mut(id)
+            && !entry.closing
+        {
+            let _ = entry
+                .outbox
+                .try_send(Frame::Close(code, reason.to_string()));
+            entry.closing = true;
+        }
+    }
+
+    /// Sockets registered in this process.
+    pub fn open(&self) -> usize {
+        self.entries().len()
     }
 
     /// Whether the worker closed socket `id` (or it is gone).
@@ -320,10 +343,13 @@ mod tests {
     fn a_socket_is_claimed_once_and_its_frames_arrive_in_order() {
         let sockets = Sockets::default();
         let (_keep, owner) = test_owner("Room/1", true);
+        let owner_worker = owner.worker.clone();
         let id = sockets.accept(owner, vec!["a".into()], 10).unwrap();
-        sockets.send(&id, Frame::Text("one".into())).unwrap();
         sockets
-            .send(&id, Frame::Binary(Bytes::from_static(b"2")))
+            .send(&owner_worker, &id, Frame::Text("one".into()))
+            .unwrap();
+        sockets
+            .send(&owner_worker, &id, Frame::Binary(Bytes::from_static(b"2")))
             .unwrap();
         let (owner, mut frames) = sockets.claim(&id).unwrap();
         assert_eq!(owner.key, "Room/1");
@@ -333,10 +359,12 @@ mod tests {
             frames.try_recv().unwrap(),
             Frame::Binary(Bytes::from_static(b"2"))
         );
-        sockets.send(&id, Frame::Close(1000, "bye".into())).unwrap();
+        sockets
+            .send(&owner_worker, &id, Frame::Close(1000, "bye".into()))
+            .unwrap();
         assert!(sockets.closing(&id));
         assert_eq!(
-            sockets.send(&id, Frame::Text("late".into())),
+            sockets.send(&owner_worker, &id, Frame::Text("late".into())),
             Err(SendError::Closed)
         );
         sockets.remove(&id);

@@ -44,7 +44,7 @@ pub(crate) fn call(caller: Caller<'_>, op: &str, args: &str) -> HostResponse {
     };
     let answer = match op {
         "accept" => accept(caller, &args),
-        "send" => send(&args),
+        "send" => send(caller.worker, &args),
         "attach" => attach(caller.worker, &args),
         "list" => list(caller, &args),
         "auto" => auto(caller, &args),
@@ -119,6 +119,18 @@ fn owner_for(
             // move into; it is locked until then, so an early event waits.
             let mut adopted = caller.adopted.lock().unwrap_or_else(|e| e.into_inner());
             if adopted.is_none() {
+                let held = worker.socket_slots.len();
+                let max = worker.limits().max_socket_sandboxes;
+                if held >= max {
+                    return Err((
+                        "Error",
+                        format!(
+                            "this worker holds {held} WebSockets in sandboxes of their own, its \
+                             max_socket_sandboxes limit; accept many sockets in a Durable Object \
+                             (ctx.acceptWebSocket), where they share one sandbox"
+                        ),
+                    ));
+                }
                 let key = format!("ws:{}", super::random_id());
                 let slot = worker.socket_slots.slot(&key).ok_or((
                     "Error",
@@ -186,9 +198,10 @@ fn tags(value: &Value) -> Result<Vec<String>, (&'static str, String)> {
     Ok(tags)
 }
 
-/// Queue `args.frames` (also what an event's reply carries).
-pub(crate) fn send(args: &Value) -> Answer {
-    let mut closed = Vec::new();
+/// Queue `args.frames`, each on its own socket: a closed socket's or a full
+/// one's frame is reported, the others still go.
+pub(crate) fn send(worker: &Weak<Worker>, args: &Value) -> Answer {
+    let (mut closed, mut full) = (Vec::new(), Vec::new());
     for frame in args["frames"].as_array().into_iter().flatten() {
         let id = frame["id"].as_str().unwrap_or_default();
         let out = if let Some(text) = frame["text"].as_str() {
@@ -206,21 +219,13 @@ pub(crate) fn send(args: &Value) -> Answer {
         } else {
             return Err(("TypeError", "a frame needs text, binary or close".into()));
         };
-        match sockets().send(id, out) {
+        match sockets().send(worker, id, out) {
             Ok(()) => {}
             Err(SendError::Closed) => closed.push(id.to_string()),
-            Err(SendError::Full) => {
-                return Err((
-                    "Error",
-                    format!(
-                        "the WebSocket's client is not reading: {} messages are waiting",
-                        super::MAX_BUFFERED_FRAMES
-                    ),
-                ));
-            }
+            Err(SendError::Full) => full.push(id.to_string()),
         }
     }
-    Ok(json!({ "closed": closed }))
+    Ok(json!({ "closed": closed, "full": full }))
 }
 
 /// Close codes a worker may send (RFC 6455 §7.4: 1000, 3000–4999, and the

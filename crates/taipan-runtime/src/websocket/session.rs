@@ -183,29 +183,44 @@ pub(crate) async fn pump<S>(
                     break;
                 }
             }
-            let _ = sink.close().await;
+            // The close handshake, and a client that no longer reads, get
+            // CLOSE_GRACE; then the connection is dropped.
+            let _ = tokio::time::timeout(CLOSE_GRACE, sink.close()).await;
         })
     };
 
     let mut pace = Pace::new(limits.websocket_messages_per_second);
     let idle = limits.websocket_idle_timeout;
+    let mut closed_at: Option<Instant> = None;
     let ended = loop {
         let waited = tokio::time::timeout(idle.min(Duration::from_secs(5)), stream.next()).await;
         let message = match waited {
             Err(_) => {
-                let quiet = started.elapsed().as_millis() as u64 - active.load(Ordering::Relaxed);
-                if Duration::from_millis(quiet) >= idle && !sockets().closing(&id) {
-                    let _ = sockets().send(&id, Frame::Close(1001, "idle timeout".into()));
-                }
-                if Duration::from_millis(quiet) >= idle * 2 {
-                    break None;
+                let now = started.elapsed().as_millis() as u64;
+                let quiet =
+                    Duration::from_millis(now.saturating_sub(active.load(Ordering::Relaxed)));
+                // A close was sent (by the worker or here): the client's
+                // answer gets CLOSE_GRACE.
+                if sockets().closing(&id) {
+                    let since = *closed_at.get_or_insert_with(Instant::now);
+                    if since.elapsed() >= CLOSE_GRACE {
+                        break None;
+                    }
+                } else if quiet >= idle {
+                    let reason = "idle timeout";
+                    sockets().close_from_host(&id, 1001, reason);
+                    break Some(Ended {
+                        code: 1001,
+                        reason: reason.into(),
+                        clean: false,
+                    });
                 }
                 continue;
             }
             Ok(None) => break None,
             Ok(Some(Err(WsError::Capacity(_)))) => {
                 let reason = "message too big";
-                let _ = sockets().send(&id, Frame::Close(1009, reason.into()));
+                sockets().close_from_host(&id, 1009, reason);
                 break Some(Ended {
                     code: 1009,
                     reason: reason.into(),
@@ -222,7 +237,7 @@ pub(crate) async fn pump<S>(
         let event = match message {
             Message::Text(text) => {
                 if let Some(reply) = sockets().auto_response(&owner, text.as_str()) {
-                    let _ = sockets().send(&id, Frame::Text(reply));
+                    let _ = sockets().send(&owner.worker, &id, Frame::Text(reply));
                     continue;
                 }
                 json!({ "event": "message", "text": text.as_str() })
@@ -249,34 +264,37 @@ pub(crate) async fn pump<S>(
         };
         pace.wait().await;
         if !deliver(&id, &owner, event).await {
-            let _ = sockets().send(
-                &id,
-                Frame::Close(1011, "the worker lost this socket".into()),
-            );
-            break None;
+            // The owner no longer has it (its sandbox crashed, the worker
+            // was replaced): no close event can be delivered either.
+            sockets().close_from_host(&id, 1011, "the worker lost this socket");
+            release(&id);
+            let _ = tokio::time::timeout(CLOSE_GRACE, writer).await;
+            return;
         }
     };
     end(&id, &owner, ended).await;
-    let _ = writer.await;
+    let _ = tokio::time::timeout(CLOSE_GRACE, writer).await;
 }
 
-/// The connection is over: tell the owner (unless it closed the socket
-/// itself), forget the socket, and let a socket-only slot go.
+/// How long a close handshake, or a final flush to a client, may take.
+const CLOSE_GRACE: Duration = Duration::from_secs(10);
+
+/// The connection is over: the owner gets its close event (whoever closed:
+/// the client, the worker, or the host for a limit), then the socket is
+/// forgotten, and a socket-only slot goes with its last socket.
 async fn end(id: &str, owner: &Owner, ended: Option<Ended>) {
-    if !sockets().closing(id) {
-        let ended = ended.unwrap_or(Ended {
-            code: 1006,
-            reason: String::new(),
-            clean: false,
-        });
-        let event = json!({
-            "event": "close",
-            "code": ended.code,
-            "reason": ended.reason,
-            "wasClean": ended.clean,
-        });
-        deliver(id, owner, event).await;
-    }
+    let ended = ended.unwrap_or(Ended {
+        code: 1006,
+        reason: String::new(),
+        clean: false,
+    });
+    let event = json!({
+        "event": "close",
+        "code": ended.code,
+        "reason": ended.reason,
+        "wasClean": ended.clean,
+    });
+    deliver(id, owner, event).await;
     release(id);
 }
 
@@ -286,11 +304,13 @@ pub(crate) fn release(id: &str) {
     let Some(owner) = sockets().remove(id) else {
         return;
     };
+    // Not while a call holds the slot: that call may be the one that will
+    // move its sandbox in (it accepts another socket after a failed one).
     if !owner.object
         && let Some(worker) = owner.worker.upgrade()
         && sockets().count(&owner.worker, &owner.key).0 == 0
     {
-        worker.socket_slots.remove(&owner.key);
+        worker.socket_slots.remove_if_idle(&owner.key);
     }
 }
 
@@ -304,6 +324,7 @@ async fn deliver(id: &str, owner: &Owner, mut event: Value) -> bool {
         return false;
     };
     event["id"] = json!(id);
+    event["hibernatable"] = json!(owner.hibernatable);
     event["tags"] = json!(tags);
     event["attachment"] = attachment
         .and_then(|a| serde_json::from_str(&a).ok())
@@ -312,29 +333,13 @@ async fn deliver(id: &str, owner: &Owner, mut event: Value) -> bool {
         .socket_event(owner, Bytes::from(event.to_string()))
         .await;
     let status = response.status();
-    // The body is what the handlers sent, `{"frames": [...]}` (or empty);
-    // reading it to its end also waits for the call to end before the
-    // next event.
-    let body = response.into_body().collect().await;
+    // Wait for the call to end before the next event (the body is empty).
+    let _ = response.into_body().collect().await;
     if status.as_u16() == STATUS_GONE {
         return false;
     }
     if !status.is_success() {
         tracing::warn!(worker = %worker.name, "WebSocket {id}: the event handler failed ({status})");
-        return true;
-    }
-    if let Ok(body) = body {
-        let sent = body.to_bytes();
-        if !sent.is_empty() {
-            match serde_json::from_slice::<Value>(&sent) {
-                Ok(frames) => {
-                    if let Err((_, e)) = super::ops::send(&frames) {
-                        tracing::warn!(worker = %worker.name, "WebSocket {id}: {e}");
-                    }
-                }
-                Err(e) => tracing::warn!(worker = %worker.name, "WebSocket {id}: bad frames: {e}"),
-            }
-        }
     }
     true
 }

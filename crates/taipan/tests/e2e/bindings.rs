@@ -3,7 +3,6 @@
 //! survives restarts; parallel writers lose nothing.
 
 use std::io::Write;
-use std::process::Stdio;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -481,32 +480,7 @@ fn serve_refuses_private_fetch_keeps_secrets_and_fires_crons() {
     let host = |path: &str| server.host_text("front.localhost", path);
 
     // secret put through the CLI, read by the worker, never listed with its value
-    let mut put = taipan()
-        .args([
-            "secret",
-            "put",
-            "API_KEY",
-            "--name",
-            "front",
-            "--server",
-            &server.admin,
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    put.stdin
-        .take()
-        .unwrap()
-        .write_all(b"serve-secret\n")
-        .unwrap();
-    let output = put.wait_with_output().unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    crate::harness::secret_put(&server, "front", "API_KEY", "serve-secret");
     let (status, body) = host("/env?expect=terces-evres");
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("\"secret_ok\":true"), "{body}");

@@ -193,13 +193,25 @@ impl Server {
     }
 
     pub fn stop(mut self) -> String {
+        self.terminate();
+        let _ = self.child.wait();
+        std::thread::sleep(Duration::from_millis(100));
+        self.output()
+    }
+}
+
+impl Server {
+    /// Send SIGTERM and return at once (the server drains, then exits).
+    pub fn terminate(&self) {
         let _ = Command::new("kill")
             .arg("-TERM")
             .arg(self.child.id().to_string())
             .status();
-        let _ = self.child.wait();
-        std::thread::sleep(Duration::from_millis(100));
-        self.output()
+    }
+
+    /// Whether the process has exited.
+    pub fn exited(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(Some(_)))
     }
 }
 
@@ -323,6 +335,38 @@ pub fn deploy(server: &Server, dir: &Path) -> Output {
         .args(["--server", &server.admin])
         .output()
         .unwrap()
+}
+
+/// `taipan secret put NAME --name WORKER`, the value on stdin (as a person
+/// types it); must succeed.
+pub fn secret_put(server: &Server, worker: &str, name: &str, value: &str) {
+    use std::io::Write;
+    let mut put = taipan()
+        .args([
+            "secret",
+            "put",
+            name,
+            "--name",
+            worker,
+            "--server",
+            &server.admin,
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    put.stdin
+        .take()
+        .unwrap()
+        .write_all(format!("{value}\n").as_bytes())
+        .unwrap();
+    let output = put.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
 }
 
 /// `deploy`, which must succeed.

@@ -17,9 +17,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::harness::{
-    CONFIG, Server, deploy_ok, example_copy, project, repo_root, taipan, upstream,
-};
+use crate::harness::{CONFIG, Server, deploy_ok, example_copy, project, repo_root, upstream};
 
 const USER: &str = "taipan";
 const PASSWORD: &str = "pg-test-password";
@@ -455,32 +453,7 @@ fn serve_refuses_loopback_but_reaches_the_hyperdrive_origin() {
         server.output()
     );
 
-    let mut put = taipan()
-        .args([
-            "secret",
-            "put",
-            "HYPERDRIVE_DB",
-            "--name",
-            "postgres",
-            "--server",
-            &server.admin,
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    put.stdin
-        .take()
-        .unwrap()
-        .write_all(format!("{}\n", pg.url()).as_bytes())
-        .unwrap();
-    let output = put.wait_with_output().unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    crate::harness::secret_put(&server, "postgres", "HYPERDRIVE_DB", &pg.url());
 
     // The origin the secret names is reachable, loopback or not.
     let (status, body) = host("/");

@@ -295,6 +295,8 @@ fn an_outbound_websocket_through_fetch_delivers_its_messages_as_events() {
         ("src/entry.py", OUTBOUND_WORKER),
     ]);
     let server = Server::dev(dir.path(), &["--no-watch"]);
+    // Workers write http(s):// URLs for WebSockets; ws:// works too.
+    let upstream = upstream.replacen("ws://", "http://", 1);
     let (status, body) = server.text(&format!("/open?to={upstream}/feed"));
     assert_eq!(status, 200, "{body}\n{}", server.output());
     assert_eq!(body, format!("101 {upstream}/feed"));
@@ -335,4 +337,38 @@ fn websockets_under_serve_route_by_host() {
     send(&mut socket, "served");
     assert_eq!(text(&mut socket, &server), "1: served");
     socket.close(None).unwrap();
+}
+
+/// A worker that hands the upgrade to another through a service binding:
+/// the client ends up on the socket the other worker accepted.
+#[test]
+fn an_upgrade_passes_through_a_service_binding() {
+    let echo = example_copy("websocket");
+    let front_config = crate::harness::CONFIG.replace("name = \"t\"", "name = \"front\"")
+        + "\n[[services]]\nbinding = \"ECHO\"\nservice = \"websocket-example\"\n";
+    let front = crate::harness::project(&[
+        ("wrangler.toml", &front_config),
+        (
+            "src/entry.py",
+            "from workers import WorkerEntrypoint\n\n\nclass Default(WorkerEntrypoint):\n    async def fetch(self, request):\n        return await self.env.ECHO.fetch(request)\n",
+        ),
+    ]);
+    let front_toml = front.path().join("wrangler.toml");
+    let echo_toml = echo.path().join("wrangler.toml");
+    let server = Server::dev(
+        front.path(),
+        &[
+            "--no-watch",
+            "-c",
+            front_toml.to_str().unwrap(),
+            "-c",
+            echo_toml.to_str().unwrap(),
+        ],
+    );
+    // A plain request: the echo worker's own 426.
+    assert_eq!(server.text("/").0, 426);
+    let mut socket = connect(&server, "/");
+    assert_eq!(text(&mut socket, &server), "welcome");
+    send(&mut socket, "via front");
+    assert_eq!(text(&mut socket, &server), "1: via front");
 }
