@@ -63,9 +63,19 @@ impl AdminFront {
                 // `?env=NAME`: deploy the config's [env.NAME] section (`taipan deploy --env`).
                 let env = query_param(request.uri(), "env");
                 let body = read_body(request, limit, "the upload").await?;
-                let result: api::DeployResult = state.deploy(body, env).await?;
-                Ok(json(StatusCode::CREATED, &result))
+                let result = state.deploy(body, env).await;
+                state.metrics.deploy(match &result {
+                    Ok(r) if r.reused_build => "unchanged",
+                    Ok(_) => "ok",
+                    Err(_) => "failed",
+                });
+                Ok(json(StatusCode::CREATED, &result?))
             }
+            (Method::GET, ["metrics"]) => Ok(text(
+                StatusCode::OK,
+                state.metrics.encode(&state.registry),
+                crate::metrics::CONTENT_TYPE,
+            )),
             (Method::GET, ["api", "workers"]) => {
                 let workers = state
                     .registry
@@ -277,6 +287,19 @@ impl Handler for AdminFront {
         request: http::Request<Incoming>,
         _peer: SocketAddr,
     ) -> http::Response<Body> {
+        // Probes carry no token (load balancers, orchestrators).
+        if request.method() == Method::GET {
+            match request.uri().path() {
+                "/healthz" => return text(StatusCode::OK, "ok\n", "text/plain"),
+                "/readyz" if self.state.ready() => {
+                    return text(StatusCode::OK, "ready\n", "text/plain");
+                }
+                "/readyz" => {
+                    return text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n", "text/plain");
+                }
+                _ => {}
+            }
+        }
         if !self.authorized(&request) {
             let error = "missing or wrong admin token".to_string();
             return json(StatusCode::UNAUTHORIZED, &api::ErrorBody { error });
@@ -293,6 +316,23 @@ const MAX_SECRET_BYTES: usize = 5 * 1024;
 
 fn not_found(name: &str) -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, format!("no worker named {name:?}"))
+}
+
+fn text(
+    status: StatusCode,
+    body: impl Into<Bytes>,
+    content_type: &'static str,
+) -> http::Response<Body> {
+    let body = Full::new(body.into())
+        .map_err(|never| match never {})
+        .boxed_unsync();
+    let mut response = http::Response::new(body);
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static(content_type),
+    );
+    response
 }
 
 fn json(status: StatusCode, value: &impl serde::Serialize) -> http::Response<Body> {

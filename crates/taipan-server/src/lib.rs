@@ -8,6 +8,7 @@ pub mod dev;
 pub mod front;
 pub mod host;
 pub mod limits;
+pub mod metrics;
 pub mod registry;
 pub mod report;
 pub mod serve;

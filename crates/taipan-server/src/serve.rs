@@ -39,6 +39,8 @@ pub struct ServeOptions {
     pub bundle_limits: BundleLimits,
     /// Where deployed workers' packages come from (cached in the data dir).
     pub packages: taipan_build::SourceOptions,
+    /// After SIGTERM: how long `/readyz` says 503 before the listeners close.
+    pub drain_delay: Duration,
 }
 
 /// Process-lifetime state of the server.
@@ -53,6 +55,10 @@ pub struct ServeState {
     deploy_lock: tokio::sync::Mutex<()>,
     /// Where the operator's messages go (the CLI prints them).
     reporter: Arc<dyn Reporter>,
+    /// What `/metrics` reports.
+    pub metrics: crate::metrics::Metrics,
+    /// Deployed workers restored, and not draining: `/readyz` says 200.
+    ready: std::sync::atomic::AtomicBool,
 }
 
 /// A deploy or admin failure: an HTTP status and a message for the client.
@@ -97,7 +103,14 @@ impl ServeState {
             logs: crate::tail::Logs::new(Arc::new(OutputEvents(reporter.clone()))),
             deploy_lock: tokio::sync::Mutex::new(()),
             reporter,
+            metrics: crate::metrics::Metrics::default(),
+            ready: std::sync::atomic::AtomicBool::new(false),
         }))
+    }
+
+    /// Whether this node should get traffic (`/readyz`).
+    pub fn ready(&self) -> bool {
+        self.ready.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Serve every worker's current version again (after a restart): no rebuilds.
@@ -388,12 +401,12 @@ impl Handler for PublicFront {
         );
         let started = Instant::now();
         let response = deployed.worker.handle(request).await;
-        self.0.log_request(
-            &deployed.version.worker,
-            &line,
-            response.status().as_u16(),
-            started.elapsed(),
-        );
+        let (status, elapsed) = (response.status().as_u16(), started.elapsed());
+        self.0
+            .log_request(&deployed.version.worker, &line, status, elapsed);
+        self.0
+            .metrics
+            .request(&deployed.version.worker, status, elapsed);
         response
     }
 }
@@ -428,9 +441,18 @@ pub async fn run_serve(state: Arc<ServeState>) -> Result<()> {
         wait(stopped),
     ));
     let crons = tokio::spawn(crate::crons::run(state.clone()));
+    state
+        .ready
+        .store(true, std::sync::atomic::Ordering::Release);
     front::shutdown_signal().await;
-    crons.abort();
+    // Draining: the load balancer sees /readyz fail while requests still
+    // get answers, then the listeners close and requests in flight finish.
+    state
+        .ready
+        .store(false, std::sync::atomic::Ordering::Release);
     reporter.report(Event::ShuttingDown);
+    tokio::time::sleep(state.options.drain_delay).await;
+    crons.abort();
     let _ = stop.send(true);
     let _ = tokio::join!(public_task, admin_task);
     reporter.report(Event::Stopped);

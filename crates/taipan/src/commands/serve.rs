@@ -53,6 +53,11 @@ pub struct ServeArgs {
     /// Largest upload accepted by `deploy`, in MB.
     #[arg(long, default_value_t = 100)]
     max_bundle_mb: u64,
+    /// On SIGTERM, answer `/readyz` 503 for this many seconds while still
+    /// serving (a load balancer stops sending), then stop accepting and let
+    /// requests in flight finish.
+    #[arg(long, default_value_t = 0)]
+    drain_seconds: u64,
     #[command(flatten)]
     packages: super::PackageArgs,
 }
@@ -86,6 +91,9 @@ impl ServeArgs {
         if self.cpu_ms == 0 || self.max_sandboxes == 0 || self.max_bundle_mb == 0 {
             bail!("--cpu-ms, --max-sandboxes and --max-bundle-mb must be at least 1");
         }
+        if self.drain_seconds > 3600 {
+            bail!("--drain-seconds must be at most 3600");
+        }
         if self.listen == self.admin_listen && self.listen.port() != 0 {
             bail!("--listen and --admin-listen must differ");
         }
@@ -109,6 +117,7 @@ impl ServeArgs {
             limits,
             fresh_sandbox_per_request: self.fresh_sandbox_per_request,
             standby_sandboxes: self.standby,
+            drain_delay: Duration::from_secs(self.drain_seconds),
             bundle_limits: BundleLimits {
                 max_bytes: self.max_bundle_mb * 1_000_000,
                 ..BundleLimits::default()

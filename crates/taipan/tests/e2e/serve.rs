@@ -457,3 +457,75 @@ fn a_server_killed_mid_deploy_restarts_on_the_previous_version() {
         (200, "v2 here".into())
     );
 }
+
+/// The probes a load balancer uses, the metrics Prometheus scrapes, and a
+/// drain on SIGTERM: `/readyz` fails while requests are still answered.
+#[test]
+fn health_readiness_metrics_and_drain() {
+    let data = tempfile::tempdir().unwrap();
+    let mut server = Server::serve(
+        data.path(),
+        &["--admin-token", TOKEN, "--drain-seconds", "3"],
+    );
+    let admin = server.admin.clone();
+    let get = |path: &str, token: Option<&str>| {
+        let mut request = Server::client().get(format!("{admin}{path}"));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().unwrap();
+        (response.status().as_u16(), response.text().unwrap())
+    };
+    // Probes need no token; metrics do.
+    assert_eq!(get("/healthz", None), (200, "ok\n".into()));
+    assert_eq!(get("/readyz", None), (200, "ready\n".into()));
+    assert_eq!(get("/metrics", None).0, 401);
+
+    let app = worker("app", "", &saying("one"));
+    ok(cli(
+        &server.admin,
+        &["deploy", app.path().to_str().unwrap()],
+        TOKEN,
+    ));
+    for _ in 0..3 {
+        assert_eq!(server.host_text("app.localhost", "/"), (200, "one".into()));
+    }
+    let (status, metrics) = get("/metrics", Some(TOKEN));
+    assert_eq!(status, 200);
+    for line in [
+        "taipan_requests_total{worker=\"app\",status=\"2xx\"} 3",
+        "taipan_request_duration_seconds_count{worker=\"app\"} 3",
+        "taipan_deploys_total{outcome=\"ok\"} 1",
+        "taipan_workers 1",
+        "taipan_websockets_open 0",
+    ] {
+        assert!(metrics.contains(line), "{line} missing:\n{metrics}");
+    }
+    assert!(
+        metrics.contains("taipan_sandboxes{worker=\"app\",state=\"idle\"}"),
+        "{metrics}"
+    );
+
+    // SIGTERM: not ready, yet still serving during --drain-seconds.
+    server.terminate();
+    let started = std::time::Instant::now();
+    while get("/readyz", None).0 != 503 {
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "readyz never failed"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(server.host_text("app.localhost", "/"), (200, "one".into()));
+    while !server.exited() {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the server did not stop"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        started.elapsed() >= Duration::from_secs(2),
+        "it drained for --drain-seconds"
+    );
+}
