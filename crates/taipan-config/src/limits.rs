@@ -26,6 +26,8 @@ pub struct ConfigLimits {
     /// memory without events, in milliseconds (a Taipan extension; Workers
     /// hibernates after about 10 s).
     pub websocket_hibernate_ms: Option<u64>,
+    /// Bytes one request may move over TCP sockets, in MB (a Taipan extension).
+    pub tcp_mb: Option<u64>,
 }
 
 /// Read `[limits]`, checking each number against its range.
@@ -59,6 +61,7 @@ pub(crate) fn parse(raw: &RawConfig) -> Result<ConfigLimits, ConfigError> {
         max_sandboxes: number("max_sandboxes", 1, 64)?,
         max_websockets: number("max_websockets", 1, 100_000)?,
         websocket_hibernate_ms: number("websocket_hibernate_ms", 10, 3_600_000)?,
+        tcp_mb: number("tcp_mb", 1, 100_000)?,
     })
 }
 

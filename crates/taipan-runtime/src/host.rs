@@ -98,6 +98,8 @@ pub struct HostLimits {
     /// Outbound TCP connections opened per request (`socket.connect`); a
     /// connection kept open across requests by a warm sandbox counts once.
     pub max_tcp_connections: u32,
+    /// Bytes read and written over those connections per request.
+    pub max_tcp_bytes: u64,
 }
 
 impl Default for HostLimits {
@@ -106,6 +108,7 @@ impl Default for HostLimits {
             max_subrequests: 50,
             max_binding_calls: 1000,
             max_tcp_connections: 50,
+            max_tcp_bytes: 100 * 1000 * 1000,
         }
     }
 }

@@ -18,6 +18,7 @@ pub mod pool;
 mod respond;
 pub mod sandbox;
 mod settings;
+mod tcp;
 pub mod websocket;
 pub mod worker;
 

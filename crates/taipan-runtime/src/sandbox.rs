@@ -31,6 +31,9 @@ pub struct SandboxState {
     limits: StoreLimits,
     /// TCP connections opened in the current request (`max_tcp_connections`).
     tcp_connections: Arc<AtomicU32>,
+    /// Bytes the current request may still move over TCP (`max_tcp_bytes`).
+    pub(crate) tcp_budget: crate::tcp::Budget,
+    max_tcp_bytes: u64,
 }
 
 impl WasiView for SandboxState {
@@ -149,6 +152,8 @@ impl Sandbox {
                 .trap_on_grow_failure(false)
                 .build(),
             tcp_connections,
+            tcp_budget: crate::tcp::Budget::default(),
+            max_tcp_bytes: template.host_limits.max_tcp_bytes,
         };
         let mut store = Store::new(pre.engine(), state);
         store.limiter(|s| &mut s.limits);
@@ -174,8 +179,9 @@ impl Sandbox {
     {
         let (sender, receiver) = oneshot::channel();
         self.store.data_mut().hooks.reset(place);
-        let tcp_connections = &self.store.data().tcp_connections;
-        tcp_connections.store(0, Ordering::Relaxed);
+        let state = self.store.data();
+        state.tcp_connections.store(0, Ordering::Relaxed);
+        state.tcp_budget.reset(state.max_tcp_bytes);
         let mut http = self.store.data_mut().http();
         // A service binding's request keeps its URL's scheme; from the network it is http.
         let scheme = if request.uri().scheme() == Some(&http::uri::Scheme::HTTPS) {

@@ -68,6 +68,12 @@ impl WorkerSettings {
         self
     }
 
+    /// Per-request limits on what the guest asks of the host.
+    pub fn host_limits(mut self, limits: HostLimits) -> Self {
+        self.host_limits = limits;
+        self
+    }
+
     pub fn reuse_sandboxes(mut self, reuse: bool) -> Self {
         self.reuse_sandboxes = reuse;
         self

@@ -275,6 +275,7 @@ async fn build_and_load(
         let outcome = taipan_build::build(&config, &builds, &build_options)?;
         let settings = WorkerSettings::new(&config.name, limits)
             .env(env.vars_json, env.bindings_json, env.host)
+            .host_limits(crate::limits::host_limits(&config.limits))
             .dev()
             .standby(1)
             .log(output);

@@ -24,3 +24,12 @@ pub fn with_overrides(base: &Limits, o: &ConfigLimits) -> Limits {
         ..base.clone()
     }
 }
+
+/// What a worker's `[limits]` sets of the per-request host limits.
+pub fn host_limits(o: &ConfigLimits) -> taipan_runtime::HostLimits {
+    let base = taipan_runtime::HostLimits::default();
+    taipan_runtime::HostLimits {
+        max_tcp_bytes: o.tcp_mb.map_or(base.max_tcp_bytes, |mb| mb * 1000 * 1000),
+        ..base
+    }
+}

@@ -160,6 +160,7 @@ impl ServeState {
         let env = WorkerEnv::open(source, &self.stores, services)?;
         let settings = WorkerSettings::new(&record.worker, limits)
             .env(env.vars_json, env.bindings_json, env.host)
+            .host_limits(crate::limits::host_limits(&record.limits))
             .reuse_sandboxes(!self.options.fresh_sandbox_per_request)
             .standby(self.options.standby_sandboxes)
             .log(self.logs.sink(&record.worker));

@@ -248,6 +248,27 @@ class Default(WorkerEntrypoint):
             finally:
                 for s in opened:
                     s.close()
+        if url.path == "/bulk":
+            # `bytes` through the echo server and back, in 64 KiB pieces
+            port, total = int(query["port"]), int(query["bytes"])
+            s = socket.create_connection(("127.0.0.1", port), timeout=5)
+            moved = 0
+            try:
+                while moved < total:
+                    part = b"x" * min(65536, total - moved)
+                    s.sendall(part)
+                    got = 0
+                    while got < len(part):
+                        data = s.recv(65536)
+                        if not data:
+                            raise OSError("the echo server closed")
+                        got += len(data)
+                    moved += len(part)
+                return Response.json({"moved": moved})
+            except OSError as e:
+                return Response.json({"moved": moved, "error": f"{type(e).__name__}: {e}"})
+            finally:
+                s.close()
         if url.path == "/echo":
             # round trips over one connection to the test's echo server
             port, n = int(query["port"]), int(query.get("n", "200"))
@@ -380,7 +401,7 @@ fn postgres_through_pg8000_in_dev() {
     drop(server);
 
     let probe = probe(&format!(
-        "\n[[hyperdrive]]\nbinding = \"DB\"\nid = \"probe\"\nlocalConnectionString = \"{url}\"\n"
+        "\n[limits]\ntcp_mb = 1\n\n[[hyperdrive]]\nbinding = \"DB\"\nid = \"probe\"\nlocalConnectionString = \"{url}\"\n"
     ));
     let server = Server::dev(
         probe.path(),
@@ -418,6 +439,14 @@ fn postgres_through_pg8000_in_dev() {
     // The count is per request.
     let (_, again) = json(server.get(&format!("/connect?port={echo}&n=1")));
     assert_eq!(again["opened"], 1, "{again}");
+    // Bytes too (`[limits] tcp_mb = 1`: a million bytes read and written).
+    let (_, within) = json(server.get(&format!("/bulk?port={echo}&bytes=400000")));
+    assert_eq!(within["moved"], 400000, "{within}");
+    let (_, over) = json(server.get(&format!("/bulk?port={echo}&bytes=900000")));
+    assert!(over["error"].is_string(), "{over}");
+    assert!(over["moved"].as_u64().unwrap() < 900000, "{over}");
+    let (_, next) = json(server.get(&format!("/bulk?port={echo}&bytes=400000")));
+    assert_eq!(next["moved"], 400000, "a new request, a new budget: {next}");
     eprintln!(
         "sockets: pg8000 SELECT 1 round trip {select:.0} µs; echo round trip over a socket {:.0} µs, \
          over asyncio streams {:.0} µs",
