@@ -228,7 +228,11 @@ pub(crate) async fn pump<S>(
                 });
             }
             Ok(Some(Err(e))) => {
+                // A protocol error or a broken connection: the worker hears
+                // of it (an error event), then of the close (1006).
                 tracing::debug!("WebSocket {id}: {e}");
+                let event = json!({ "event": "error", "message": e.to_string() });
+                deliver(&id, &owner, event).await;
                 break None;
             }
             Ok(Some(Ok(message))) => message,
