@@ -36,6 +36,35 @@ pub struct Namespace {
     /// The worker whose main module defines `class`.
     pub script: String,
     pub services: Arc<dyn Services>,
+    /// Cluster mode: an object runs on the node holding its lease.
+    pub placement: Option<Arc<crate::placement::Placement>>,
+}
+
+/// The lease name of an object (cluster mode).
+pub fn lease_name(script: &str, class: &str, id: &str) -> String {
+    format!("do:{script}/{class}/{id}")
+}
+
+/// Turn a stub's call into the object's own request (`Worker::durable_object`).
+pub fn object_request(
+    class: &str,
+    id: &str,
+    op: &str,
+    mut parts: http::request::Parts,
+    body: HyperOutgoingBody,
+) -> Result<
+    http::Request<HyperOutgoingBody>,
+    wasmtime_wasi_http::p2::bindings::http::types::ErrorCode,
+> {
+    let uri = format!("http://{AUTHORITY_DURABLE}/{class}/{id}/{op}");
+    parts.uri = uri.parse().map_err(|_| {
+        wasmtime_wasi_http::p2::bindings::http::types::ErrorCode::InternalError(None)
+    })?;
+    parts.headers.insert(
+        http::header::HOST,
+        http::HeaderValue::from_static(AUTHORITY_DURABLE),
+    );
+    Ok(http::Request::from_parts(parts, body))
 }
 
 impl Namespace {
@@ -43,6 +72,7 @@ impl Namespace {
     pub fn call(&self, op: &str, request: http::Request<HyperOutgoingBody>) -> HostFuture {
         let worker = self.services.worker(&self.script);
         let (class, script, op) = (self.class.clone(), self.script.clone(), op.to_string());
+        let placement = self.placement.clone();
         Box::pin(async move {
             let (mut parts, body) = request.into_parts();
             let id = parts
@@ -63,15 +93,25 @@ impl Namespace {
                     "the worker {script:?} that defines {class} is not running on this server"
                 )));
             };
-            let uri = format!("http://{AUTHORITY_DURABLE}/{class}/{id}/{op}");
-            parts.uri = uri.parse().map_err(|_| {
-                wasmtime_wasi_http::p2::bindings::http::types::ErrorCode::InternalError(None)
-            })?;
-            parts.headers.insert(
-                http::header::HOST,
-                http::HeaderValue::from_static(AUTHORITY_DURABLE),
-            );
-            let request = http::Request::from_parts(parts, body);
+            if let Some(placement) = placement {
+                let name = lease_name(&script, &class, &id);
+                match placement.place(&name).await {
+                    Ok(crate::placement::Place::Here { fresh, .. }) => {
+                        if fresh {
+                            worker.forget_object(&format!("{class}/{id}"));
+                        }
+                    }
+                    Ok(crate::placement::Place::There(url)) => {
+                        let path = format!("/do/{script}/{class}/{id}/{op}");
+                        return Ok(match placement.forward(&url, &path, parts, body).await {
+                            Ok(response) => crate::service::from_callee(response),
+                            Err(e) => e.into_response(),
+                        });
+                    }
+                    Err(e) => return Ok(e.into_response()),
+                }
+            }
+            let request = object_request(&class, &id, &op, parts, body)?;
             Ok(crate::service::from_callee(
                 worker
                     .durable_object(&format!("{class}/{id}"), request)

@@ -16,6 +16,7 @@ pub mod durable;
 pub mod hyperdrive;
 pub mod kv;
 pub mod outbound;
+pub mod placement;
 pub mod protocol;
 pub mod queues;
 pub mod r2;
@@ -109,8 +110,13 @@ impl WorkerBindings {
             entries.insert(name, Entry::Assets(assets.clone()));
         }
         for kv in &config.kv {
-            let db = stores.database(&stores.kv_path(&kv.id))?;
-            let binding: Arc<dyn Binding> = Arc::new(kv::KvNamespace::open(db)?);
+            // A cluster's nodes share each namespace: its rows in the
+            // cluster database; a single node keeps it in a file.
+            let store: Arc<dyn kv::KvStore> = match stores.cluster() {
+                Some(cluster) => kv::postgres::PostgresKv::new(cluster.db.clone(), &kv.id),
+                None => kv::sqlite::SqliteKv::open(stores.database(&stores.kv_path(&kv.id))?)?,
+            };
+            let binding: Arc<dyn Binding> = Arc::new(kv::KvNamespace::new(store));
             entries.insert(kv.binding.clone(), Entry::Stored(binding));
         }
         for d1 in &config.d1 {
@@ -119,9 +125,21 @@ impl WorkerBindings {
             entries.insert(d1.binding.clone(), Entry::Stored(binding));
         }
         for r2 in &config.r2 {
-            let db = stores.database(&stores.r2_index(&r2.bucket_name))?;
-            let binding: Arc<dyn Binding> =
-                Arc::new(r2::R2Bucket::open(db, stores.r2_blobs(&r2.bucket_name))?);
+            // A cluster's nodes share each bucket: its index in the cluster
+            // database, its objects in the object storage; a single node
+            // keeps both in its state folder.
+            let store: Arc<dyn r2::R2Store> = match stores.cluster() {
+                Some(cluster) => r2::cluster::ClusterR2::new(
+                    cluster.db.clone(),
+                    cluster.objects.clone(),
+                    &r2.bucket_name,
+                ),
+                None => r2::local::LocalR2::open(
+                    stores.database(&stores.r2_index(&r2.bucket_name))?,
+                    stores.r2_blobs(&r2.bucket_name),
+                )?,
+            };
+            let binding: Arc<dyn Binding> = Arc::new(r2::R2Bucket::new(store));
             entries.insert(r2.binding.clone(), Entry::Stored(binding));
         }
         for object in &config.durable_objects {
@@ -132,6 +150,7 @@ impl WorkerBindings {
                     .clone()
                     .unwrap_or_else(|| worker.to_string()),
                 services: services.clone(),
+                placement: stores.placement().cloned(),
             };
             entries.insert(object.binding.clone(), Entry::Durable(namespace));
         }

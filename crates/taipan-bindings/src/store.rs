@@ -16,8 +16,9 @@ use rusqlite::Connection;
 use sha2::Digest;
 
 use crate::protocol::BindingError;
-use crate::queues::Queues;
+use crate::queues::postgres::PostgresQueueStore;
 use crate::queues::sqlite::SqliteQueueStore;
+use crate::queues::{QueueStore, Queues};
 use crate::ratelimit::Counters;
 use crate::workflows::store::WorkflowStore;
 
@@ -114,17 +115,33 @@ struct Shared {
     /// Wakes each workflow's engine, by workflow name.
     workflow_wakers: Mutex<HashMap<String, Arc<tokio::sync::Notify>>>,
     counters: Mutex<HashMap<String, Arc<Counters>>>,
+    /// Cluster mode: the shared state every node of the cluster sees.
+    cluster: Option<Arc<taipan_cluster::Cluster>>,
+    /// Cluster mode: where single-owner things run (set once the node
+    /// knows its id and the nodes' secret).
+    placement: std::sync::OnceLock<Arc<crate::placement::Placement>>,
 }
 
 impl Stores {
     pub fn new(root: impl Into<PathBuf>) -> Arc<Self> {
-        let root = root.into();
+        Self::with(root.into(), None)
+    }
+
+    /// The stores of a node of a cluster: what the cluster shares (KV
+    /// namespaces) lives in its database, the rest in `root` as usual.
+    pub fn clustered(root: impl Into<PathBuf>, cluster: Arc<taipan_cluster::Cluster>) -> Arc<Self> {
+        Self::with(root.into(), Some(cluster))
+    }
+
+    fn with(root: PathBuf, cluster: Option<Arc<taipan_cluster::Cluster>>) -> Arc<Self> {
         let shared = Arc::new(Shared {
             queues_path: root.join("queues.sqlite"),
             queues: Mutex::default(),
             workflows: Mutex::default(),
             workflow_wakers: Mutex::default(),
             counters: Mutex::default(),
+            cluster,
+            placement: std::sync::OnceLock::new(),
         });
         Arc::new(Self {
             root,
@@ -143,20 +160,39 @@ impl Stores {
         })
     }
 
+    /// The cluster this node belongs to, in cluster mode.
+    pub fn cluster(&self) -> Option<&Arc<taipan_cluster::Cluster>> {
+        self.shared.cluster.as_ref()
+    }
+
+    /// Cluster mode: where Durable Objects and D1 databases run.
+    pub fn placement(&self) -> Option<&Arc<crate::placement::Placement>> {
+        self.shared.placement.get()
+    }
+
+    /// Set where single-owner things run (once, before workers load).
+    pub fn set_placement(&self, placement: Arc<crate::placement::Placement>) {
+        let _ = self.shared.placement.set(placement);
+    }
+
     /// Where the queue store is.
     pub fn queues_path(&self) -> &Path {
         &self.shared.queues_path
     }
 
     /// The process's queues (opened on first use, by the process that
-    /// delivers them).
+    /// delivers them): in the cluster's database on a node of a cluster,
+    /// every node sending and delivering; else in the state folder.
     pub fn queues(&self) -> anyhow::Result<Arc<Queues>> {
         let mut queues = self.shared.queues.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(queues) = &*queues {
             return Ok(queues.clone());
         }
-        let db = self.database(&self.shared.queues_path)?;
-        let opened = Queues::new(SqliteQueueStore::open(db)?);
+        let store: Arc<dyn QueueStore> = match self.cluster() {
+            Some(cluster) => PostgresQueueStore::new(cluster.db.clone()),
+            None => SqliteQueueStore::open(self.database(&self.shared.queues_path)?)?,
+        };
+        let opened = Queues::new(store);
         *queues = Some(opened.clone());
         Ok(opened)
     }

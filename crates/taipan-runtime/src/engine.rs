@@ -91,6 +91,19 @@ impl Runtime {
         })
     }
 
+    /// Names the machine code this engine makes and loads: two processes
+    /// with the same fingerprint can share compiled components (wasmtime
+    /// still checks a loaded one and refuses a mismatch).
+    pub fn compiled_fingerprint(&self) -> String {
+        use std::hash::{Hash as _, Hasher as _};
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        self.engine
+            .precompile_compatibility_hash()
+            .hash(&mut hasher);
+        env!("CARGO_PKG_VERSION").hash(&mut hasher);
+        format!("{:016x}", hasher.finish())
+    }
+
     /// Load the compiled form of `component_path`, compiling it once and
     /// keeping the result beside it (`.cwasm`) for the next start.
     pub fn load_component(&self, component_path: &Path) -> Result<Component> {

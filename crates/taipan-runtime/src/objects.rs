@@ -119,6 +119,15 @@ impl Worker {
         });
     }
 
+    /// Forget the in-memory instance of object `key` (`Class/id`): in a
+    /// cluster, when this node takes the object's lease afresh, so the
+    /// object is rebuilt from its storage rather than from what this node
+    /// remembered before another node owned it. A call running now keeps
+    /// its sandbox; the next call gets a new one.
+    pub fn forget_object(&self, key: &str) {
+        self.objects.remove(key);
+    }
+
     /// Live Durable Objects (for tests and stats).
     pub fn live_objects(&self) -> usize {
         self.objects.len()

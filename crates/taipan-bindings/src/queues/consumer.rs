@@ -20,9 +20,6 @@ use crate::Services;
 use crate::alarms::now_ms;
 use crate::tasks::Tasks;
 
-/// The longest a consumer sleeps without looking at its queue (a send
-/// wakes it sooner; this covers another process writing the store).
-const MAX_SLEEP: Duration = Duration::from_secs(5);
 /// After a store error, before trying again.
 const ERROR_PAUSE: Duration = Duration::from_secs(1);
 /// While the consumer is not ready, how often to look again.
@@ -103,7 +100,9 @@ pub async fn consume(queues: Arc<Queues>, consumer: QueueConsumer, deliver: Arc<
             continue;
         }
         drop(permit);
-        let mut sleep = MAX_SLEEP;
+        // A send through this process wakes the loop sooner; the store's
+        // poll interval bounds how late it finds one made elsewhere.
+        let mut sleep = queues.store().poll_interval();
         if backlog.ready > 0 {
             sleep = sleep.min(Duration::from_millis(
                 (timeout - backlog.oldest_ready_ms).max(0) as u64,

@@ -1,7 +1,8 @@
 //! Queues: producers send messages ([`producer`]), a store keeps them until
-//! a consumer acknowledges them ([`QueueStore`]; SQLite here, the same trait
-//! for cluster mode's database), and each consumer worker gets them in
-//! batches ([`consumer`]), at least once.
+//! a consumer acknowledges them ([`QueueStore`]: a SQLite file on a single
+//! node, [`sqlite`]; the cluster database in cluster mode, [`postgres`]),
+//! and each consumer worker gets them in batches ([`consumer`]), at least
+//! once.
 //!
 //! A message's life: sent (visible at once or after its delay) → leased to
 //! one delivery (its attempt counted) → acked (deleted), or retried (visible
@@ -9,11 +10,13 @@
 //! the dead-letter queue or dropped with a log line.
 
 pub mod consumer;
+pub mod postgres;
 pub mod producer;
 pub mod sqlite;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures::future::BoxFuture;
@@ -95,6 +98,13 @@ pub trait QueueStore: Send + Sync + 'static {
     /// Move `id` to `queue` as a new message (attempts back to 0).
     fn move_to(&self, id: String, queue: String) -> BoxFuture<'static, Result<(), BindingError>>;
     fn stats(&self) -> BoxFuture<'static, Result<Vec<QueueStats>, BindingError>>;
+
+    /// The longest a consumer goes without looking at a queue: a send
+    /// through this process wakes it at once, one through another process
+    /// (the CLI, another node of a cluster) is found this long after at most.
+    fn poll_interval(&self) -> Duration {
+        Duration::from_secs(5)
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

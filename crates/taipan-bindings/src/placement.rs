@@ -1,0 +1,240 @@
+//! Cluster mode: which node runs a single-owner thing (a Durable Object, a
+//! D1 database), and getting a call to it. A node takes the thing's lease
+//! (`taipan_cluster::leases`) when it is free, and renews what it holds
+//! every `RENEW_EVERY`; a call that reaches another node is forwarded over
+//! the owner's internal listener, authenticated with the nodes' shared
+//! secret. Storage writes are fenced with the lease's token, so a node
+//! that lost a lease cannot write over its successor.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use http_body_util::BodyExt as _;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use taipan_cluster::Cluster;
+use taipan_cluster::leases::{self, Holder, Lease};
+use taipan_runtime::host::HostResponse;
+use wasmtime_wasi_http::p2::bindings::http::types::ErrorCode;
+use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
+
+use crate::protocol::BindingError;
+
+/// The header a forwarded call carries the nodes' shared secret in.
+pub const HEADER_NODE_SECRET: &str = "x-taipan-node-secret";
+/// How long a forwarded call may take to get its response head.
+pub const FORWARD_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// What is told of a lease this node lost.
+type LostHook = Box<dyn Fn(&str) + Send + Sync>;
+
+/// Where a call to a single-owner thing runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Place {
+    /// On this node. `fresh`: just taken, so its storage must be restored
+    /// from the cluster before use.
+    Here { lease: Lease, fresh: bool },
+    /// On the node at this internal URL.
+    There(String),
+}
+
+/// Process lifetime: the leases this node holds, and the client that
+/// forwards calls to other nodes.
+pub struct Placement {
+    cluster: Arc<Cluster>,
+    node: String,
+    secret: String,
+    held: Mutex<HashMap<String, Lease>>,
+    client: Client<HttpConnector, HyperOutgoingBody>,
+    /// Calls sent to other nodes so far.
+    forwarded: std::sync::atomic::AtomicU64,
+    /// Told the name of each lease this node lost (storage is dropped then).
+    on_lost: Mutex<Vec<LostHook>>,
+}
+
+impl Placement {
+    pub async fn new(cluster: Arc<Cluster>, node: &str) -> anyhow::Result<Arc<Self>> {
+        let secret = taipan_cluster::nodes::shared_secret(&cluster.db).await?;
+        let client = Client::builder(hyper_util::rt::TokioExecutor::new()).build_http();
+        Ok(Arc::new(Self {
+            cluster,
+            node: node.to_string(),
+            secret,
+            held: Mutex::default(),
+            client,
+            forwarded: Default::default(),
+            on_lost: Mutex::default(),
+        }))
+    }
+
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    pub fn cluster(&self) -> &Arc<Cluster> {
+        &self.cluster
+    }
+
+    /// Whether `secret` is the nodes' shared secret (constant time).
+    pub fn authentic(&self, secret: &[u8]) -> bool {
+        use subtle::ConstantTimeEq as _;
+        secret.ct_eq(self.secret.as_bytes()).into()
+    }
+
+    /// The lease of `name` if this node holds it.
+    pub fn held(&self, name: &str) -> Option<Lease> {
+        self.lock().get(name).cloned()
+    }
+
+    /// How many calls this node has forwarded to others.
+    pub fn forwarded(&self) -> u64 {
+        self.forwarded.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// How many leases this node holds.
+    pub fn held_count(&self) -> usize {
+        self.lock().len()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Lease>> {
+        self.held.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Call `f` with the name of every lease this node loses.
+    pub fn on_lost(&self, f: impl Fn(&str) + Send + Sync + 'static) {
+        self.on_lost
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(Box::new(f));
+    }
+
+    /// Where `name` runs: here (taking its lease if it is free) or on its owner.
+    pub async fn place(&self, name: &str) -> Result<Place, BindingError> {
+        if let Some(lease) = self.held(name) {
+            return Ok(Place::Here {
+                lease,
+                fresh: false,
+            });
+        }
+        let holder = leases::acquire(&self.cluster.db, name, &self.node)
+            .await
+            .map_err(|e| BindingError::error(format!("the cluster database failed: {e:#}")))?;
+        match holder {
+            Holder::Me(lease) => {
+                self.lock().insert(name.to_string(), lease.clone());
+                Ok(Place::Here { lease, fresh: true })
+            }
+            Holder::Node {
+                internal_url: Some(url),
+                ..
+            } => Ok(Place::There(url)),
+            Holder::Node { id, .. } => Err(BindingError::error(format!(
+                "{name} runs on node {id}, which has no --internal-listen address to reach it at"
+            ))),
+        }
+    }
+
+    /// Forget a lease (its storage failed): the next call takes it afresh.
+    pub fn drop_lease(&self, name: &str) {
+        if self.lock().remove(name).is_some() {
+            self.notify_lost(name);
+        }
+    }
+
+    fn notify_lost(&self, name: &str) {
+        for f in self
+            .on_lost
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+        {
+            f(name);
+        }
+    }
+
+    /// Send a call to the node at `base` (its internal URL), at `path`.
+    pub async fn forward(
+        &self,
+        base: &str,
+        path: &str,
+        mut parts: http::request::Parts,
+        body: HyperOutgoingBody,
+    ) -> Result<HostResponse, BindingError> {
+        let uri = format!("{}{path}", base.trim_end_matches('/'));
+        parts.uri = uri
+            .parse()
+            .map_err(|_| BindingError::error(format!("{uri:?} is not a node's URL")))?;
+        parts.method = http::Method::POST;
+        parts.headers.remove(http::header::HOST);
+        parts.headers.insert(
+            HEADER_NODE_SECRET,
+            http::HeaderValue::from_str(&self.secret).expect("hex"),
+        );
+        let request = http::Request::from_parts(parts, body);
+        self.forwarded
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let response = tokio::time::timeout(FORWARD_TIMEOUT, self.client.request(request))
+            .await
+            .map_err(|_| BindingError::error(format!("the owner node at {base} did not answer in time")))?
+            .map_err(|e| {
+                BindingError::error(format!(
+                    "the owner node at {base} is unreachable ({e}); it moves to another node once its lease expires: retry"
+                ))
+            })?;
+        match response.status() {
+            http::StatusCode::MISDIRECTED_REQUEST => {
+                return Err(BindingError::error(format!(
+                    "the owner node at {base} gave the object up while the call was on its way: retry"
+                )));
+            }
+            http::StatusCode::UNAUTHORIZED => {
+                return Err(BindingError::error(format!(
+                    "the node at {base} refused this node's secret (another cluster?)"
+                )));
+            }
+            _ => {}
+        }
+        Ok(response.map(|body| {
+            body.map_err(|e| ErrorCode::InternalError(Some(e.to_string())))
+                .boxed_unsync()
+        }))
+    }
+
+    /// Renew every held lease each `RENEW_EVERY` until the task is aborted;
+    /// a lease that could not be renewed is lost.
+    pub fn start_renewing(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+        let placement = Arc::downgrade(self);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(leases::RENEW_EVERY).await;
+                let Some(placement) = placement.upgrade() else {
+                    return;
+                };
+                let held: Vec<Lease> = placement.lock().values().cloned().collect();
+                match leases::renew(&placement.cluster.db, &placement.node, &held).await {
+                    Ok(lost) => {
+                        for name in lost {
+                            tracing::warn!("lost the lease of {name}");
+                            placement.drop_lease(&name);
+                        }
+                    }
+                    // Leases are only good until they expire: past that,
+                    // without renewal, they are not ours any more.
+                    Err(e) => tracing::warn!("renewing leases failed: {e:#}"),
+                }
+            }
+        })
+    }
+
+    /// Give every lease up (a node stopping): others take them at once.
+    pub async fn release_all(&self) {
+        let names: Vec<String> = self.lock().drain().map(|(name, _)| name).collect();
+        for name in &names {
+            self.notify_lost(name);
+        }
+        if let Err(e) = leases::release_all(&self.cluster.db, &self.node).await {
+            tracing::warn!("releasing leases failed: {e:#}");
+        }
+    }
+}
