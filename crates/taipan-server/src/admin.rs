@@ -73,9 +73,31 @@ impl AdminFront {
             }
             (Method::GET, ["metrics"]) => Ok(text(
                 StatusCode::OK,
-                state.metrics.encode(&state.registry),
+                {
+                    if let Some(placement) = state.stores.placement() {
+                        state
+                            .metrics
+                            .cluster(placement.held_count(), placement.forwarded());
+                    }
+                    state.metrics.encode(&state.registry)
+                },
                 crate::metrics::CONTENT_TYPE,
             )),
+            (Method::GET, ["api", "nodes"]) => {
+                let nodes = match &state.cluster {
+                    Some(node) => api::Nodes {
+                        cluster: true,
+                        this: Some(node.id.clone()),
+                        nodes: node.nodes().await?,
+                    },
+                    None => api::Nodes {
+                        cluster: false,
+                        this: None,
+                        nodes: Vec::new(),
+                    },
+                };
+                Ok(json(StatusCode::OK, &nodes))
+            }
             (Method::GET, ["api", "workers"]) => {
                 let workers = state
                     .registry
@@ -92,11 +114,11 @@ impl AdminFront {
                 Ok(json(StatusCode::OK, &api::WorkerList { workers }))
             }
             (Method::GET, ["api", "workers", name, "versions"]) => {
-                let versions = state.data.versions(name)?;
+                let versions = state.control.versions(name).await?;
                 if versions.is_empty() {
                     return Err(not_found(name));
                 }
-                let current = state.data.current(name)?.map(|v| v.id);
+                let current = state.control.current(name).await?.map(|v| v.id);
                 Ok(json(StatusCode::OK, &api::Versions { current, versions }))
             }
             (Method::POST, ["api", "workers", name, "rollback"]) => {
@@ -171,7 +193,7 @@ impl AdminFront {
             }
             (Method::GET, ["api", "workers", name, "secrets"]) => {
                 // Names only: a secret's value never leaves the server.
-                let secrets = state.data.secrets(name)?.into_keys().collect();
+                let secrets = state.control.secrets(name).await?.into_keys().collect();
                 Ok(json(StatusCode::OK, &api::SecretNames { secrets }))
             }
             (Method::PUT, ["api", "workers", name, "secrets", secret]) => {

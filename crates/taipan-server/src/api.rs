@@ -78,6 +78,16 @@ pub struct SecretNames {
     pub secrets: Vec<String>,
 }
 
+/// `GET /api/nodes`: the nodes of this server's cluster (empty, with
+/// `cluster: false`, for a server on its own).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Nodes {
+    pub cluster: bool,
+    /// The node that answered.
+    pub this: Option<String>,
+    pub nodes: Vec<taipan_cluster::nodes::NodeInfo>,
+}
+
 /// `GET /api/queues`: every queue with messages, and its backlog.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct QueueList {

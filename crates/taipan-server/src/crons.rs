@@ -1,5 +1,7 @@
 //! Cron triggers under `taipan serve`: at each UTC minute, every deployed
-//! worker's schedules due then fire its `scheduled` handler.
+//! worker's schedules due then fire its `scheduled` handler. In a cluster
+//! every node wakes, and the one that claims the minute in the database
+//! fires it: once per cluster, whichever nodes are alive.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -33,6 +35,9 @@ pub async fn fire(state: &Arc<ServeState>, minute: jiff::Timestamp) {
             }
             let (state, deployed, expr) = (state.clone(), deployed.clone(), expr.clone());
             tokio::spawn(async move {
+                if !claim(&state, &deployed.version.worker, &expr, minute).await {
+                    return;
+                }
                 let started = Instant::now();
                 let response = deployed
                     .worker
@@ -49,6 +54,26 @@ pub async fn fire(state: &Arc<ServeState>, minute: jiff::Timestamp) {
                     started.elapsed(),
                 );
             });
+        }
+    }
+}
+
+/// Whether this node runs `expr` of `worker` at `minute` (always, alone).
+async fn claim(state: &ServeState, worker: &str, expr: &str, minute: jiff::Timestamp) -> bool {
+    let Some(node) = &state.cluster else {
+        return true;
+    };
+    let minute = minute.as_second() / 60;
+    match taipan_cluster::nodes::claim_cron(&node.cluster.db, worker, expr, minute, &node.id).await
+    {
+        Ok(claimed) => claimed,
+        Err(e) => {
+            // Better a missed run than a double one: another node may hold it.
+            tracing::warn!(
+                worker,
+                "cron {expr:?} skipped: the cluster database failed: {e:#}"
+            );
+            false
         }
     }
 }

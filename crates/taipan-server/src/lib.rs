@@ -3,10 +3,13 @@
 pub mod admin;
 pub mod api;
 pub mod bundle;
+pub mod cluster;
+pub mod control;
 pub mod crons;
 pub mod dev;
 pub mod front;
 pub mod host;
+pub mod internal;
 pub mod limits;
 pub mod metrics;
 pub mod registry;

@@ -43,6 +43,12 @@ struct OutcomeLabels {
     outcome: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DirectionLabels {
+    /// `in`: run here for another node; `out`: sent to the owner node.
+    direction: String,
+}
+
 /// Request latency buckets: 0.25 ms to ~8 s, doubling.
 fn latency_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.00025, 2.0, 16))
@@ -58,6 +64,11 @@ pub struct Metrics {
     sandboxes: Family<SandboxLabels, Gauge>,
     objects: Family<WorkerLabels, Gauge>,
     websockets: Gauge,
+    forwarded: Family<DirectionLabels, Counter>,
+    /// The forwarded-out count already added to `forwarded` (the count
+    /// itself is kept by the placement).
+    forwarded_out_seen: std::sync::atomic::AtomicU64,
+    leases: Gauge,
 }
 
 impl Default for Metrics {
@@ -72,6 +83,18 @@ impl Default for Metrics {
         let sandboxes = Family::<SandboxLabels, Gauge>::default();
         let objects = Family::<WorkerLabels, Gauge>::default();
         let websockets = Gauge::default();
+        let forwarded = Family::<DirectionLabels, Counter>::default();
+        let leases = Gauge::default();
+        registry.register(
+            "forwarded_calls",
+            "Durable Object calls forwarded between cluster nodes",
+            forwarded.clone(),
+        );
+        registry.register(
+            "leases_held",
+            "Single-owner things (Durable Objects, D1 databases) this node holds",
+            leases.clone(),
+        );
         registry.register(
             "requests",
             "Requests answered by a worker, by status class",
@@ -108,6 +131,9 @@ impl Default for Metrics {
             sandboxes,
             objects,
             websockets,
+            forwarded,
+            forwarded_out_seen: Default::default(),
+            leases,
         }
     }
 }
@@ -127,6 +153,30 @@ impl Metrics {
                 worker: worker.to_string(),
             })
             .observe(elapsed.as_secs_f64());
+    }
+
+    /// A call another node forwarded here was run.
+    pub fn forwarded_in(&self) {
+        self.forwarded
+            .get_or_create(&DirectionLabels {
+                direction: "in".into(),
+            })
+            .inc();
+    }
+
+    /// Cluster figures read at scrape time: leases held, calls forwarded
+    /// out so far.
+    pub fn cluster(&self, leases_held: usize, forwarded_out: u64) {
+        use std::sync::atomic::Ordering;
+        self.leases.set(leases_held as i64);
+        let seen = self
+            .forwarded_out_seen
+            .swap(forwarded_out, Ordering::AcqRel);
+        self.forwarded
+            .get_or_create(&DirectionLabels {
+                direction: "out".into(),
+            })
+            .inc_by(forwarded_out.saturating_sub(seen));
     }
 
     /// A deploy ended: `ok`, `unchanged` or `failed`.

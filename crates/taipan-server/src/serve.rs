@@ -17,6 +17,8 @@ use tokio::net::TcpListener;
 use tokio::sync::broadcast;
 
 use crate::bundle::{self, BundleLimits};
+use crate::cluster::ClusterNode;
+use crate::control::{ControlPlane, Revision};
 use crate::front::{self, Handler};
 use crate::host::{EnvSource, WorkerEnv};
 use crate::registry::{Deployed, Registry};
@@ -41,12 +43,23 @@ pub struct ServeOptions {
     pub packages: taipan_build::SourceOptions,
     /// After SIGTERM: how long `/readyz` says 503 before the listeners close.
     pub drain_delay: Duration,
+    /// Cluster mode: where other nodes forward calls to what this node owns.
+    pub internal_listen: Option<SocketAddr>,
+    /// Cluster mode: the URL other nodes reach `internal_listen` at
+    /// (default: `http://<internal_listen>`).
+    pub internal_url: Option<String>,
 }
 
 /// Process-lifetime state of the server.
 pub struct ServeState {
     pub runtime: Runtime,
+    /// This node's files: builds, assets, binding state (a cache of object
+    /// storage in a cluster).
     pub data: DataDir,
+    /// Versions, the serving pointers, secrets: the data dir, or PostgreSQL.
+    pub control: Arc<dyn ControlPlane>,
+    /// Set when this node is part of a cluster.
+    pub cluster: Option<Arc<ClusterNode>>,
     pub registry: Registry,
     pub options: ServeOptions,
     /// Binding state (KV, D1), shared by every worker that binds the same id.
@@ -86,17 +99,32 @@ impl From<anyhow::Error> for ApiError {
 use crate::api::DeployResult;
 
 impl ServeState {
+    /// A server on its data dir alone, or (`cluster`) a node of a cluster.
     pub fn new(
         runtime: Runtime,
         options: ServeOptions,
         reporter: Arc<dyn Reporter>,
+        cluster: Option<Arc<taipan_cluster::Cluster>>,
     ) -> Result<Arc<Self>> {
         let data = DataDir::open(&options.data_dir)?;
         let registry = Registry::new(&options.base_domain);
-        let stores = Stores::new(data.state());
+        let (stores, node, control): (_, _, Arc<dyn ControlPlane>) = match cluster {
+            Some(cluster) => {
+                let node =
+                    ClusterNode::new(cluster.clone(), &data, runtime.compiled_fingerprint())?;
+                (
+                    Stores::clustered(data.state(), cluster),
+                    Some(node.clone()),
+                    node,
+                )
+            }
+            None => (Stores::new(data.state()), None, Arc::new(data.clone())),
+        };
         Ok(Arc::new(Self {
             runtime,
             data,
+            control,
+            cluster: node,
             registry,
             options,
             stores,
@@ -113,14 +141,18 @@ impl ServeState {
         self.ready.load(std::sync::atomic::Ordering::Acquire)
     }
 
-    /// Serve every worker's current version again (after a restart): no rebuilds.
-    pub fn restore(self: &Arc<Self>) -> Result<usize> {
+    /// Serve every worker's current version again (after a restart): no
+    /// rebuilds. A cluster node fetches what it lacks from object storage.
+    pub async fn restore(self: &Arc<Self>) -> Result<usize> {
+        if let Some(node) = &self.cluster {
+            return crate::cluster::sync(self, node).await;
+        }
         let mut count = 0;
-        for name in self.data.worker_names()? {
-            let Some(record) = self.data.current(&name)? else {
+        for name in self.control.worker_names().await? {
+            let Some(record) = self.control.current(&name).await? else {
                 continue;
             };
-            match self.load(&record) {
+            match self.load_async(&record).await {
                 Ok(deployed) => {
                     self.registry.insert(deployed);
                     count += 1;
@@ -133,7 +165,21 @@ impl ServeState {
         Ok(count)
     }
 
-    fn load(self: &Arc<Self>, record: &VersionRecord) -> Result<Deployed> {
+    /// Load a version with the worker's current secrets (compiling it if
+    /// this node has not yet), off the async threads.
+    pub async fn load_async(self: &Arc<Self>, record: &VersionRecord) -> Result<Deployed> {
+        let secrets = self.control.secrets(&record.worker).await?;
+        let (state, record) = (self.clone(), record.clone());
+        tokio::task::spawn_blocking(move || state.load(&record, &secrets))
+            .await
+            .map_err(|e| anyhow!("the loading task failed: {e}"))?
+    }
+
+    fn load(
+        self: &Arc<Self>,
+        record: &VersionRecord,
+        secrets: &std::collections::BTreeMap<String, String>,
+    ) -> Result<Deployed> {
         let artifact =
             Artifact::open(&self.data.artifacts().join(&record.artifact)).with_context(|| {
                 format!(
@@ -147,7 +193,7 @@ impl ServeState {
         let source = EnvSource {
             worker: &record.worker,
             vars_json: &record.vars_json,
-            secrets: &self.data.secrets(&record.worker)?,
+            secrets,
             bindings: &record.bindings,
             assets_dir: assets_dir.as_deref(),
             dev: false,
@@ -190,6 +236,9 @@ impl ServeState {
 
     /// Upload → validate → build → compile → record → switch. Any failure
     /// leaves the previous version serving and nothing half-written visible.
+    /// In a cluster, one deploy of a worker runs at a time across all nodes
+    /// (a second gets 409), and the build reaches object storage before the
+    /// version is recorded.
     pub async fn deploy(
         self: &Arc<Self>,
         upload: bytes::Bytes,
@@ -197,16 +246,45 @@ impl ServeState {
     ) -> Result<DeployResult, ApiError> {
         let _one_at_a_time = self.deploy_lock.lock().await;
         let state = self.clone();
-        tokio::task::spawn_blocking(move || state.deploy_blocking(upload, env.as_deref()))
-            .await
-            .map_err(|e| ApiError::from(anyhow!("the deploy task failed: {e}")))?
+        let (staging, config) =
+            tokio::task::spawn_blocking(move || state.unpack(upload, env.as_deref()))
+                .await
+                .map_err(|e| ApiError::from(anyhow!("the deploy task failed: {e}")))??;
+        let cluster_lock = self.lock_cluster_deploy(&config.name).await?;
+        let result = self.deploy_config(config).await;
+        drop(staging);
+        if let Some(lock) = cluster_lock {
+            lock.release().await;
+        }
+        result
     }
 
-    fn deploy_blocking(
-        self: &Arc<Self>,
+    /// In a cluster: the worker's deploy lock, or 409 when another node (or
+    /// request) holds it.
+    async fn lock_cluster_deploy(
+        &self,
+        name: &str,
+    ) -> Result<Option<taipan_cluster::control::DeployLock>, ApiError> {
+        let Some(node) = &self.cluster else {
+            return Ok(None);
+        };
+        match node.lock_deploy(name).await? {
+            Some(lock) => Ok(Some(lock)),
+            None => Err(ApiError::new(
+                http::StatusCode::CONFLICT,
+                format!(
+                    "another deploy, rollback or delete of {name:?} is in progress on a node of this cluster\n\
+                     hint: try again when it finishes"
+                ),
+            )),
+        }
+    }
+
+    fn unpack(
+        &self,
         upload: bytes::Bytes,
         env: Option<&str>,
-    ) -> Result<DeployResult, ApiError> {
+    ) -> Result<(tempfile::TempDir, taipan_config::WorkerConfig), ApiError> {
         let bad = |message: String| ApiError::new(http::StatusCode::BAD_REQUEST, message);
         let staging = tempfile::tempdir_in(self.data.staging()).map_err(anyhow::Error::from)?;
         bundle::unpack(&upload[..], staging.path(), self.options.bundle_limits)
@@ -217,28 +295,22 @@ impl ServeState {
                 .to_string()
                 .replace(&format!("{}/", staging.path().display()), ""))
         })?;
+        Ok((staging, config))
+    }
+
+    async fn deploy_config(
+        self: &Arc<Self>,
+        config: taipan_config::WorkerConfig,
+    ) -> Result<DeployResult, ApiError> {
         let started = Instant::now();
-        let assets = match &config.bindings.assets {
-            Some(assets) => Some(
-                self.data
-                    .store_assets(&config.project_dir.join(&assets.directory))
-                    .map_err(|e| ApiError::from(e.context("storing the worker's assets")))?,
-            ),
-            None => None,
-        };
-        let build_options = taipan_build::BuildOptions {
-            packages: self.options.packages.clone(),
-            write_lock: false,
-        };
-        let outcome = taipan_build::build(&config, &self.data.artifacts(), &build_options)
-            .map_err(|e| match e {
-                BuildError::Worker(message) => {
-                    bad(format!("the worker failed to build:\n{message}"))
-                }
-                BuildError::Internal(e) => ApiError::from(e),
-            })?;
-        let record = VersionRecord {
-            id: self.data.next_version_id(&config.name)?,
+        let state = self.clone();
+        let config = Arc::new(config);
+        let building = config.clone();
+        let (assets, outcome) = tokio::task::spawn_blocking(move || state.build(&building))
+            .await
+            .map_err(|e| ApiError::from(anyhow!("the build task failed: {e}")))??;
+        let mut record = VersionRecord {
+            id: self.control.next_version_id(&config.name).await?,
             worker: config.name.clone(),
             created: jiff::Timestamp::now().to_string(),
             artifact: outcome.artifact.id.clone(),
@@ -251,21 +323,34 @@ impl ServeState {
             bindings: config.bindings.clone(),
             assets,
         };
-        let mut deployed = self
-            .load(&record)
+        if let Some(node) = &self.cluster {
+            node.share_build(&self.data, &record).await?;
+        }
+        let deployed = self
+            .load_async(&record)
+            .await
             .map_err(|e| ApiError::from(e.context("compiling the worker")))?;
-        deployed.version.build_ms = started.elapsed().as_millis() as u64;
-        self.data.add_version(&deployed.version)?;
-        self.data.set_current(&record.worker, &record.id)?;
+        if let Some(node) = &self.cluster {
+            node.share_compiled(&self.data, &record).await;
+        }
+        record.build_ms = started.elapsed().as_millis() as u64;
+        let revision = self.control.publish(&record).await?;
         let result = DeployResult {
             url: self.url_of(&record.worker, &record.routes),
             worker: record.worker.clone(),
             version: record.id.clone(),
-            build_ms: deployed.version.build_ms,
+            build_ms: record.build_ms,
             reused_build: record.reused_build,
             packages: outcome.packages.clone(),
         };
-        self.registry.insert(deployed);
+        self.install(
+            Deployed {
+                version: record,
+                ..deployed
+            },
+            revision,
+        )
+        .await;
         tracing::info!(
             "deployed {} {} ({} ms)",
             result.worker,
@@ -275,31 +360,86 @@ impl ServeState {
         Ok(result)
     }
 
+    fn build(
+        &self,
+        config: &taipan_config::WorkerConfig,
+    ) -> Result<(Option<String>, taipan_build::BuildOutcome), ApiError> {
+        let bad = |message: String| ApiError::new(http::StatusCode::BAD_REQUEST, message);
+        let assets = match &config.bindings.assets {
+            Some(assets) => Some(
+                self.data
+                    .store_assets(&config.project_dir.join(&assets.directory))
+                    .map_err(|e| ApiError::from(e.context("storing the worker's assets")))?,
+            ),
+            None => None,
+        };
+        let build_options = taipan_build::BuildOptions {
+            packages: self.options.packages.clone(),
+            write_lock: false,
+        };
+        let outcome = taipan_build::build(config, &self.data.artifacts(), &build_options).map_err(
+            |e| match e {
+                BuildError::Worker(message) => {
+                    bad(format!("the worker failed to build:\n{message}"))
+                }
+                BuildError::Internal(e) => ApiError::from(e),
+            },
+        )?;
+        Ok((assets, outcome))
+    }
+
+    /// Put a loaded version in service (in a cluster, unless this node
+    /// already serves a later revision of the worker).
+    async fn install(&self, deployed: Deployed, revision: Revision) {
+        if let Some(node) = &self.cluster
+            && !node.advance(&deployed.version.worker, revision).await
+        {
+            return;
+        }
+        self.registry.insert(deployed);
+    }
+
     pub async fn rollback(
         self: &Arc<Self>,
         name: &str,
         version: &str,
     ) -> Result<VersionRecord, ApiError> {
         let _one_at_a_time = self.deploy_lock.lock().await;
-        let record = self.data.version(name, version)?.ok_or_else(|| {
-            ApiError::new(
-                http::StatusCode::NOT_FOUND,
-                format!("worker {name:?} has no version {version:?}"),
-            )
-        })?;
-        let state = self.clone();
-        let to_load = record.clone();
-        let deployed = tokio::task::spawn_blocking(move || state.load(&to_load))
-            .await
-            .map_err(|e| anyhow!("{e}"))??;
-        self.data.set_current(name, version)?;
-        self.registry.insert(deployed);
-        Ok(record)
+        let cluster_lock = self.lock_cluster_deploy(name).await?;
+        let result = async {
+            let record = self.control.version(name, version).await?.ok_or_else(|| {
+                ApiError::new(
+                    http::StatusCode::NOT_FOUND,
+                    format!("worker {name:?} has no version {version:?}"),
+                )
+            })?;
+            if let Some(node) = &self.cluster {
+                node.fetch_build(&self.data, &record).await?;
+            }
+            let deployed = self.load_async(&record).await?;
+            let revision = self
+                .control
+                .set_current(name, version)
+                .await?
+                .ok_or_else(|| anyhow!("worker {name:?} lost its version {version:?}"))?;
+            self.install(deployed, revision).await;
+            Ok(record)
+        }
+        .await;
+        if let Some(lock) = cluster_lock {
+            lock.release().await;
+        }
+        result
     }
 
     pub async fn delete(self: &Arc<Self>, name: &str) -> Result<(), ApiError> {
         let _one_at_a_time = self.deploy_lock.lock().await;
-        if !self.data.delete_worker(name)? {
+        let cluster_lock = self.lock_cluster_deploy(name).await?;
+        let deleted = self.control.delete_worker(name).await;
+        if let Some(lock) = cluster_lock {
+            lock.release().await;
+        }
+        if !deleted? {
             return Err(ApiError::new(
                 http::StatusCode::NOT_FOUND,
                 format!("no worker named {name:?}"),
@@ -337,15 +477,14 @@ impl ServeState {
             ));
         }
         let _one_at_a_time = self.deploy_lock.lock().await;
-        let changed = self.data.set_secret(name, secret, value)?;
-        if changed && let Some(record) = self.data.current(name)? {
-            let state = self.clone();
-            let deployed = tokio::task::spawn_blocking(move || state.load(&record))
-                .await
-                .map_err(|e| anyhow!("{e}"))??;
-            self.registry.insert(deployed);
+        let Some(revision) = self.control.set_secret(name, secret, value).await? else {
+            return Ok(false);
+        };
+        if let Some(record) = self.control.current(name).await? {
+            let deployed = self.load_async(&record).await?;
+            self.install(deployed, revision).await;
         }
-        Ok(changed)
+        Ok(true)
     }
 
     pub fn subscribe_logs(&self, name: &str) -> broadcast::Receiver<String> {
@@ -414,13 +553,32 @@ impl Handler for PublicFront {
 
 /// Run until SIGINT/SIGTERM, then stop accepting and let requests finish.
 pub async fn run_serve(state: Arc<ServeState>) -> Result<()> {
-    let restored = state.restore()?;
+    // A cluster node places Durable Objects before any worker loads.
+    let renewing = match &state.cluster {
+        Some(node) => {
+            let placement =
+                taipan_bindings::placement::Placement::new(node.cluster.clone(), &node.id).await?;
+            state.stores.set_placement(placement.clone());
+            Some(placement.start_renewing())
+        }
+        None => None,
+    };
+    let internal = match state.options.internal_listen {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("could not listen on {addr} (internal)"))?,
+        ),
+        None => None,
+    };
+    let restored = state.restore().await?;
     let public = TcpListener::bind(state.options.listen)
         .await
         .with_context(|| format!("could not listen on {}", state.options.listen))?;
     let admin = TcpListener::bind(state.options.admin_listen)
         .await
         .with_context(|| format!("could not listen on {} (admin)", state.options.admin_listen))?;
+    let (public_addr, admin_addr) = (public.local_addr()?, admin.local_addr()?);
     let reporter = state.reporter.clone();
     reporter.report(Event::Serving {
         workers: restored,
@@ -439,9 +597,36 @@ pub async fn run_serve(state: Arc<ServeState>) -> Result<()> {
     let admin_task = tokio::spawn(front::serve(
         admin,
         Arc::new(crate::admin::AdminFront::new(state.clone())),
-        wait(stopped),
+        wait(stopped.clone()),
     ));
     let crons = tokio::spawn(crate::crons::run(state.clone()));
+    let internal_url = match &internal {
+        Some(listener) => Some(
+            state
+                .options
+                .internal_url
+                .clone()
+                .unwrap_or(format!("http://{}", listener.local_addr()?)),
+        ),
+        None => None,
+    };
+    let internal_task = internal.map(|listener| {
+        tokio::spawn(front::serve(
+            listener,
+            Arc::new(crate::internal::InternalFront(state.clone())),
+            wait(stopped.clone()),
+        ))
+    });
+    let cluster_tasks = match &state.cluster {
+        Some(node) => {
+            crate::cluster::join(node, public_addr, admin_addr, internal_url).await?;
+            vec![
+                tokio::spawn(crate::cluster::follow(state.clone(), node.clone())),
+                tokio::spawn(crate::cluster::heartbeat(state.clone(), node.clone())),
+            ]
+        }
+        None => Vec::new(),
+    };
     state
         .ready
         .store(true, std::sync::atomic::Ordering::Release);
@@ -456,6 +641,19 @@ pub async fn run_serve(state: Arc<ServeState>) -> Result<()> {
     crons.abort();
     let _ = stop.send(true);
     let _ = tokio::join!(public_task, admin_task);
+    if let Some(task) = internal_task {
+        let _ = task.await;
+    }
+    for task in cluster_tasks.into_iter().chain(renewing) {
+        task.abort();
+    }
+    // What this node owned moves at once, not after its leases expire.
+    if let Some(placement) = state.stores.placement() {
+        placement.release_all().await;
+    }
+    if let Some(node) = &state.cluster {
+        crate::cluster::leave(node).await;
+    }
     reporter.report(Event::Stopped);
     Ok(())
 }

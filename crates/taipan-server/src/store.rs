@@ -11,6 +11,7 @@
 //! DATA/assets/<content hash>/         `[assets]` folders, shared by identical deploys
 //! DATA/state/                         binding state: kv/, d1/ (SQLite)
 //! DATA/staging/                       uploads being unpacked (cleared on start)
+//! DATA/node-id                        this node's id in a cluster
 //! ```
 
 use std::collections::BTreeMap;
@@ -75,6 +76,19 @@ impl DataDir {
         Ok(Self {
             root: root.to_path_buf(),
         })
+    }
+
+    /// This node's id in a cluster: made on first use, kept across restarts.
+    pub fn node_id(&self) -> Result<String> {
+        let path = self.root.join("node-id");
+        if let Ok(id) = std::fs::read_to_string(&path)
+            && !id.trim().is_empty()
+        {
+            return Ok(id.trim().to_string());
+        }
+        let id = format!("node-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+        write_atomic(&path, id.as_bytes())?;
+        Ok(id)
     }
 
     pub fn artifacts(&self) -> PathBuf {

@@ -25,6 +25,8 @@ enum Command {
     Rollback(commands::versions::RollbackArgs),
     /// Remove a deployed worker.
     Delete(commands::versions::DeleteArgs),
+    /// List the nodes of a cluster and whether each is alive.
+    Nodes(commands::nodes::NodesArgs),
     /// Stream a deployed worker's requests and output as they happen.
     Tail(commands::versions::TailArgs),
     /// Build a worker's snapshot without serving it.
@@ -55,6 +57,7 @@ fn main() -> std::process::ExitCode {
         Command::Rollback(args) => args.run(),
         Command::Delete(args) => args.run(),
         Command::Tail(args) => args.run(),
+        Command::Nodes(args) => args.run(),
         Command::Bench(args) => args.run(),
         Command::Runtimes(args) => args.run(),
         Command::Secret(args) => args.run(),

@@ -6,6 +6,7 @@ pub mod client;
 pub mod d1;
 pub mod deploy;
 pub mod dev;
+pub mod nodes;
 pub mod printer;
 pub mod queues;
 pub mod runtimes;

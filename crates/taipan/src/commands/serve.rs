@@ -58,6 +58,26 @@ pub struct ServeArgs {
     /// requests in flight finish.
     #[arg(long, default_value_t = 0)]
     drain_seconds: u64,
+    /// Cluster mode: the PostgreSQL database the nodes share
+    /// (postgres://user:password@host/db). Needs --objects and --secrets-key.
+    #[arg(long, env = "TAIPAN_DATABASE_URL", hide_env_values = true)]
+    database: Option<String>,
+    /// Cluster mode: where builds and assets are kept (s3://bucket[/prefix],
+    /// credentials from the AWS_* variables; or file:///shared/dir).
+    #[arg(long, env = "TAIPAN_OBJECTS_URL")]
+    objects: Option<String>,
+    /// Cluster mode: the key secrets are sealed with in the database, 64
+    /// hex digits, the same on every node (`openssl rand -hex 32`).
+    #[arg(long, env = "TAIPAN_SECRETS_KEY", hide_env_values = true)]
+    secrets_key: Option<String>,
+    /// Cluster mode: where other nodes forward calls to the Durable Objects
+    /// this node runs (e.g. 10.0.0.5:8082; keep it off the public network).
+    #[arg(long, env = "TAIPAN_INTERNAL_LISTEN")]
+    internal_listen: Option<SocketAddr>,
+    /// Cluster mode: the URL other nodes reach --internal-listen at, when
+    /// it is not the listen address itself (a wildcard address, NAT).
+    #[arg(long, env = "TAIPAN_INTERNAL_URL")]
+    internal_url: Option<String>,
     #[command(flatten)]
     packages: super::PackageArgs,
 }
@@ -97,6 +117,49 @@ impl ServeArgs {
         if self.listen == self.admin_listen && self.listen.port() != 0 {
             bail!("--listen and --admin-listen must differ");
         }
+        let cluster = match (self.database, self.objects) {
+            (None, None) => None,
+            (Some(database_url), Some(objects_url)) => {
+                let Some(key) = self.secrets_key.as_deref() else {
+                    bail!(
+                        "cluster mode needs --secrets-key (or TAIPAN_SECRETS_KEY): secrets are sealed with it in the database\n\
+                         hint: make one with `openssl rand -hex 32` and give every node the same"
+                    );
+                };
+                Some(taipan_cluster::ClusterOptions {
+                    database_url,
+                    objects_url,
+                    secrets_key: taipan_cluster::secrets::parse_key(key)?,
+                })
+            }
+            (Some(_), None) => bail!(
+                "--database needs --objects too: builds and assets live in object storage\n\
+                 hint: --objects s3://bucket, or file:///dir on a mount every node shares"
+            ),
+            (None, Some(_)) => bail!(
+                "--objects needs --database too (cluster mode)\nhint: --database postgres://user:password@host/db"
+            ),
+        };
+        if cluster.is_none() && (self.internal_listen.is_some() || self.internal_url.is_some()) {
+            bail!(
+                "--internal-listen and --internal-url are for cluster mode: add --database and --objects"
+            );
+        }
+        if let Some(addr) = self.internal_listen
+            && addr.ip().is_unspecified()
+            && self.internal_url.is_none()
+        {
+            bail!(
+                "--internal-listen {addr} is a wildcard address other nodes cannot dial\n\
+                 hint: add --internal-url http://<this node's address>:{}",
+                addr.port()
+            );
+        }
+        if let Some(url) = &self.internal_url
+            && !url.starts_with("http://")
+        {
+            bail!("--internal-url must be an http:// URL, not {url:?}");
+        }
         let limits = Limits {
             memory_bytes: self.memory_mb << 20,
             cpu_time: Duration::from_millis(self.cpu_ms),
@@ -118,6 +181,8 @@ impl ServeArgs {
             fresh_sandbox_per_request: self.fresh_sandbox_per_request,
             standby_sandboxes: self.standby,
             drain_delay: Duration::from_secs(self.drain_seconds),
+            internal_listen: self.internal_listen,
+            internal_url: self.internal_url,
             bundle_limits: BundleLimits {
                 max_bytes: self.max_bundle_mb * 1_000_000,
                 ..BundleLimits::default()
@@ -129,7 +194,13 @@ impl ServeArgs {
         };
         let runtime = super::runtime(pool)?;
         let printer = std::sync::Arc::new(super::printer::Printer::default());
-        let state = taipan_server::ServeState::new(runtime, options, printer)?;
-        super::tokio()?.block_on(taipan_server::run_serve(state))
+        super::tokio()?.block_on(async move {
+            let cluster = match &cluster {
+                Some(options) => Some(taipan_cluster::Cluster::connect(options).await?),
+                None => None,
+            };
+            let state = taipan_server::ServeState::new(runtime, options, printer, cluster)?;
+            taipan_server::run_serve(state).await
+        })
     }
 }

@@ -64,8 +64,14 @@ impl Server {
     /// `taipan serve --data-dir DIR` on free ports; `url` is the public
     /// address, `admin` the admin API's.
     pub fn serve(data_dir: &Path, args: &[&str]) -> Server {
+        Self::serve_env(data_dir, args, &[])
+    }
+
+    /// `serve` with extra environment variables (cluster mode's).
+    pub fn serve_env(data_dir: &Path, args: &[&str], env: &[(String, String)]) -> Server {
         let mut command = taipan();
         command
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .arg("serve")
             .arg("--data-dir")
             .arg(data_dir)
@@ -207,6 +213,12 @@ impl Server {
             .arg("-TERM")
             .arg(self.child.id().to_string())
             .status();
+    }
+
+    /// SIGKILL, at once: no drain, no goodbye to a cluster.
+    pub fn child_kill(&mut self) -> std::io::Result<()> {
+        self.child.kill()?;
+        self.child.wait().map(|_| ())
     }
 
     /// Whether the process has exited.

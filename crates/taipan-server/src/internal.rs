@@ -1,0 +1,98 @@
+//! The internal listener of a cluster node (`--internal-listen`): where
+//! other nodes forward calls to the single-owner things this node holds
+//! (`taipan_bindings::placement`). Every request must carry the nodes'
+//! shared secret; nothing here is reachable with the admin token.
+//!
+//! ```text
+//! POST /do/<script>/<class>/<id>/<rpc|fetch>   a Durable Object call
+//! ```
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use http::StatusCode;
+use hyper::body::Incoming;
+use taipan_bindings::durable::{self, lease_name};
+use taipan_bindings::placement::{HEADER_NODE_SECRET, Place};
+use taipan_bindings::protocol::BindingError;
+use taipan_runtime::worker::{Body, text_response};
+
+use crate::front::Handler;
+use crate::serve::ServeState;
+
+pub struct InternalFront(pub Arc<ServeState>);
+
+impl Handler for InternalFront {
+    async fn handle(
+        self: Arc<Self>,
+        request: http::Request<Incoming>,
+        _peer: SocketAddr,
+    ) -> http::Response<Body> {
+        let Some(placement) = self.0.stores.placement() else {
+            return text_response(StatusCode::NOT_FOUND, "not a cluster node\n");
+        };
+        let secret = request
+            .headers()
+            .get(HEADER_NODE_SECRET)
+            .map(|v| v.as_bytes())
+            .unwrap_or_default();
+        if !placement.authentic(secret) {
+            return text_response(
+                StatusCode::UNAUTHORIZED,
+                "not from a node of this cluster\n",
+            );
+        }
+        let path = request.uri().path().to_string();
+        let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+        let ["do", script, class, id, op] = segments[..] else {
+            return text_response(StatusCode::NOT_FOUND, "no such internal route\n");
+        };
+        if !durable::valid_id(id) {
+            return text_response(StatusCode::BAD_REQUEST, "not a Durable Object id\n");
+        }
+        // Forwarded here because this node held the lease; it may have
+        // moved since (expired, released on drain): then say so, and the
+        // caller's next try finds the new owner.
+        let fresh = match placement.place(&lease_name(script, class, id)).await {
+            Ok(Place::Here { fresh, .. }) => fresh,
+            Ok(Place::There(_)) => {
+                return text_response(
+                    StatusCode::MISDIRECTED_REQUEST,
+                    "this node no longer owns the object: retry\n",
+                );
+            }
+            Err(e) => return e.into_response(),
+        };
+        let Some(deployed) = self.0.registry.get(script) else {
+            return BindingError::route(format!(
+                "the worker {script:?} is not deployed on the node that owns the object"
+            ))
+            .into_response();
+        };
+        if fresh {
+            deployed.worker.forget_object(&format!("{class}/{id}"));
+        }
+        let (mut parts, body) = request.into_parts();
+        parts.headers.remove(HEADER_NODE_SECRET);
+        let uri = format!(
+            "http://{}/{class}/{id}/{op}",
+            taipan_guest::contract::AUTHORITY_DURABLE
+        );
+        let Ok(uri) = uri.parse() else {
+            return text_response(StatusCode::BAD_REQUEST, "a bad object path\n");
+        };
+        parts.uri = uri;
+        parts.headers.insert(
+            http::header::HOST,
+            http::HeaderValue::from_static(taipan_guest::contract::AUTHORITY_DURABLE),
+        );
+        self.0.metrics.forwarded_in();
+        deployed
+            .worker
+            .durable_object(
+                &format!("{class}/{id}"),
+                http::Request::from_parts(parts, body),
+            )
+            .await
+    }
+}

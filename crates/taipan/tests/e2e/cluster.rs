@@ -1,0 +1,255 @@
+//! Cluster mode: three `taipan serve` nodes on one PostgreSQL and one S3
+//! server (both real, started here), on loopback.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Output;
+use std::time::{Duration, Instant};
+
+use crate::harness::{CONFIG, Server, project, taipan, text_of};
+use crate::s3::S3Server;
+
+const TOKEN: &str = "cluster-admin-token-0123456789";
+const SECRETS_KEY: &str = "5ecc5ecc5ecc5ecc5ecc5ecc5ecc5ecc5ecc5ecc5ecc5ecc5ecc5ecc5ecc5ecc";
+/// How long a node may take to serve what another node deployed.
+const SWITCH_TIMEOUT: Duration = Duration::from_secs(60);
+
+const KV: &str = "\n[[kv_namespaces]]\nbinding = \"KV\"\nid = \"shared-kv\"\n";
+
+fn app(version: &str) -> tempfile::TempDir {
+    let config = CONFIG.replace("name = \"t\"", "name = \"app\"") + KV;
+    let body = format!(
+        r#"from urllib.parse import urlparse, parse_qs
+from workers import Response
+
+async def on_fetch(request, env):
+    url = urlparse(request.url)
+    q = {{k: v[0] for k, v in parse_qs(url.query).items()}}
+    if url.path == "/put":
+        await env.KV.put(q["k"], q["v"])
+        return Response("ok")
+    if url.path == "/get":
+        value = await env.KV.get(q["k"])
+        return Response(value or "missing", status=200 if value is not None else 404)
+    if url.path == "/secret":
+        return Response(getattr(env, "TOKEN", "unset"))
+    return Response({version:?})
+"#
+    );
+    project(&[("wrangler.toml", &config), ("src/entry.py", &body)])
+}
+
+struct Cluster {
+    env: Vec<(String, String)>,
+    _database: taipan_cluster::testing::TestDatabase,
+    _s3: S3Server,
+}
+
+impl Cluster {
+    fn start() -> Cluster {
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let database = runtime.block_on(taipan_cluster::testing::TestDatabase::create());
+        let s3 = S3Server::start();
+        let mut env = s3.env();
+        env.extend([
+            ("TAIPAN_DATABASE_URL".into(), database.url().to_string()),
+            ("TAIPAN_OBJECTS_URL".into(), s3.url()),
+            ("TAIPAN_SECRETS_KEY".into(), SECRETS_KEY.into()),
+            ("TAIPAN_ADMIN_TOKEN".into(), TOKEN.into()),
+        ]);
+        Cluster {
+            env,
+            _database: database,
+            _s3: s3,
+        }
+    }
+
+    fn node(&self, data: &Path) -> Server {
+        Server::serve_env(data, &[], &self.env)
+    }
+}
+
+fn cli(node: &Server, args: &[&str]) -> Output {
+    taipan()
+        .args(args)
+        .args(["--server", &node.admin, "--token", TOKEN])
+        .output()
+        .unwrap()
+}
+
+fn ok(output: Output) -> String {
+    let text = text_of(&output);
+    assert!(output.status.success(), "{text}");
+    text
+}
+
+fn get(node: &Server, path: &str) -> Option<(u16, String)> {
+    let response = Server::client()
+        .get(format!("{}{path}", node.url))
+        .header("host", "app.localhost")
+        .timeout(Duration::from_secs(10))
+        .send()
+        .ok()?;
+    Some((response.status().as_u16(), response.text().ok()?))
+}
+
+/// Wait until `node` answers `path` with `want`; how long it took.
+fn until(node: &Server, path: &str, want: (u16, &str)) -> Duration {
+    let started = Instant::now();
+    loop {
+        let got = get(node, path);
+        if got.as_ref().is_some_and(|(s, b)| (*s, b.as_str()) == want) {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < SWITCH_TIMEOUT,
+            "{} never answered {want:?} for {path} (last: {got:?}):\n{}",
+            node.url,
+            node.output()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn three_nodes_share_deploys_secrets_and_kv_and_survive_losing_one() {
+    let cluster = Cluster::start();
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let mut a = cluster.node(dirs[0].path());
+    let b = cluster.node(dirs[1].path());
+    let c = cluster.node(dirs[2].path());
+
+    // Every node lists the three, alive.
+    let nodes = ok(cli(&c, &["nodes"]));
+    assert_eq!(nodes.matches(" live ").count(), 3, "{nodes}");
+
+    // Deploy once, through A: B and C serve it too.
+    let v1 = app("one");
+    let started = Instant::now();
+    ok(cli(&a, &["deploy", v1.path().to_str().unwrap()]));
+    let deployed = started.elapsed();
+    for node in [&a, &b, &c] {
+        until(node, "/", (200, "one"));
+    }
+    eprintln!(
+        "deploy through A: {} ms; all three serving {} ms after it began",
+        deployed.as_millis(),
+        started.elapsed().as_millis()
+    );
+
+    // A secret set through B reaches every node's env.
+    let mut put = taipan()
+        .args(["secret", "put", "TOKEN", "--name", "app"])
+        .args(["--server", &b.admin, "--token", TOKEN])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write as _;
+    put.stdin.take().unwrap().write_all(b"s3cr3t\n").unwrap();
+    assert!(put.wait_with_output().unwrap().status.success());
+    for node in [&a, &b, &c] {
+        until(node, "/secret", (200, "s3cr3t"));
+    }
+
+    // KV written through one node reads through the others.
+    assert_eq!(
+        get(&b, "/put?k=greeting&v=hello").unwrap(),
+        (200, "ok".into())
+    );
+    assert_eq!(get(&c, "/get?k=greeting").unwrap(), (200, "hello".into()));
+    assert_eq!(get(&a, "/get?k=greeting").unwrap(), (200, "hello".into()));
+
+    // Two deploys of one worker at once, through two nodes: one goes on,
+    // the other is refused with 409; nothing half-applied.
+    let (d1, d2) = (app("two-a"), app("two-b"));
+    let (out1, out2) = std::thread::scope(|s| {
+        let first = s.spawn(|| cli(&a, &["deploy", d1.path().to_str().unwrap()]));
+        let second = s.spawn(|| cli(&b, &["deploy", d2.path().to_str().unwrap()]));
+        (first.join().unwrap(), second.join().unwrap())
+    });
+    let mut winners = Vec::new();
+    for (out, body) in [(&out1, "two-a"), (&out2, "two-b")] {
+        let text = text_of(out);
+        if out.status.success() {
+            winners.push(body);
+        } else {
+            assert!(text.contains("in progress"), "{text}");
+        }
+    }
+    // Started together, each building for seconds: exactly one goes on.
+    assert_eq!(winners.len(), 1, "{}\n{}", text_of(&out1), text_of(&out2));
+    let versions = ok(cli(&c, &["versions", "--name", "app"]));
+    assert_eq!(
+        versions
+            .lines()
+            .filter(|l| l.starts_with('v') && l[1..].starts_with(|c: char| c.is_ascii_digit()))
+            .count(),
+        1 + winners.len(),
+        "{versions}\n{}\n{}",
+        text_of(&out1),
+        text_of(&out2)
+    );
+    let serving = winners[0];
+    for node in [&a, &b, &c] {
+        until(node, "/", (200, serving));
+    }
+
+    // A bounded write loop across the three nodes; A is killed (SIGKILL)
+    // in the middle, a deploy goes through B meanwhile; every write that
+    // was acknowledged must survive.
+    let mut acknowledged = BTreeMap::new();
+    let mut refused = 0;
+    let v3 = app("three");
+    for i in 0..150 {
+        if i == 50 {
+            let _ = a.child_kill();
+        }
+        if i == 75 {
+            ok(cli(&b, &["deploy", v3.path().to_str().unwrap()]));
+        }
+        let node = [&a, &b, &c][i % 3];
+        let key = format!("w{i}");
+        match get(node, &format!("/put?k={key}&v={i}")) {
+            Some((200, body)) if body == "ok" => {
+                acknowledged.insert(key, i.to_string());
+            }
+            _ => refused += 1,
+        }
+    }
+    assert!(acknowledged.len() >= 100, "{}", acknowledged.len());
+    assert!(
+        refused >= 30,
+        "writes to the killed node cannot succeed: {refused}"
+    );
+    until(&c, "/", (200, "three"));
+
+    // A comes back on its data dir, catches up, and every write is there.
+    drop(a);
+    let a = cluster.node(dirs[0].path());
+    until(&a, "/", (200, "three"));
+    for (key, value) in &acknowledged {
+        assert_eq!(
+            get(&a, &format!("/get?k={key}")).unwrap(),
+            (200, value.clone()),
+            "{key}"
+        );
+    }
+    let nodes = ok(cli(&a, &["nodes"]));
+    assert_eq!(nodes.matches(" live ").count(), 3, "{nodes}");
+
+    // Rollback through C, delete through A: every node follows.
+    ok(cli(&c, &["rollback", "v1", "--name", "app"]));
+    for node in [&a, &b, &c] {
+        until(node, "/", (200, "one"));
+    }
+    ok(cli(&a, &["delete", "--name", "app"]));
+    for node in [&a, &b, &c] {
+        until(
+            node,
+            "/",
+            (404, "no worker is routed for this host and path\n"),
+        );
+    }
+}
