@@ -136,10 +136,12 @@ pub struct ObjectStorage {
     pub alarms: Arc<Alarms>,
 }
 
+/// The table `ctx.storage`'s key-value calls keep their data in.
+const KV_SCHEMA: &str =
+    "CREATE TABLE IF NOT EXISTS _cf_KV (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID";
+
 impl ObjectStorage {
-    fn database(&self, call: &Call) -> Result<Database, BindingError> {
-        let class = call.str_arg("class")?;
-        let id = call.str_arg("id")?;
+    async fn database(&self, class: &str, id: &str) -> Result<Database, BindingError> {
         if !valid_id(id)
             || class.is_empty()
             || !class
@@ -150,16 +152,18 @@ impl ObjectStorage {
                 "storage called with a bad object id",
             ));
         }
+        let path = self.stores.object_path(&self.script, class, id);
+        if self.stores.placement().is_some() {
+            // The object runs here because this node holds its lease.
+            let name = lease_name(&self.script, class, id);
+            return self.stores.replicated(&name, path, KV_SCHEMA).await;
+        }
         let db = self
             .stores
-            .database(&self.stores.object_path(&self.script, class, id))
+            .database(&path)
             .map_err(|e| BindingError::error(format!("opening the object's storage: {e:#}")))?;
-        db.with_blocking(|conn| {
-            conn.execute_batch(
-                "CREATE TABLE IF NOT EXISTS _cf_KV (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID",
-            )
-        })
-        .map_err(BindingError::from)?;
+        db.with_blocking(|conn| conn.execute_batch(KV_SCHEMA))
+            .map_err(BindingError::from)?;
         Ok(db)
     }
 }
@@ -201,7 +205,11 @@ impl Binding for ObjectStorage {
     ) -> BoxFuture<'static, Result<Reply, BindingError>> {
         let op = op.to_string();
         Box::pin(async move {
-            let db = self.database(&call)?;
+            let (class, id) = (
+                call.str_arg("class")?.to_string(),
+                call.str_arg("id")?.to_string(),
+            );
+            let db = self.database(&class, &id).await?;
             if op.ends_with("Alarm") {
                 return self.alarm(&op, call.args).await.map(Reply::Json);
             }

@@ -12,6 +12,7 @@ pub mod assets;
 pub mod cache;
 pub mod content_type;
 pub mod d1;
+pub mod d1_cluster;
 pub mod durable;
 pub mod hyperdrive;
 pub mod kv;
@@ -120,8 +121,16 @@ impl WorkerBindings {
             entries.insert(kv.binding.clone(), Entry::Stored(binding));
         }
         for d1 in &config.d1 {
-            let db = stores.database(&stores.d1_path(&d1.id))?;
-            let binding: Arc<dyn Binding> = Arc::new(d1::D1Database::open(db));
+            // In a cluster a database runs on the node that holds it.
+            let binding: Arc<dyn Binding> = if stores.placement().is_some() {
+                Arc::new(d1_cluster::ClusteredD1 {
+                    id: d1.id.clone(),
+                    stores: stores.clone(),
+                })
+            } else {
+                let db = stores.database(&stores.d1_path(&d1.id))?;
+                Arc::new(d1::D1Database::open(db))
+            };
             entries.insert(d1.binding.clone(), Entry::Stored(binding));
         }
         for r2 in &config.r2 {

@@ -121,6 +121,9 @@ impl Call {
 /// A binding's answer.
 pub enum Reply {
     Json(Value),
+    /// A reply another node already encoded (a call forwarded to the node
+    /// that owns what it addresses), passed on as it is.
+    Forwarded(HostResponse),
     /// A payload, with metadata about it (`null` only for a miss: see
     /// `Reply::miss`).
     Payload {
@@ -141,6 +144,7 @@ impl Reply {
     pub fn into_response(self) -> HostResponse {
         match self {
             Reply::Json(value) => http::Response::new(full_body(value.to_string())),
+            Reply::Forwarded(response) => response,
             Reply::Payload { meta, body } => {
                 // serde_json writes no raw newline (it escapes those in
                 // strings), so the first `\n` ends the line.

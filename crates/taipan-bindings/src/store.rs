@@ -28,7 +28,22 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// One SQLite database, shared by everything in the process that binds it.
 #[derive(Clone)]
 pub struct Database {
-    conn: Arc<Mutex<Connection>>,
+    conn: Arc<Mutex<Handle>>,
+}
+
+enum Handle {
+    /// A file of this node's.
+    Plain(Connection),
+    /// Cluster mode: a single-owner database (a Durable Object's storage,
+    /// a D1 database) whose commits reach the cluster before `with` returns.
+    Replicated(Box<taipan_cluster::replica::ReplicatedDb>),
+}
+
+/// The setup a replicated database gets after each restore.
+fn prepare(conn: &mut Connection, schema: &str) -> rusqlite::Result<()> {
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    conn.execute_batch(schema)
 }
 
 impl Database {
@@ -44,11 +59,12 @@ impl Database {
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         Ok(Self {
-            conn: Arc::new(Mutex::new(conn)),
+            conn: Arc::new(Mutex::new(Handle::Plain(conn))),
         })
     }
 
-    /// Run `f` on the connection on a blocking thread.
+    /// Run `f` on the connection on a blocking thread. In a cluster, a
+    /// write `f` committed has reached the cluster when this returns Ok.
     pub async fn with<T, F>(&self, f: F) -> Result<T, BindingError>
     where
         T: Send + 'static,
@@ -56,18 +72,48 @@ impl Database {
     {
         let conn = self.conn.clone();
         tokio::task::spawn_blocking(move || {
-            let mut conn = conn.lock().unwrap_or_else(|e| e.into_inner());
-            f(&mut conn)
+            let mut handle = conn.lock().unwrap_or_else(|e| e.into_inner());
+            match &mut *handle {
+                Handle::Plain(conn) => f(conn).map_err(BindingError::from),
+                Handle::Replicated(replica) => match replica.with(f) {
+                    Ok(result) => result.map_err(BindingError::from),
+                    Err(e) => Err(replica_error(replica.name(), e)),
+                },
+            }
         })
         .await
         .map_err(|e| BindingError::error(format!("the storage task failed: {e}")))?
-        .map_err(BindingError::from)
     }
 
-    /// Run `f` on the connection here (setup, CLI).
+    /// Run `f` on the connection here (setup, CLI: files of this node; a
+    /// replicated database is only ever used through [`Database::with`]).
     pub fn with_blocking<T>(&self, f: impl FnOnce(&mut Connection) -> T) -> T {
-        let mut conn = self.conn.lock().unwrap_or_else(|e| e.into_inner());
-        f(&mut conn)
+        let mut handle = self.conn.lock().unwrap_or_else(|e| e.into_inner());
+        match &mut *handle {
+            Handle::Plain(conn) => f(conn),
+            Handle::Replicated(replica) => panic!(
+                "{} is replicated: use Database::with, which ships its writes",
+                replica.name()
+            ),
+        }
+    }
+
+    /// Whether the replicated database refuses work after a failure (it
+    /// must be restored again).
+    fn poisoned(&self) -> bool {
+        let handle = self.conn.lock().unwrap_or_else(|e| e.into_inner());
+        matches!(&*handle, Handle::Replicated(r) if r.is_poisoned())
+    }
+}
+
+fn replica_error(name: &str, e: taipan_cluster::replica::ReplicaError) -> BindingError {
+    match e {
+        taipan_cluster::replica::ReplicaError::LostLease { .. } => BindingError::error(format!(
+            "{name} moved to another node of the cluster during the call; nothing was saved: retry"
+        )),
+        taipan_cluster::replica::ReplicaError::Failed(e) => BindingError::error(format!(
+            "the write to {name} could not be made durable ({e:#}); nothing was acknowledged: retry"
+        )),
     }
 }
 
@@ -120,6 +166,11 @@ struct Shared {
     /// Cluster mode: where single-owner things run (set once the node
     /// knows its id and the nodes' secret).
     placement: std::sync::OnceLock<Arc<crate::placement::Placement>>,
+    /// Cluster mode: the single-owner databases this node restored, by
+    /// lease name, with the lease token they were restored under.
+    replicated: Mutex<HashMap<String, (i64, Database)>>,
+    /// One restore at a time (two would share the local file).
+    restoring: tokio::sync::Mutex<()>,
 }
 
 impl Stores {
@@ -142,6 +193,8 @@ impl Stores {
             counters: Mutex::default(),
             cluster,
             placement: std::sync::OnceLock::new(),
+            replicated: Mutex::default(),
+            restoring: tokio::sync::Mutex::new(()),
         });
         Arc::new(Self {
             root,
@@ -172,7 +225,80 @@ impl Stores {
 
     /// Set where single-owner things run (once, before workers load).
     pub fn set_placement(&self, placement: Arc<crate::placement::Placement>) {
+        let shared = Arc::downgrade(&self.shared);
+        // A lost lease's database is not ours to use any more.
+        placement.on_lost(move |name| {
+            if let Some(shared) = shared.upgrade() {
+                shared
+                    .replicated
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(name);
+            }
+        });
         let _ = self.shared.placement.set(placement);
+    }
+
+    /// Cluster mode: the database of the single-owner thing `name` (whose
+    /// lease this node holds), kept at `path`: restored from the cluster
+    /// when this node took the lease, then `schema` run on it.
+    pub async fn replicated(
+        &self,
+        name: &str,
+        path: PathBuf,
+        schema: &'static str,
+    ) -> Result<Database, BindingError> {
+        let placement = self
+            .placement()
+            .ok_or_else(|| BindingError::error("not a node of a cluster"))?;
+        let lease = placement.held(name).ok_or_else(|| {
+            BindingError::error(format!(
+                "{name} moved to another node of the cluster: retry"
+            ))
+        })?;
+        let cached = |shared: &Shared| {
+            let mut open = shared.replicated.lock().unwrap_or_else(|e| e.into_inner());
+            match open.get(name) {
+                Some((token, db)) if *token == lease.token && !db.poisoned() => Some(db.clone()),
+                Some(_) => {
+                    open.remove(name);
+                    None
+                }
+                None => None,
+            }
+        };
+        if let Some(db) = cached(&self.shared) {
+            return Ok(db);
+        }
+        let _one_at_a_time = self.shared.restoring.lock().await;
+        if let Some(db) = cached(&self.shared) {
+            return Ok(db);
+        }
+        let cluster = placement.cluster().clone();
+        let fence = taipan_cluster::replica::Fence {
+            lease: name.to_string(),
+            owner: lease.owner.clone(),
+            token: lease.token,
+        };
+        let replica = taipan_cluster::replica::ReplicatedDb::restore(
+            &cluster.db,
+            &cluster.objects,
+            name,
+            &path,
+            fence,
+        )
+        .await
+        .map_err(|e| replica_error(name, e))?;
+        let db = Database {
+            conn: Arc::new(Mutex::new(Handle::Replicated(Box::new(replica)))),
+        };
+        db.with(move |conn| prepare(conn, schema)).await?;
+        self.shared
+            .replicated
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(name.to_string(), (lease.token, db.clone()));
+        Ok(db)
     }
 
     /// Where the queue store is.

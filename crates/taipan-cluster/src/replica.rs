@@ -315,6 +315,11 @@ impl ReplicatedDb {
         remove_local(&path).ok();
     }
 
+    /// Whether an earlier failure made this handle refuse work (restore again).
+    pub fn is_poisoned(&self) -> bool {
+        self.poisoned.is_some()
+    }
+
     pub fn name(&self) -> &str {
         &self.name
     }

@@ -5,6 +5,7 @@
 //!
 //! ```text
 //! POST /do/<script>/<class>/<id>/<rpc|fetch>   a Durable Object call
+//! POST /d1/<database id>/<batch|exec>           a D1 query (a binding call's body)
 //! ```
 
 use std::net::SocketAddr;
@@ -12,10 +13,12 @@ use std::sync::Arc;
 
 use http::StatusCode;
 use hyper::body::Incoming;
+use taipan_bindings::d1_cluster;
 use taipan_bindings::durable::{self, lease_name};
 use taipan_bindings::placement::{HEADER_NODE_SECRET, Place};
-use taipan_bindings::protocol::BindingError;
+use taipan_bindings::protocol::{BindingError, Call};
 use taipan_runtime::worker::{Body, text_response};
+use wasmtime_wasi_http::p2::bindings::http::types::ErrorCode;
 
 use crate::front::Handler;
 use crate::serve::ServeState;
@@ -44,6 +47,12 @@ impl Handler for InternalFront {
         }
         let path = request.uri().path().to_string();
         let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+        if let ["d1", id, op] = segments[..] {
+            let id = percent_encoding::percent_decode_str(id)
+                .decode_utf8_lossy()
+                .into_owned();
+            return d1(&self.0, &id, op, request).await;
+        }
         let ["do", script, class, id, op] = segments[..] else {
             return text_response(StatusCode::NOT_FOUND, "no such internal route\n");
         };
@@ -94,5 +103,45 @@ impl Handler for InternalFront {
                 http::Request::from_parts(parts, body),
             )
             .await
+    }
+}
+
+/// A D1 query forwarded here: run it if this node still holds the database.
+async fn d1(
+    state: &Arc<ServeState>,
+    id: &str,
+    op: &str,
+    request: http::Request<Incoming>,
+) -> http::Response<Body> {
+    use http_body_util::BodyExt as _;
+    let Some(placement) = state.stores.placement() else {
+        return text_response(StatusCode::NOT_FOUND, "not a cluster node\n");
+    };
+    match placement.place(&d1_cluster::lease_name(id)).await {
+        Ok(Place::Here { .. }) => {}
+        Ok(Place::There(_)) => {
+            return text_response(
+                StatusCode::MISDIRECTED_REQUEST,
+                "this node no longer owns the database: retry\n",
+            );
+        }
+        Err(e) => return e.into_response(),
+    }
+    let request = request.map(|body| {
+        body.map_err(|e| ErrorCode::InternalError(Some(e.to_string())))
+            .boxed_unsync()
+    });
+    let call = match Call::read(request).await {
+        Ok(call) => call,
+        Err(e) => return e.into_response(),
+    };
+    state.metrics.forwarded_in();
+    let database = d1_cluster::ClusteredD1 {
+        id: id.to_string(),
+        stores: state.stores.clone(),
+    };
+    match database.local(op, call).await {
+        Ok(reply) => reply.into_response(),
+        Err(e) => e.into_response(),
     }
 }

@@ -14,13 +14,36 @@ const SECRETS_KEY: &str = "5ecc5ecc5ecc5ecc5ecc5ecc5ecc5ecc5ecc5ecc5ecc5ecc5ecc5
 /// How long a node may take to serve what another node deployed.
 const SWITCH_TIMEOUT: Duration = Duration::from_secs(60);
 
-const KV: &str = "\n[[kv_namespaces]]\nbinding = \"KV\"\nid = \"shared-kv\"\n";
+const BINDINGS: &str = r#"
+[[kv_namespaces]]
+binding = "KV"
+id = "shared-kv"
+
+[[d1_databases]]
+binding = "DB"
+database_name = "shared-db"
+database_id = "shared-db"
+
+[[durable_objects.bindings]]
+name = "COUNTER"
+class_name = "Counter"
+
+[[migrations]]
+tag = "v1"
+new_sqlite_classes = ["Counter"]
+"#;
 
 fn app(version: &str) -> tempfile::TempDir {
-    let config = CONFIG.replace("name = \"t\"", "name = \"app\"") + KV;
+    let config = CONFIG.replace("name = \"t\"", "name = \"app\"") + BINDINGS;
     let body = format!(
         r#"from urllib.parse import urlparse, parse_qs
-from workers import Response
+from workers import DurableObject, Response
+
+class Counter(DurableObject):
+    async def inc(self):
+        n = (await self.ctx.storage.get("n") or 0) + 1
+        await self.ctx.storage.put("n", n)
+        return n
 
 async def on_fetch(request, env):
     url = urlparse(request.url)
@@ -31,6 +54,16 @@ async def on_fetch(request, env):
     if url.path == "/get":
         value = await env.KV.get(q["k"])
         return Response(value or "missing", status=200 if value is not None else 404)
+    if url.path == "/inc":
+        stub = env.COUNTER.get(env.COUNTER.idFromName(q["name"]))
+        return Response(str(await stub.inc()))
+    if url.path == "/d1/add":
+        await env.DB.exec("CREATE TABLE IF NOT EXISTS t (v TEXT PRIMARY KEY)")
+        await env.DB.prepare("INSERT INTO t (v) VALUES (?)").bind(q["v"]).run()
+        return Response("ok")
+    if url.path == "/d1/count":
+        row = await env.DB.prepare("SELECT count(*) AS n FROM t").first()
+        return Response(str(row["n"]))
     if url.path == "/secret":
         return Response(getattr(env, "TOKEN", "unset"))
     return Response({version:?})
@@ -65,7 +98,7 @@ impl Cluster {
     }
 
     fn node(&self, data: &Path) -> Server {
-        Server::serve_env(data, &[], &self.env)
+        Server::serve_env(data, &["--internal-listen", "127.0.0.1:0"], &self.env)
     }
 }
 
@@ -161,6 +194,21 @@ fn three_nodes_share_deploys_secrets_and_kv_and_survive_losing_one() {
     assert_eq!(get(&c, "/get?k=greeting").unwrap(), (200, "hello".into()));
     assert_eq!(get(&a, "/get?k=greeting").unwrap(), (200, "hello".into()));
 
+    // A Durable Object has one home, whichever node a call reaches; a D1
+    // database too.
+    for (i, node) in [&a, &b, &c, &a].into_iter().enumerate() {
+        assert_eq!(
+            get(node, "/inc?name=one").unwrap(),
+            (200, (i + 1).to_string()),
+            "{}",
+            node.output()
+        );
+    }
+    assert_eq!(get(&b, "/d1/add?v=first").unwrap(), (200, "ok".into()));
+    for node in [&a, &b, &c] {
+        assert_eq!(get(node, "/d1/count").unwrap(), (200, "1".into()));
+    }
+
     // Two deploys of one worker at once, through two nodes: one goes on,
     // the other is refused with 409; nothing half-applied.
     let (d1, d2) = (app("two-a"), app("two-b"));
@@ -201,6 +249,8 @@ fn three_nodes_share_deploys_secrets_and_kv_and_survive_losing_one() {
     // was acknowledged must survive.
     let mut acknowledged = BTreeMap::new();
     let mut refused = 0;
+    // Writes to the object and the database: 4 and 1 made before.
+    let (mut incs, mut rows) = (Writes::new(4), Writes::new(1));
     let v3 = app("three");
     for i in 0..150 {
         if i == 50 {
@@ -217,7 +267,41 @@ fn three_nodes_share_deploys_secrets_and_kv_and_survive_losing_one() {
             }
             _ => refused += 1,
         }
+        if i % 5 == 0 {
+            let node = [&b, &c][i / 5 % 2];
+            incs.tried += 1;
+            if get(node, "/inc?name=one").is_some_and(|(s, _)| s == 200) {
+                incs.acknowledged += 1;
+            }
+            rows.tried += 1;
+            if get(node, &format!("/d1/add?v=r{i}")).is_some_and(|(s, _)| s == 200) {
+                rows.acknowledged += 1;
+            }
+        }
     }
+    // What A held moves once its leases expire: keep writing through C
+    // until the object and the database answer again (bounded).
+    let started = Instant::now();
+    loop {
+        incs.tried += 1;
+        let inc = get(&c, "/inc?name=one").is_some_and(|(s, _)| s == 200);
+        incs.acknowledged += usize::from(inc);
+        rows.tried += 1;
+        let row = get(&c, &format!("/d1/add?v=after{}", rows.tried)).is_some_and(|(s, _)| s == 200);
+        rows.acknowledged += usize::from(row);
+        if inc && row {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "A's object never moved"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    eprintln!(
+        "after SIGKILL: object and database served by another node {} ms later",
+        started.elapsed().as_millis()
+    );
     assert!(acknowledged.len() >= 100, "{}", acknowledged.len());
     assert!(
         refused >= 30,
@@ -238,6 +322,19 @@ fn three_nodes_share_deploys_secrets_and_kv_and_survive_losing_one() {
     }
     let nodes = ok(cli(&a, &["nodes"]));
     assert_eq!(nodes.matches(" live ").count(), 3, "{nodes}");
+    // Every acknowledged increment and row is there (an unacknowledged
+    // one may be too: it can fail after its commit was saved).
+    let count = |path: &str| -> usize { get(&a, path).unwrap().1.parse().unwrap() };
+    let n = count("/inc?name=one") - 1;
+    assert!(
+        (incs.acknowledged..=incs.tried).contains(&n),
+        "{n} {incs:?}"
+    );
+    let n = count("/d1/count");
+    assert!(
+        (rows.acknowledged..=rows.tried).contains(&n),
+        "{n} {rows:?}"
+    );
 
     // Rollback through C, delete through A: every node follows.
     ok(cli(&c, &["rollback", "v1", "--name", "app"]));
@@ -251,5 +348,21 @@ fn three_nodes_share_deploys_secrets_and_kv_and_survive_losing_one() {
             "/",
             (404, "no worker is routed for this host and path\n"),
         );
+    }
+}
+
+/// Writes sent, and those answered 200.
+#[derive(Debug)]
+struct Writes {
+    tried: usize,
+    acknowledged: usize,
+}
+
+impl Writes {
+    fn new(done: usize) -> Writes {
+        Writes {
+            tried: done,
+            acknowledged: done,
+        }
     }
 }
