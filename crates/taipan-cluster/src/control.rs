@@ -23,10 +23,11 @@ pub struct Serving {
 }
 
 /// Which of two deploys of a worker goes on: the first holds an advisory
-/// lock on its own connection; the lock ends with the deploy, or with the
-/// connection if the node dies.
+/// lock on a connection of its own, taken out of the pool: however the
+/// deploy ends (released, dropped half-way because its client left, the
+/// node killed), the connection closes with it, and the lock with that.
 pub struct DeployLock {
-    client: crate::db::Client,
+    client: deadpool_postgres::ClientWrapper,
     key: i64,
 }
 
@@ -53,7 +54,7 @@ pub struct Control<'a> {
 impl Control<'_> {
     /// Take the deploy lock of `worker`, or None when another deploy holds it.
     pub async fn lock_deploy(&self, worker: &str) -> Result<Option<DeployLock>> {
-        let client = self.db.client().await?;
+        let client = deadpool_postgres::Object::take(self.db.client().await?);
         let key = lock_key(worker);
         let got: bool = client
             .query_one("SELECT pg_try_advisory_lock($1)", &[&key])

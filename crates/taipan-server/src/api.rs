@@ -229,6 +229,22 @@ mod tests {
                 deleted: "w".into(),
             }),
             serde_json::to_value(SecretNames { secrets: vec![] }),
+            serde_json::to_value(Nodes {
+                cluster: true,
+                this: None,
+                nodes: vec![],
+            }),
+            serde_json::to_value(taipan_cluster::nodes::NodeInfo {
+                id: "n".into(),
+                public_addr: "p".into(),
+                admin_addr: "a".into(),
+                internal_url: None,
+                taipan_version: "0".into(),
+                started: "s".into(),
+                last_heartbeat_ms: 0,
+                alive: true,
+                draining: false,
+            }),
             serde_json::to_value(QueueList { queues: vec![] }),
             serde_json::to_value(QueueStats {
                 queue: "q".into(),
