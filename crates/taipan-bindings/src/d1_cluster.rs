@@ -54,7 +54,8 @@ impl Binding for ClusteredD1 {
                 Place::There(url) => {
                     // D1's calls carry everything in their arguments line.
                     let line = format!("{}\n", call.args);
-                    let (parts, ()) = http::Request::new(()).into_parts();
+                    let (mut parts, ()) = http::Request::new(()).into_parts();
+                    parts.method = http::Method::POST;
                     let path = format!("/d1/{}/{op}", percent(&self.id));
                     let response = placement
                         .forward(&url, &path, parts, full_body(line))

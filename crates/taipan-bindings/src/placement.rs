@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use http_body_util::BodyExt as _;
 use hyper_util::client::legacy::Client;
@@ -23,6 +23,8 @@ use crate::protocol::BindingError;
 
 /// The header a forwarded call carries the nodes' shared secret in.
 pub const HEADER_NODE_SECRET: &str = "x-taipan-node-secret";
+/// How long before its lease's expiry a node stops using what it holds.
+pub const LEASE_MARGIN: Duration = Duration::from_secs(3);
 /// How long a forwarded call may take to get its response head.
 pub const FORWARD_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -45,7 +47,8 @@ pub struct Placement {
     cluster: Arc<Cluster>,
     node: String,
     secret: String,
-    held: Mutex<HashMap<String, Lease>>,
+    /// Held leases, with when each was last taken or renewed.
+    held: Mutex<HashMap<String, (Lease, Instant)>>,
     client: Client<HttpConnector, HyperOutgoingBody>,
     /// Calls sent to other nodes so far.
     forwarded: std::sync::atomic::AtomicU64,
@@ -54,12 +57,16 @@ pub struct Placement {
 }
 
 impl Placement {
+    /// `node` is the node's id; leases are held in the name of this
+    /// process (`<node>#<random>`), so a second process with the same id
+    /// (a copied data dir) can never share a lease's token with this one.
     pub async fn new(cluster: Arc<Cluster>, node: &str) -> anyhow::Result<Arc<Self>> {
         let secret = taipan_cluster::nodes::shared_secret(&cluster.db).await?;
+        let node = format!("{node}#{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
         let client = Client::builder(hyper_util::rt::TokioExecutor::new()).build_http();
         Ok(Arc::new(Self {
             cluster,
-            node: node.to_string(),
+            node,
             secret,
             held: Mutex::default(),
             client,
@@ -82,9 +89,14 @@ impl Placement {
         secret.ct_eq(self.secret.as_bytes()).into()
     }
 
-    /// The lease of `name` if this node holds it.
+    /// The lease of `name` if this node holds it: renewed recently enough
+    /// that it cannot have expired yet (by this node's clock, with a margin;
+    /// an owner cut off from the database stops using what it held).
     pub fn held(&self, name: &str) -> Option<Lease> {
-        self.lock().get(name).cloned()
+        self.lock()
+            .get(name)
+            .filter(|(_, renewed)| renewed.elapsed() < leases::LEASE_TTL - LEASE_MARGIN)
+            .map(|(lease, _)| lease.clone())
     }
 
     /// How many calls this node has forwarded to others.
@@ -97,7 +109,7 @@ impl Placement {
         self.lock().len()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Lease>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Lease, Instant)>> {
         self.held.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -122,8 +134,12 @@ impl Placement {
             .map_err(|e| BindingError::error(format!("the cluster database failed: {e:#}")))?;
         match holder {
             Holder::Me(lease) => {
-                self.lock().insert(name.to_string(), lease.clone());
-                Ok(Place::Here { lease, fresh: true })
+                // Fresh only for the call that took it under this token: two
+                // first calls at once must not both rebuild the object.
+                let mut held = self.lock();
+                let fresh = held.get(name).is_none_or(|(l, _)| l.token != lease.token);
+                held.insert(name.to_string(), (lease.clone(), Instant::now()));
+                Ok(Place::Here { lease, fresh })
             }
             Holder::Node {
                 internal_url: Some(url),
@@ -165,7 +181,6 @@ impl Placement {
         parts.uri = uri
             .parse()
             .map_err(|_| BindingError::error(format!("{uri:?} is not a node's URL")))?;
-        parts.method = http::Method::POST;
         parts.headers.remove(http::header::HOST);
         parts.headers.insert(
             HEADER_NODE_SECRET,
@@ -211,9 +226,19 @@ impl Placement {
                 let Some(placement) = placement.upgrade() else {
                     return;
                 };
-                let held: Vec<Lease> = placement.lock().values().cloned().collect();
+                let held: Vec<Lease> = placement.lock().values().map(|(l, _)| l.clone()).collect();
+                let asked = Instant::now();
                 match leases::renew(&placement.cluster.db, &placement.node, &held).await {
                     Ok(lost) => {
+                        let mut renewed = placement.lock();
+                        for lease in &held {
+                            if let Some(entry) = renewed.get_mut(&lease.name)
+                                && entry.0.token == lease.token
+                            {
+                                entry.1 = asked;
+                            }
+                        }
+                        drop(renewed);
                         for name in lost {
                             tracing::warn!("lost the lease of {name}");
                             placement.drop_lease(&name);

@@ -22,6 +22,9 @@ use crate::queues::{QueueStore, Queues};
 use crate::ratelimit::Counters;
 use crate::workflows::store::WorkflowStore;
 
+/// Restores made by this process (names their files).
+static RESTORES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 /// How long a write waits for another process holding the database.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -29,6 +32,10 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 #[derive(Clone)]
 pub struct Database {
     conn: Arc<Mutex<Handle>>,
+    /// A replicated database that failed refuses all work: it must be
+    /// restored again. Kept outside the lock, which a write holds while it
+    /// waits for PostgreSQL (async threads must never wait for it).
+    poisoned: Arc<std::sync::atomic::AtomicBool>,
 }
 
 enum Handle {
@@ -36,7 +43,20 @@ enum Handle {
     Plain(Connection),
     /// Cluster mode: a single-owner database (a Durable Object's storage,
     /// a D1 database) whose commits reach the cluster before `with` returns.
-    Replicated(Box<taipan_cluster::replica::ReplicatedDb>),
+    Replicated(Replica),
+}
+
+/// A replicated database in a file of its own (one per restore: an old
+/// handle closing never touches a newer one's WAL), removed when the last
+/// user lets go.
+struct Replica(Option<Box<taipan_cluster::replica::ReplicatedDb>>);
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        if let Some(replica) = self.0.take() {
+            replica.close();
+        }
+    }
 }
 
 /// The setup a replicated database gets after each restore.
@@ -60,6 +80,7 @@ impl Database {
         conn.pragma_update(None, "foreign_keys", "ON")?;
         Ok(Self {
             conn: Arc::new(Mutex::new(Handle::Plain(conn))),
+            poisoned: Arc::default(),
         })
     }
 
@@ -70,15 +91,21 @@ impl Database {
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
     {
-        let conn = self.conn.clone();
+        let (conn, poisoned) = (self.conn.clone(), self.poisoned.clone());
         tokio::task::spawn_blocking(move || {
             let mut handle = conn.lock().unwrap_or_else(|e| e.into_inner());
             match &mut *handle {
                 Handle::Plain(conn) => f(conn).map_err(BindingError::from),
-                Handle::Replicated(replica) => match replica.with(f) {
+                Handle::Replicated(Replica(Some(replica))) => match replica.with(f) {
                     Ok(result) => result.map_err(BindingError::from),
-                    Err(e) => Err(replica_error(replica.name(), e)),
+                    Err(e) => {
+                        poisoned.store(true, std::sync::atomic::Ordering::Release);
+                        Err(replica_error(replica.name(), e))
+                    }
                 },
+                Handle::Replicated(Replica(None)) => {
+                    Err(BindingError::error("the database was closed: retry"))
+                }
             }
         })
         .await
@@ -91,18 +118,18 @@ impl Database {
         let mut handle = self.conn.lock().unwrap_or_else(|e| e.into_inner());
         match &mut *handle {
             Handle::Plain(conn) => f(conn),
-            Handle::Replicated(replica) => panic!(
-                "{} is replicated: use Database::with, which ships its writes",
-                replica.name()
-            ),
+            Handle::Replicated(_) => {
+                panic!(
+                    "a replicated database is used through Database::with, which ships its writes"
+                )
+            }
         }
     }
 
     /// Whether the replicated database refuses work after a failure (it
     /// must be restored again).
     fn poisoned(&self) -> bool {
-        let handle = self.conn.lock().unwrap_or_else(|e| e.into_inner());
-        matches!(&*handle, Handle::Replicated(r) if r.is_poisoned())
+        self.poisoned.load(std::sync::atomic::Ordering::Acquire)
     }
 }
 
@@ -275,6 +302,9 @@ impl Stores {
             return Ok(db);
         }
         let cluster = placement.cluster().clone();
+        // A file of its own per restore (see `Replica`).
+        let restore = RESTORES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path = path.with_extension(format!("t{}-{restore}.sqlite", lease.token));
         let fence = taipan_cluster::replica::Fence {
             lease: name.to_string(),
             owner: lease.owner.clone(),
@@ -290,7 +320,10 @@ impl Stores {
         .await
         .map_err(|e| replica_error(name, e))?;
         let db = Database {
-            conn: Arc::new(Mutex::new(Handle::Replicated(Box::new(replica)))),
+            conn: Arc::new(Mutex::new(Handle::Replicated(Replica(Some(Box::new(
+                replica,
+            )))))),
+            poisoned: Arc::default(),
         };
         db.with(move |conn| prepare(conn, schema)).await?;
         self.shared

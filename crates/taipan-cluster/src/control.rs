@@ -170,8 +170,15 @@ impl Control<'_> {
     pub async fn delete(&self, worker: &str) -> Result<bool> {
         let mut client = self.db.client().await?;
         let tx = client.transaction().await?;
+        // The row stays, with no serving version: its generation keeps
+        // growing across a delete and a new deploy, so a node that missed
+        // the delete still sees the new deploy as newer than what it has.
         let removed = tx
-            .execute("DELETE FROM workers WHERE name = $1", &[&worker])
+            .execute(
+                "UPDATE workers SET current = NULL, generation = generation + 1
+                 WHERE name = $1 AND current IS NOT NULL",
+                &[&worker],
+            )
             .await?;
         tx.execute("DELETE FROM versions WHERE worker = $1", &[&worker])
             .await?;

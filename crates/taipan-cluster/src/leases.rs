@@ -30,6 +30,7 @@ pub enum Holder {
     Me(Lease),
     /// Another live node, reachable at its internal URL (None when it has none).
     Node {
+        /// The holder: `<node id>#<process>`.
         id: String,
         internal_url: Option<String>,
     },
@@ -66,7 +67,8 @@ pub async fn acquire(db: &Db, name: &str, node: &str) -> Result<Holder> {
     }
     let row = client
         .query_one(
-            "SELECT l.owner, n.internal_url FROM leases l LEFT JOIN nodes n ON n.id = l.owner
+            "SELECT l.owner, n.internal_url FROM leases l
+             LEFT JOIN nodes n ON n.id = split_part(l.owner, '#', 1)
              WHERE l.name = $1",
             &[&name],
         )

@@ -60,6 +60,42 @@ impl SecretBox {
     }
 }
 
+impl SecretBox {
+    /// A signature of `data` with the operator's key (a random nonce and
+    /// the AEAD tag of nothing, with `data` as the associated data).
+    pub fn sign(&self, data: &[u8]) -> Result<Vec<u8>> {
+        let nonce = XChaCha20Poly1305::generate_nonce(&mut OsRng);
+        let tag = self
+            .cipher
+            .encrypt(
+                &nonce,
+                Payload {
+                    msg: &[],
+                    aad: data,
+                },
+            )
+            .map_err(|_| anyhow!("signing failed"))?;
+        Ok([&nonce[..], &tag].concat())
+    }
+
+    /// Whether `signature` is [`SecretBox::sign`]'s of `data` with this key.
+    pub fn verify(&self, data: &[u8], signature: &[u8]) -> bool {
+        if signature.len() < NONCE_BYTES {
+            return false;
+        }
+        let (nonce, tag) = signature.split_at(NONCE_BYTES);
+        self.cipher
+            .decrypt(
+                XNonce::from_slice(nonce),
+                Payload {
+                    msg: tag,
+                    aad: data,
+                },
+            )
+            .is_ok_and(|plain| plain.is_empty())
+    }
+}
+
 fn associated(worker: &str, name: &str) -> Vec<u8> {
     format!("taipan-secret\0{worker}\0{name}").into_bytes()
 }
@@ -99,6 +135,18 @@ mod tests {
         let e = other.open("w", "TOKEN", &sealed).unwrap_err().to_string();
         assert!(e.contains("--secrets-key"), "{e}");
         assert_ne!(sealed, secrets.seal("w", "TOKEN", "hunter2").unwrap());
+    }
+
+    #[test]
+    fn signatures_hold_only_for_the_same_data_and_key() {
+        let key = parse_key(&"ab".repeat(32)).unwrap();
+        let secrets = SecretBox::new(&key);
+        let signature = secrets.sign(b"machine code").unwrap();
+        assert!(secrets.verify(b"machine code", &signature));
+        assert!(!secrets.verify(b"machine codf", &signature));
+        assert!(!secrets.verify(b"machine code", &signature[..10]));
+        let other = SecretBox::new(&parse_key(&"cd".repeat(32)).unwrap());
+        assert!(!other.verify(b"machine code", &signature));
     }
 
     #[test]

@@ -87,6 +87,12 @@ impl ClusterNode {
                 return Ok(());
             }
             let bytes = tokio::fs::read(&path).await?;
+            let signature = self.cluster.secrets.sign(&bytes)?;
+            // The signature first: a reader that finds the code finds it too.
+            self.cluster
+                .objects
+                .put(&format!("{key}.sig"), signature)
+                .await?;
             self.cluster.objects.put_new(&key, bytes).await.map(|_| ())
         };
         if let Err(e) = shared.await {
@@ -112,14 +118,22 @@ impl ClusterNode {
             ));
         }
         let compiled = compiled_path(data, record);
+        let key = compiled_key(&record.artifact, &self.fingerprint);
         if !compiled.exists()
-            && let Some(bytes) = objects
-                .get(&compiled_key(&record.artifact, &self.fingerprint))
-                .await?
+            && let Some(bytes) = objects.get(&key).await?
         {
-            let tmp = compiled.with_extension("cwasm.fetched");
-            tokio::fs::write(&tmp, &bytes).await?;
-            tokio::fs::rename(&tmp, &compiled).await?;
+            // Machine code runs natively: load only what a node of this
+            // cluster signed (the bucket alone cannot make a node run code).
+            let signature = objects.get(&format!("{key}.sig")).await?;
+            if signature.is_some_and(|sig| self.cluster.secrets.verify(&bytes, &sig)) {
+                let tmp = tempfile::Builder::new()
+                    .prefix(".fetched-")
+                    .tempfile_in(compiled.parent().context("an artifact without a folder")?)?;
+                tokio::fs::write(tmp.path(), &bytes).await?;
+                tmp.persist(&compiled)?;
+            } else {
+                tracing::warn!("{key} is not signed by this cluster's key: compiling here instead");
+            }
         }
         if let Some(assets) = &record.assets
             && !data.assets(assets).is_dir()
@@ -290,10 +304,13 @@ pub async fn follow(state: Arc<ServeState>, node: Arc<ClusterNode>) {
 /// Load every worker whose revision changed, drop the deleted ones.
 /// Returns how many workers serve.
 pub async fn sync(state: &Arc<ServeState>, node: &Arc<ClusterNode>) -> Result<usize> {
-    let serving = node.control().serving().await?;
-    let seen: std::collections::HashSet<&str> = serving.iter().map(|s| s.name.as_str()).collect();
-    let gone: Vec<String> = {
+    // Read under the lock a local deploy takes to record what it installed,
+    // so a worker deployed here meanwhile is not taken for deleted.
+    let (serving, gone) = {
         let mut loaded = node.loaded.lock().await;
+        let serving = node.control().serving().await?;
+        let seen: std::collections::HashSet<&str> =
+            serving.iter().map(|s| s.name.as_str()).collect();
         let gone: Vec<String> = loaded
             .keys()
             .filter(|name| !seen.contains(name.as_str()))
@@ -302,7 +319,7 @@ pub async fn sync(state: &Arc<ServeState>, node: &Arc<ClusterNode>) -> Result<us
         for name in &gone {
             loaded.remove(name);
         }
-        gone
+        (serving, gone)
     };
     for name in gone {
         state.registry.remove(&name);

@@ -452,6 +452,16 @@ impl ServeState {
     /// A D1 database of this server's state by its storage id
     /// (`database_id`, else `database_name`).
     pub fn d1_database(&self, id: &str) -> Result<taipan_bindings::store::Database, ApiError> {
+        if self.cluster.is_some() {
+            // The database lives on the node holding it, replicated: a
+            // connection to this node's file would write where nothing
+            // is kept.
+            return Err(ApiError::new(
+                http::StatusCode::BAD_REQUEST,
+                "D1 through the admin API is not available in cluster mode yet\n\
+                 hint: run the SQL or migrations from a worker bound to the database",
+            ));
+        }
         if id.is_empty() || id.len() > taipan_config::bindings::MAX_STORAGE_ID_BYTES {
             return Err(ApiError::new(
                 http::StatusCode::BAD_REQUEST,
@@ -477,14 +487,24 @@ impl ServeState {
             ));
         }
         let _one_at_a_time = self.deploy_lock.lock().await;
-        let Some(revision) = self.control.set_secret(name, secret, value).await? else {
-            return Ok(false);
-        };
-        if let Some(record) = self.control.current(name).await? {
-            let deployed = self.load_async(&record).await?;
-            self.install(deployed, revision).await;
+        // A deploy reads the secrets it loads with before it publishes: a
+        // secret changed in between would be missed, so secrets wait too.
+        let cluster_lock = self.lock_cluster_deploy(name).await?;
+        let result = async {
+            let Some(revision) = self.control.set_secret(name, secret, value).await? else {
+                return Ok(false);
+            };
+            if let Some(record) = self.control.current(name).await? {
+                let deployed = self.load_async(&record).await?;
+                self.install(deployed, revision).await;
+            }
+            Ok(true)
         }
-        Ok(true)
+        .await;
+        if let Some(lock) = cluster_lock {
+            lock.release().await;
+        }
+        result
     }
 
     pub fn subscribe_logs(&self, name: &str) -> broadcast::Receiver<String> {

@@ -140,6 +140,13 @@ impl ServeArgs {
                 "--objects needs --database too (cluster mode)\nhint: --database postgres://user:password@host/db"
             ),
         };
+        if cluster.is_some() && self.internal_listen.is_none() {
+            bail!(
+                "cluster mode needs --internal-listen: other nodes forward calls to the Durable \
+                 Objects and D1 databases this node runs there\n\
+                 hint: --internal-listen <a private address of this node>:8082"
+            );
+        }
         if cluster.is_none() && (self.internal_listen.is_some() || self.internal_url.is_some()) {
             bail!(
                 "--internal-listen and --internal-url are for cluster mode: add --database and --objects"
