@@ -146,6 +146,27 @@ pub const MIGRATIONS: &[(i32, &str)] = &[
     );
     "#,
     ),
+    (
+        5,
+        r#"
+    -- Durable Object alarms (taipan-bindings' alarms.rs), one per object.
+    -- Times are ms since the epoch by the database's clock. A node firing
+    -- an alarm claims it (`claim`, a token of that one firing) until
+    -- `claim_until`; finished, the row goes (or is rescheduled for a
+    -- retry); a claim that lapses (its node died mid-fire) is taken again.
+    CREATE TABLE alarms (
+        script text COLLATE "C" NOT NULL,
+        class text COLLATE "C" NOT NULL,
+        id text COLLATE "C" NOT NULL,
+        at bigint NOT NULL,
+        retry integer NOT NULL DEFAULT 0,
+        claim text,
+        claim_until bigint,
+        PRIMARY KEY (script, class, id)
+    );
+    CREATE INDEX alarms_due ON alarms (script, at);
+    "#,
+    ),
 ];
 
 /// Bring the schema up to date; returns its version.
