@@ -21,8 +21,10 @@ use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
 use crate::protocol::BindingError;
 
-/// The header a forwarded call carries the nodes' shared secret in.
-pub const HEADER_NODE_SECRET: &str = "x-taipan-node-secret";
+/// The header a forwarded call carries the nodes' shared secret in: a
+/// node-to-node header, not part of the host–guest contract (the owner
+/// removes it before the object sees the request).
+pub const HEADER_NODE_SECRET: &str = "taipan-node-secret";
 /// How long before its lease's expiry a node stops using what it holds.
 pub const LEASE_MARGIN: Duration = Duration::from_secs(3);
 /// How long a forwarded call may take to get its response head.
