@@ -62,9 +62,9 @@ impl Db {
             .map_err(|e| anyhow!("the database is unreachable: {e}"))
     }
 
-    /// A connection of its own that receives `NOTIFY`s on `channel`; the
-    /// receiver ends when the connection is lost.
-    pub async fn listen(&self, channel: &str) -> Result<Listener> {
+    /// A connection of its own that receives `NOTIFY`s on `channels`, as
+    /// `(channel, payload)`; the receiver ends when the connection is lost.
+    pub async fn listen(&self, channels: &[&str]) -> Result<Listener> {
         let (client, mut connection) = self
             .config
             .connect(NoTls)
@@ -76,7 +76,10 @@ impl Db {
             while let Some(message) = messages.next().await {
                 match message {
                     Ok(AsyncMessage::Notification(n)) => {
-                        if tx.send(n.payload().to_string()).is_err() {
+                        if tx
+                            .send((n.channel().to_string(), n.payload().to_string()))
+                            .is_err()
+                        {
                             break;
                         }
                     }
@@ -88,10 +91,12 @@ impl Db {
                 }
             }
         });
-        client
-            .batch_execute(&format!("LISTEN {channel}"))
-            .await
-            .context("LISTEN")?;
+        for channel in channels {
+            client
+                .batch_execute(&format!("LISTEN {channel}"))
+                .await
+                .context("LISTEN")?;
+        }
         Ok(Listener {
             _client: client,
             task,
@@ -104,7 +109,7 @@ impl Db {
 pub struct Listener {
     _client: tokio_postgres::Client,
     task: tokio::task::JoinHandle<()>,
-    pub notifications: mpsc::UnboundedReceiver<String>,
+    pub notifications: mpsc::UnboundedReceiver<(String, String)>,
 }
 
 impl Drop for Listener {

@@ -124,9 +124,15 @@ impl Runtime {
             .precompile_component(&wasm)
             .map_err(anyhow::Error::from)
             .context("compiling the worker")?;
-        let tmp = compiled.with_extension("cwasm.tmp");
-        std::fs::write(&tmp, &bytes)?;
-        std::fs::rename(&tmp, &compiled)?;
+        // A temporary file of its own: two compiles of one component at
+        // once (a cluster node prefetching while it loads) must not write
+        // into each other's file.
+        let dir = compiled.parent().context("a component without a folder")?;
+        let mut tmp = tempfile::Builder::new()
+            .prefix(".compiling-")
+            .tempfile_in(dir)?;
+        std::io::Write::write_all(&mut tmp, &bytes)?;
+        tmp.persist(&compiled).map_err(|e| e.error)?;
         // SAFETY: as above; we just wrote it with this engine.
         unsafe { Component::deserialize_file(&self.engine, &compiled) }.map_err(anyhow::Error::from)
     }

@@ -325,6 +325,7 @@ impl ServeState {
         };
         if let Some(node) = &self.cluster {
             node.share_build(&self.data, &record).await?;
+            node.announce(&record.artifact).await;
         }
         let deployed = self
             .load_async(&record)
