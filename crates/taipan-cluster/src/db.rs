@@ -118,6 +118,26 @@ impl Drop for Listener {
     }
 }
 
+/// For key ranges in a `COLLATE "C"` column (`key >= prefix AND key <
+/// prefix_end`, which an index serves; LIKE would need escaping).
+/// The least string greater than every string starting with `prefix`: the
+/// prefix with its last character raised by one (UTF-8 sorts as code points
+/// do), dropping trailing U+10FFFF first; None when nothing is left.
+pub fn prefix_end(prefix: &str) -> Option<String> {
+    let mut chars: Vec<char> = prefix.chars().collect();
+    while let Some(last) = chars.pop() {
+        let next = match last {
+            '\u{D7FF}' => Some('\u{E000}'),
+            c => char::from_u32(c as u32 + 1),
+        };
+        if let Some(next) = next {
+            chars.push(next);
+            return Some(chars.into_iter().collect());
+        }
+    }
+    None
+}
+
 /// A URL with its password replaced, for messages.
 pub fn redact(url: &str) -> String {
     match url::Url::parse(url) {
@@ -131,6 +151,18 @@ pub fn redact(url: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_prefix_ends_at_its_last_character_raised() {
+        use super::prefix_end;
+        assert_eq!(prefix_end(""), None);
+        assert_eq!(prefix_end("a%").as_deref(), Some("a&"));
+        assert_eq!(prefix_end("a/").as_deref(), Some("a0"));
+        assert_eq!(prefix_end("a\u{7F}").as_deref(), Some("a\u{80}"));
+        assert_eq!(prefix_end("x\u{D7FF}").as_deref(), Some("x\u{E000}"));
+        assert_eq!(prefix_end("ab\u{10FFFF}").as_deref(), Some("ac"));
+        assert_eq!(prefix_end("\u{10FFFF}\u{10FFFF}"), None);
+    }
+
     #[test]
     fn passwords_stay_out_of_messages() {
         assert_eq!(

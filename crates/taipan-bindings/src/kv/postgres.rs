@@ -131,7 +131,7 @@ impl KvStore for PostgresKv {
                 after.truncate(nul);
             }
             let client = db.client().await.map_err(failed("list"))?;
-            let rows = match prefix_end(&prefix) {
+            let rows = match taipan_cluster::db::prefix_end(&prefix) {
                 Some(end) => {
                     client
                         .query(
@@ -159,44 +159,11 @@ impl KvStore for PostgresKv {
     }
 }
 
-/// The least string greater than every string starting with `prefix`: the
-/// prefix with its last character raised by one (UTF-8 sorts as code points
-/// do), dropping trailing U+10FFFF first; None when nothing is left.
-fn prefix_end(prefix: &str) -> Option<String> {
-    let mut chars: Vec<char> = prefix.chars().collect();
-    while let Some(last) = chars.pop() {
-        let next = match last {
-            '\u{D7FF}' => Some('\u{E000}'),
-            c => char::from_u32(c as u32 + 1),
-        };
-        if let Some(next) = next {
-            chars.push(next);
-            return Some(chars.into_iter().collect());
-        }
-    }
-    None
-}
-
 /// A failed operation as the worker sees it (`KV GET failed: …`).
 fn failed<E: std::fmt::Display>(op: &'static str) -> impl FnOnce(E) -> BindingError {
     move |e| {
         BindingError::error(format!(
             "KV {op} failed on the cluster database: {e}; try again"
         ))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::prefix_end;
-
-    #[test]
-    fn a_prefix_ends_at_its_last_character_raised() {
-        assert_eq!(prefix_end(""), None);
-        assert_eq!(prefix_end("a%").as_deref(), Some("a&"));
-        assert_eq!(prefix_end("a\u{7F}").as_deref(), Some("a\u{80}"));
-        assert_eq!(prefix_end("x\u{D7FF}").as_deref(), Some("x\u{E000}"));
-        assert_eq!(prefix_end("ab\u{10FFFF}").as_deref(), Some("ac"));
-        assert_eq!(prefix_end("\u{10FFFF}\u{10FFFF}"), None);
     }
 }

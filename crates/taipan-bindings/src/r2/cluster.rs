@@ -250,7 +250,7 @@ impl R2Store for ClusterR2 {
                 after.truncate(nul);
             }
             let client = db.client().await.map_err(|e| database("list", e))?;
-            let rows = match prefix_end(&prefix) {
+            let rows = match taipan_cluster::db::prefix_end(&prefix) {
                 Some(end) => {
                     client
                         .query(LIST_BOUNDED, &[&bucket, &after, &prefix, &limit, &end])
@@ -370,24 +370,6 @@ async fn remove_blob(objects: &Objects, blob: &str) {
     }
 }
 
-/// The least string greater than every string starting with `prefix`: the
-/// prefix with its last character raised by one (UTF-8 sorts as code points
-/// do), dropping trailing U+10FFFF first; None when nothing is left.
-fn prefix_end(prefix: &str) -> Option<String> {
-    let mut chars: Vec<char> = prefix.chars().collect();
-    while let Some(last) = chars.pop() {
-        let next = match last {
-            '\u{D7FF}' => Some('\u{E000}'),
-            c => char::from_u32(c as u32 + 1),
-        };
-        if let Some(next) = next {
-            chars.push(next);
-            return Some(chars.into_iter().collect());
-        }
-    }
-    None
-}
-
 /// A failed operation on the cluster database, as the worker sees it.
 fn database(op: &str, e: impl std::fmt::Display) -> BindingError {
     BindingError::error(format!(
@@ -400,19 +382,4 @@ fn storage(op: &str, e: anyhow::Error) -> BindingError {
     BindingError::error(format!(
         "R2 {op} failed: the object storage: {e:#}; the operation may be retried"
     ))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::prefix_end;
-
-    #[test]
-    fn a_prefix_ends_at_its_last_character_raised() {
-        assert_eq!(prefix_end(""), None);
-        assert_eq!(prefix_end("a/").as_deref(), Some("a0"));
-        assert_eq!(prefix_end("a\u{7F}").as_deref(), Some("a\u{80}"));
-        assert_eq!(prefix_end("x\u{D7FF}").as_deref(), Some("x\u{E000}"));
-        assert_eq!(prefix_end("ab\u{10FFFF}").as_deref(), Some("ac"));
-        assert_eq!(prefix_end("\u{10FFFF}\u{10FFFF}"), None);
-    }
 }
