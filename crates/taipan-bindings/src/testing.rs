@@ -71,6 +71,53 @@ pub fn split_payload(body: Bytes) -> (Value, Bytes) {
     (meta, body.slice(end + 1..))
 }
 
+/// A worker's bindings opened the way a cluster node opens them, on a
+/// fresh database and a folder object store (kept alive by the fields).
+pub struct ClusteredHost {
+    pub cluster: Arc<taipan_cluster::Cluster>,
+    pub stores: Arc<crate::Stores>,
+    pub host: Arc<crate::WorkerBindings>,
+    _database: taipan_cluster::testing::TestDatabase,
+    _dir: tempfile::TempDir,
+}
+
+pub async fn clustered_host(config: &taipan_config::Bindings) -> ClusteredHost {
+    let database = taipan_cluster::testing::TestDatabase::create().await;
+    let dir = tempfile::tempdir().unwrap();
+    let objects = url::Url::from_directory_path(dir.path().join("objects")).unwrap();
+    let cluster = taipan_cluster::Cluster::connect(&taipan_cluster::ClusterOptions {
+        database_url: database.url().to_string(),
+        objects_url: objects.to_string(),
+        secrets_key: [7; 32],
+    })
+    .await
+    .unwrap();
+    let stores = crate::Stores::clustered(dir.path().join("state"), cluster.clone());
+    let host = crate::WorkerBindings::open(
+        "w",
+        config,
+        &stores,
+        Arc::new(crate::NoServices),
+        crate::FetchPolicy {
+            allow_private: false,
+            limits: crate::FetchLimits::default(),
+        },
+        None,
+        Arc::new(
+            crate::hyperdrive::Hyperdrive::resolve(config, false, &Default::default(), |_| None)
+                .unwrap(),
+        ),
+    )
+    .unwrap();
+    ClusteredHost {
+        cluster,
+        stores,
+        host,
+        _database: database,
+        _dir: dir,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;

@@ -532,40 +532,13 @@ mod tests {
         use http_body_util::BodyExt as _;
         use taipan_runtime::WorkerHost as _;
 
-        let database = taipan_cluster::testing::TestDatabase::create().await;
-        let dir = tempfile::tempdir().unwrap();
-        let objects = url::Url::from_directory_path(dir.path().join("objects")).unwrap();
-        let cluster = taipan_cluster::Cluster::connect(&taipan_cluster::ClusterOptions {
-            database_url: database.url().to_string(),
-            objects_url: objects.to_string(),
-            secrets_key: [7; 32],
-        })
-        .await
-        .unwrap();
-        let stores = crate::Stores::clustered(dir.path().join("state"), cluster.clone());
         let mut config = taipan_config::Bindings::default();
         config.kv.push(taipan_config::bindings::KvNamespace {
             binding: "NOTES".into(),
             id: "notes-id".into(),
         });
-        let host = crate::WorkerBindings::open(
-            "w",
-            &config,
-            &stores,
-            Arc::new(crate::NoServices),
-            crate::FetchPolicy {
-                allow_private: false,
-                limits: crate::FetchLimits::default(),
-            },
-            None,
-            Arc::new(
-                crate::hyperdrive::Hyperdrive::resolve(&config, false, &Default::default(), |_| {
-                    None
-                })
-                .unwrap(),
-            ),
-        )
-        .unwrap();
+        let clustered = crate::testing::clustered_host(&config).await;
+        let (cluster, stores, host) = (&clustered.cluster, &clustered.stores, &clustered.host);
         let body = http_body_util::Full::new(Bytes::from_static(b"{\"key\":\"k\"}\nhello"))
             .map_err(|never| match never {})
             .boxed_unsync();

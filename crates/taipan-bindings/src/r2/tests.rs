@@ -677,38 +677,13 @@ async fn call_put(store: &Arc<cluster::ClusterR2>, key: &str, bytes: &'static [u
 async fn clustered_stores_open_buckets_in_the_cluster() {
     use taipan_runtime::WorkerHost as _;
 
-    let database = TestDatabase::create().await;
-    let dir = tempfile::tempdir().unwrap();
-    let objects = url::Url::from_directory_path(dir.path().join("objects")).unwrap();
-    let cluster = taipan_cluster::Cluster::connect(&taipan_cluster::ClusterOptions {
-        database_url: database.url().to_string(),
-        objects_url: objects.to_string(),
-        secrets_key: [7; 32],
-    })
-    .await
-    .unwrap();
-    let stores = crate::Stores::clustered(dir.path().join("state"), cluster.clone());
     let mut config = taipan_config::Bindings::default();
     config.r2.push(taipan_config::bindings::R2Bucket {
         binding: "FILES".into(),
         bucket_name: "files".into(),
     });
-    let host = crate::WorkerBindings::open(
-        "w",
-        &config,
-        &stores,
-        Arc::new(crate::NoServices),
-        crate::FetchPolicy {
-            allow_private: false,
-            limits: crate::FetchLimits::default(),
-        },
-        None,
-        Arc::new(
-            crate::hyperdrive::Hyperdrive::resolve(&config, false, &Default::default(), |_| None)
-                .unwrap(),
-        ),
-    )
-    .unwrap();
+    let clustered = crate::testing::clustered_host(&config).await;
+    let (cluster, stores, host) = (&clustered.cluster, &clustered.stores, &clustered.host);
     let request = http::Request::post("http://binding/put")
         .body(body(vec![Bytes::from_static(b"{\"key\":\"k\"}\nhello")]))
         .unwrap();
