@@ -20,6 +20,8 @@ use crate::queues::postgres::PostgresQueueStore;
 use crate::queues::sqlite::SqliteQueueStore;
 use crate::queues::{QueueStore, Queues};
 use crate::ratelimit::Counters;
+use crate::workflows::postgres::PostgresWorkflowStore;
+use crate::workflows::sqlite::SqliteWorkflowStore;
 use crate::workflows::store::WorkflowStore;
 
 /// Restores made by this process (names their files).
@@ -184,7 +186,7 @@ struct Shared {
     /// Where the queue store lives (the first state folder's).
     queues_path: PathBuf,
     queues: Mutex<Option<Arc<Queues>>>,
-    workflows: Mutex<Option<Arc<WorkflowStore>>>,
+    workflows: Mutex<Option<Arc<dyn WorkflowStore>>>,
     /// Wakes each workflow's engine, by workflow name.
     workflow_wakers: Mutex<HashMap<String, Arc<tokio::sync::Notify>>>,
     counters: Mutex<HashMap<String, Arc<Counters>>>,
@@ -356,8 +358,11 @@ impl Stores {
         Ok(opened)
     }
 
-    /// The process's workflow instances (opened on first use).
-    pub fn workflows(&self) -> anyhow::Result<Arc<WorkflowStore>> {
+    /// The process's workflow instances (opened on first use, by the
+    /// process that runs them): in the cluster's database on a node of a
+    /// cluster, every node creating and running them; else in the state
+    /// folder.
+    pub fn workflows(&self) -> anyhow::Result<Arc<dyn WorkflowStore>> {
         let mut workflows = self
             .shared
             .workflows
@@ -366,8 +371,13 @@ impl Stores {
         if let Some(store) = &*workflows {
             return Ok(store.clone());
         }
-        let path = self.shared.queues_path.with_file_name("workflows.sqlite");
-        let store = WorkflowStore::open(self.database(&path)?)?;
+        let store: Arc<dyn WorkflowStore> = match self.cluster() {
+            Some(cluster) => PostgresWorkflowStore::new(cluster.db.clone()),
+            None => {
+                let path = self.shared.queues_path.with_file_name("workflows.sqlite");
+                SqliteWorkflowStore::open(self.database(&path)?)?
+            }
+        };
         *workflows = Some(store.clone());
         Ok(store)
     }

@@ -167,6 +167,51 @@ pub const MIGRATIONS: &[(i32, &str)] = &[
     CREATE INDEX alarms_due ON alarms (script, at);
     "#,
     ),
+    (
+        6,
+        r#"
+    -- Workflow instances (taipan-bindings' workflows/postgres.rs), their
+    -- completed steps and the events sent to them. JSON is kept as the text
+    -- the worker gave (as in r2_objects). `wake_ms` is when the instance is
+    -- due, by the clock of the node that set it; a run leases the instance
+    -- until `leased_until` (ms since the epoch by the database's clock),
+    -- which its node renews while the run goes on; a lease that lapses (its
+    -- node died) is taken again and `generation` bumped, as a restart bumps
+    -- it, so the lapsed run stores nothing more.
+    CREATE TABLE workflow_instances (
+        workflow text COLLATE "C" NOT NULL,
+        id text COLLATE "C" NOT NULL,
+        params text NOT NULL,
+        created_ms bigint NOT NULL,
+        status text NOT NULL,
+        output text,
+        error text,
+        wake_ms bigint,
+        leased_until bigint,
+        generation bigint NOT NULL DEFAULT 0,
+        PRIMARY KEY (workflow, id)
+    );
+    CREATE INDEX workflow_instances_due ON workflow_instances (workflow, wake_ms)
+        WHERE status IN ('queued', 'running', 'waiting');
+    CREATE TABLE workflow_steps (
+        workflow text COLLATE "C" NOT NULL,
+        id text COLLATE "C" NOT NULL,
+        name text COLLATE "C" NOT NULL,
+        record text NOT NULL,
+        PRIMARY KEY (workflow, id, name)
+    );
+    -- `seq` numbers one instance's events in the order they were sent.
+    CREATE TABLE workflow_events (
+        seq bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        workflow text COLLATE "C" NOT NULL,
+        id text COLLATE "C" NOT NULL,
+        type text NOT NULL,
+        payload text NOT NULL,
+        consumed boolean NOT NULL DEFAULT false
+    );
+    CREATE INDEX workflow_events_instance ON workflow_events (workflow, id, seq);
+    "#,
+    ),
 ];
 
 /// Bring the schema up to date; returns its version.

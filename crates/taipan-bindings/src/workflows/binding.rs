@@ -14,7 +14,7 @@ use crate::Binding;
 use crate::protocol::{BindingError, Call, Reply};
 
 pub struct WorkflowBinding {
-    pub store: Arc<WorkflowStore>,
+    pub store: Arc<dyn WorkflowStore>,
     pub workflow: String,
     /// Wakes the workflow's engine (a new instance, an event, a resume).
     pub wake: Arc<Notify>,
@@ -133,7 +133,7 @@ fn check_size(value: &Value, what: &str) -> Result<(), BindingError> {
 /// The internal binding (`contract::WORKFLOW_BINDING`): a running instance
 /// stores each completed step (`{workflow, id, name, record, event}`).
 pub struct WorkflowSteps {
-    pub store: Arc<WorkflowStore>,
+    pub store: Arc<dyn WorkflowStore>,
     /// The workflows this worker runs: it may write only theirs.
     pub workflows: Vec<String>,
 }

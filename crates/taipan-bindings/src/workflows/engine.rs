@@ -1,8 +1,11 @@
 //! Running a worker's workflows: for each `[[workflows]]` whose class this
 //! worker defines, a task that leases the instances due, replays each one's
-//! `run` in a sandbox, and records how it ended. One task per workflow, for
-//! as long as the worker's bindings live; up to `MAX_CONCURRENT_RUNS` runs
-//! at once.
+//! `run` in a sandbox (renewing its lease meanwhile, where leases lapse),
+//! and records how it ended. One task per workflow, for as long as the
+//! worker's bindings live; up to `MAX_CONCURRENT_RUNS` runs at once. It
+//! looks for due instances when woken (a create, event or resume through
+//! this process) and at least every [`WorkflowStore::poll_interval`] (one
+//! through another node of a cluster).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,9 +21,6 @@ use crate::Services;
 use crate::alarms::now_ms;
 use crate::tasks::Tasks;
 
-/// The longest an engine sleeps without looking (a create, event or resume
-/// wakes it sooner).
-const MAX_SLEEP: Duration = Duration::from_secs(5);
 /// A run that could not be made (the worker missing, the sandbox crashed)
 /// is tried again after this.
 pub const RETRY_AFTER_FAILURE_MS: i64 = 2_000;
@@ -42,7 +42,11 @@ pub struct Defined {
 
 /// Start the engines of `defined` (they stop when the result is dropped,
 /// with the worker version's bindings).
-pub fn start(store: &Arc<WorkflowStore>, defined: Vec<Defined>, runner: Arc<dyn Runner>) -> Tasks {
+pub fn start(
+    store: &Arc<dyn WorkflowStore>,
+    defined: Vec<Defined>,
+    runner: Arc<dyn Runner>,
+) -> Tasks {
     Tasks::spawn_all(
         defined
             .into_iter()
@@ -50,7 +54,7 @@ pub fn start(store: &Arc<WorkflowStore>, defined: Vec<Defined>, runner: Arc<dyn 
     )
 }
 
-async fn drive(store: Arc<WorkflowStore>, defined: Defined, runner: Arc<dyn Runner>) {
+async fn drive(store: Arc<dyn WorkflowStore>, defined: Defined, runner: Arc<dyn Runner>) {
     let permits = Arc::new(Semaphore::new(MAX_CONCURRENT_RUNS));
     loop {
         if !runner.ready() {
@@ -82,7 +86,7 @@ async fn drive(store: Arc<WorkflowStore>, defined: Defined, runner: Arc<dyn Runn
                 let state = store.lease_due(&defined.workflow, 1).await;
                 let _ = leased.send(());
                 if let Some(state) = state.ok().and_then(|mut due| due.pop()) {
-                    let end = run_once(&defined, &*runner, state.clone()).await;
+                    let end = run_leased(&*store, &defined, &*runner, &state).await;
                     if let Err(e) = store.finish(&defined.workflow, &state, end).await {
                         tracing::warn!(
                             workflow = defined.workflow,
@@ -100,13 +104,45 @@ async fn drive(store: Arc<WorkflowStore>, defined: Defined, runner: Arc<dyn Runn
             continue;
         }
         drop(permit);
+        let most = store.poll_interval();
         let sleep = match due {
-            Some(at) => Duration::from_millis((at - now_ms()).max(0) as u64).min(MAX_SLEEP),
-            None => MAX_SLEEP,
+            Some(at) => Duration::from_millis((at - now_ms()).max(0) as u64).min(most),
+            None => most,
         };
         tokio::select! {
             _ = defined.wake.notified() => {}
             _ = tokio::time::sleep(sleep) => {}
+        }
+    }
+}
+
+/// Run `state`, keeping its lease while the run goes on (else, in a
+/// cluster, another node would take the instance mid-run).
+async fn run_leased(
+    store: &dyn WorkflowStore,
+    defined: &Defined,
+    runner: &dyn Runner,
+    state: &RunState,
+) -> RunEnd {
+    let run = run_once(defined, runner, state.clone());
+    tokio::pin!(run);
+    let Some(every) = store.renew_every() else {
+        return run.await;
+    };
+    loop {
+        tokio::select! {
+            end = &mut run => return end,
+            _ = tokio::time::sleep(every) => {
+                if let Err(e) = store.renew(&defined.workflow, state).await {
+                    tracing::warn!(
+                        workflow = defined.workflow,
+                        "renewing the lease of instance {} failed (another node runs it again \
+                         once it lapses): {}",
+                        state.id,
+                        e.message
+                    );
+                }
+            }
         }
     }
 }

@@ -6,13 +6,21 @@
 //! waits for events suspend the instance with no sandbox held; the
 //! [`engine`] wakes it at its time, or when its event arrives.
 //!
+//! Where instances live is a [`store::WorkflowStore`]: a SQLite file on a
+//! single node ([`sqlite`]), the cluster database in cluster mode
+//! ([`postgres`]).
+//!
 //! Statuses, as on Workers: `queued` (created, not yet run), `running`,
 //! `waiting` (sleeping or waiting for an event), `paused`, `complete`,
 //! `errored`, `terminated`.
 
 pub mod binding;
 pub mod engine;
+pub mod postgres;
+pub mod sqlite;
 pub mod store;
+#[cfg(test)]
+mod tests;
 
 /// The longest instance id.
 pub const MAX_ID_BYTES: usize = 100;

@@ -1,51 +1,23 @@
-//! Where workflow instances live: one SQLite file in the state folder,
-//! holding each instance's status, its completed steps and its events.
+//! Where workflow instances live ([`WorkflowStore`]): each instance's
+//! status, its completed steps and the events sent to it. On a single node
+//! a SQLite file in the state folder ([`super::sqlite`]); in cluster mode
+//! the cluster database ([`super::postgres`]), so every node sees every
+//! instance and any node runs it.
+//!
+//! An instance is *leased* to one run at a time. Its *generation* fences
+//! runs: a restart (and, in a cluster, the takeover of a lapsed lease)
+//! bumps it, and a run of an older generation stores nothing more.
 
-use std::sync::Arc;
+use std::time::Duration;
 
 use futures::future::BoxFuture;
-use rusqlite::{OptionalExtension, params};
-use serde_json::{Value, json};
+use serde_json::Value;
 
-use crate::alarms::now_ms;
 use crate::protocol::BindingError;
-use crate::store::Database;
 
 /// The op of the internal binding (`contract::WORKFLOW_BINDING`) a running
 /// instance stores a step's record through.
 pub const STEPS_OP: &str = "step";
-
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS instances (
-    workflow TEXT NOT NULL,
-    id TEXT NOT NULL,
-    params TEXT NOT NULL,
-    created_ms INTEGER NOT NULL,
-    status TEXT NOT NULL,
-    output TEXT,
-    error TEXT,
-    wake_ms INTEGER,
-    leased INTEGER NOT NULL DEFAULT 0,
-    -- Bumped by a restart: a run of an older generation may store nothing.
-    generation INTEGER NOT NULL DEFAULT 0,
-    PRIMARY KEY (workflow, id)
-);
-CREATE INDEX IF NOT EXISTS instances_due ON instances (workflow, leased, wake_ms);
-CREATE TABLE IF NOT EXISTS steps (
-    workflow TEXT NOT NULL,
-    id TEXT NOT NULL,
-    name TEXT NOT NULL,
-    record TEXT NOT NULL,
-    PRIMARY KEY (workflow, id, name)
-);
-CREATE TABLE IF NOT EXISTS events (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    workflow TEXT NOT NULL,
-    id TEXT NOT NULL,
-    type TEXT NOT NULL,
-    payload TEXT NOT NULL,
-    consumed INTEGER NOT NULL DEFAULT 0
-);";
 
 /// What one run of an instance starts from.
 #[derive(Debug, Clone, PartialEq)]
@@ -95,247 +67,68 @@ pub enum Control {
     Restart,
 }
 
-pub struct WorkflowStore {
-    db: Database,
-}
-
-impl WorkflowStore {
-    /// Open as the process that runs the instances: leases a dead process
-    /// held are released (those runs are replayed).
-    pub fn open(db: Database) -> anyhow::Result<Arc<Self>> {
-        db.with_blocking(|conn| {
-            conn.execute_batch(SCHEMA)?;
-            conn.execute("UPDATE instances SET leased = 0 WHERE leased = 1", [])
-        })?;
-        Ok(Arc::new(Self { db }))
-    }
-
-    pub fn create(
+/// Where workflow instances live. Every operation is atomic: two runs
+/// never lease the same instance at once, whatever the number of stores on
+/// the same data.
+pub trait WorkflowStore: Send + Sync + 'static {
+    /// A new instance, `queued` and due now; an error if `id` is taken.
+    fn create(
         &self,
         workflow: &str,
         id: &str,
         params: Value,
-    ) -> BoxFuture<'static, Result<(), BindingError>> {
-        let (db, workflow, id) = (self.db.clone(), workflow.to_string(), id.to_string());
-        Box::pin(async move {
-            let now = now_ms();
-            let created = db
-                .with(move |conn| {
-                    conn.execute(
-                        "INSERT OR IGNORE INTO instances (workflow, id, params, created_ms, status, wake_ms)
-                         VALUES (?1, ?2, ?3, ?4, 'queued', ?4)",
-                        params![workflow, id, params.to_string(), now],
-                    )
-                })
-                .await?;
-            if created == 0 {
-                return Err(BindingError::error(
-                    "an instance with this id already exists",
-                ));
-            }
-            Ok(())
-        })
-    }
+    ) -> BoxFuture<'static, Result<(), BindingError>>;
 
     /// `{status, output, error}` of an instance, or None if there is none.
-    pub fn status(
+    fn status(
         &self,
         workflow: &str,
         id: &str,
-    ) -> BoxFuture<'static, Result<Option<Value>, BindingError>> {
-        let (db, workflow, id) = (self.db.clone(), workflow.to_string(), id.to_string());
-        Box::pin(async move {
-            db.with(move |conn| {
-                conn.query_row(
-                    "SELECT status, output, error, leased FROM instances WHERE workflow = ?1 AND id = ?2",
-                    params![workflow, id],
-                    |row| {
-                        let status: String = row.get(0)?;
-                        let leased: bool = row.get(3)?;
-                        let parse = |text: Option<String>| {
-                            text.and_then(|t| serde_json::from_str::<Value>(&t).ok()).unwrap_or(Value::Null)
-                        };
-                        let status = if leased && status == "queued" { "running".into() } else { status };
-                        Ok(json!({"status": status, "output": parse(row.get(1)?), "error": parse(row.get(2)?)}))
-                    },
-                )
-                .optional()
-            })
-            .await
-        })
-    }
+    ) -> BoxFuture<'static, Result<Option<Value>, BindingError>>;
 
-    /// Apply a user's change; false if the instance does not exist.
-    pub fn control(
+    /// Apply a user's change; false if the instance does not exist. Pause
+    /// and terminate leave finished instances alone; resume wakes a paused
+    /// one now; restart drops its steps and events, bumps its generation
+    /// (a run in flight may store nothing more) and makes it due now.
+    fn control(
         &self,
         workflow: &str,
         id: &str,
         control: Control,
-    ) -> BoxFuture<'static, Result<bool, BindingError>> {
-        let (db, workflow, id) = (self.db.clone(), workflow.to_string(), id.to_string());
-        Box::pin(async move {
-            let now = now_ms();
-            db.with(move |conn| {
-                let tx = conn.transaction()?;
-                let changed = match control {
-                    // Finished instances stay as they are.
-                    Control::Pause => tx.execute(
-                        "UPDATE instances SET status = 'paused'
-                         WHERE workflow = ?1 AND id = ?2 AND status IN ('queued', 'running', 'waiting')",
-                        params![workflow, id],
-                    )?,
-                    Control::Resume => tx.execute(
-                        "UPDATE instances SET status = 'running', wake_ms = ?3
-                         WHERE workflow = ?1 AND id = ?2 AND status = 'paused'",
-                        params![workflow, id, now],
-                    )?,
-                    Control::Terminate => tx.execute(
-                        "UPDATE instances SET status = 'terminated', wake_ms = NULL
-                         WHERE workflow = ?1 AND id = ?2 AND status NOT IN ('complete', 'errored')",
-                        params![workflow, id],
-                    )?,
-                    Control::Restart => {
-                        tx.execute("DELETE FROM steps WHERE workflow = ?1 AND id = ?2", params![workflow, id])?;
-                        tx.execute("DELETE FROM events WHERE workflow = ?1 AND id = ?2", params![workflow, id])?;
-                        // A run in flight belongs to the old generation: it
-                        // may store nothing more, and the new one may start.
-                        tx.execute(
-                            "UPDATE instances SET status = 'queued', output = NULL, error = NULL, wake_ms = ?3,
-                                    leased = 0, generation = generation + 1
-                             WHERE workflow = ?1 AND id = ?2",
-                            params![workflow, id, now],
-                        )?
-                    }
-                };
-                let exists: bool = tx
-                    .query_row(
-                        "SELECT 1 FROM instances WHERE workflow = ?1 AND id = ?2",
-                        params![workflow, id],
-                        |_| Ok(true),
-                    )
-                    .optional()?
-                    .unwrap_or(false);
-                tx.commit()?;
-                let _ = changed;
-                Ok(exists)
-            })
-            .await
-        })
-    }
+    ) -> BoxFuture<'static, Result<bool, BindingError>>;
 
-    /// Deliver an event; an instance waiting for one runs again now.
-    pub fn send_event(
+    /// Deliver an event; an instance waiting makes it due now. False if
+    /// the instance does not exist.
+    fn send_event(
         &self,
         workflow: &str,
         id: &str,
         kind: &str,
         payload: Value,
-    ) -> BoxFuture<'static, Result<bool, BindingError>> {
-        let (db, workflow, id, kind) = (
-            self.db.clone(),
-            workflow.to_string(),
-            id.to_string(),
-            kind.to_string(),
-        );
-        Box::pin(async move {
-            let now = now_ms();
-            db.with(move |conn| {
-                let tx = conn.transaction()?;
-                let exists = tx.execute(
-                    "UPDATE instances SET wake_ms = ?3 WHERE workflow = ?1 AND id = ?2 AND status = 'waiting'",
-                    params![workflow, id, now],
-                )? > 0
-                    || tx
-                        .query_row(
-                            "SELECT 1 FROM instances WHERE workflow = ?1 AND id = ?2",
-                            params![workflow, id],
-                            |_| Ok(()),
-                        )
-                        .optional()?
-                        .is_some();
-                if exists {
-                    tx.execute(
-                        "INSERT INTO events (workflow, id, type, payload) VALUES (?1, ?2, ?3, ?4)",
-                        params![workflow, id, kind, payload.to_string()],
-                    )?;
-                }
-                tx.commit()?;
-                Ok(exists)
-            })
-            .await
-        })
-    }
+    ) -> BoxFuture<'static, Result<bool, BindingError>>;
 
-    /// Lease up to `max` instances due now, with what their runs start from.
-    pub fn lease_due(
+    /// Lease up to `max` instances due now (`queued`, `running` or
+    /// `waiting`, their wake time passed, not leased), with what their runs
+    /// start from: the steps stored so far and the events not consumed.
+    fn lease_due(
         &self,
         workflow: &str,
         max: usize,
-    ) -> BoxFuture<'static, Result<Vec<RunState>, BindingError>> {
-        let (db, workflow) = (self.db.clone(), workflow.to_string());
-        Box::pin(async move {
-            let now = now_ms();
-            db.with(move |conn| {
-                let tx = conn.transaction()?;
-                let due: Vec<(String, String, i64, i64)> = tx
-                    .prepare(
-                        "SELECT id, params, created_ms, generation FROM instances
-                         WHERE workflow = ?1 AND leased = 0 AND wake_ms <= ?2
-                           AND status IN ('queued', 'running', 'waiting')
-                         ORDER BY wake_ms LIMIT ?3",
-                    )?
-                    .query_map(params![workflow, now, max as i64], |r| {
-                        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
-                    })?
-                    .collect::<rusqlite::Result<_>>()?;
-                let mut states = Vec::new();
-                for (id, params, created_ms, generation) in due {
-                    tx.execute(
-                        "UPDATE instances SET leased = 1, status = 'running' WHERE workflow = ?1 AND id = ?2",
-                        params![workflow, id],
-                    )?;
-                    let steps = tx
-                        .prepare("SELECT name, record FROM steps WHERE workflow = ?1 AND id = ?2")?
-                        .query_map(params![workflow, id], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?
-                        .collect::<rusqlite::Result<Vec<_>>>()?
-                        .into_iter()
-                        .map(|(name, record)| (name, serde_json::from_str(&record).unwrap_or(Value::Null)))
-                        .collect();
-                    let events = tx
-                        .prepare(
-                            "SELECT seq, type, payload FROM events
-                             WHERE workflow = ?1 AND id = ?2 AND consumed = 0 ORDER BY seq",
-                        )?
-                        .query_map(params![workflow, id], |r| {
-                            let payload: String = r.get(2)?;
-                            Ok(json!({
-                                "seq": r.get::<_, i64>(0)?,
-                                "type": r.get::<_, String>(1)?,
-                                "payload": serde_json::from_str::<Value>(&payload).unwrap_or(Value::Null),
-                            }))
-                        })?
-                        .collect::<rusqlite::Result<Vec<_>>>()?;
-                    states.push(RunState {
-                        id,
-                        generation,
-                        params: serde_json::from_str(&params).unwrap_or(Value::Null),
-                        created_ms,
-                        steps,
-                        events,
-                    });
-                }
-                tx.commit()?;
-                Ok(states)
-            })
-            .await
-        })
-    }
+    ) -> BoxFuture<'static, Result<Vec<RunState>, BindingError>>;
+
+    /// Keep the lease of the run of `state` while it goes on (see
+    /// [`WorkflowStore::renew_every`]).
+    fn renew(
+        &self,
+        workflow: &str,
+        state: &RunState,
+    ) -> BoxFuture<'static, Result<(), BindingError>>;
 
     /// Store a step's record (and mark the event it consumed) for a run of
     /// `generation`; whether the run may go on. A paused instance keeps the
     /// step (it completed) and stops; a terminated or restarted one (another
     /// generation) keeps nothing and stops.
-    pub fn put_step(
+    fn put_step(
         &self,
         workflow: &str,
         id: &str,
@@ -343,319 +136,29 @@ impl WorkflowStore {
         name: &str,
         record: Value,
         consumed_event: Option<i64>,
-    ) -> BoxFuture<'static, Result<bool, BindingError>> {
-        let (db, workflow, id, name) = (
-            self.db.clone(),
-            workflow.to_string(),
-            id.to_string(),
-            name.to_string(),
-        );
-        Box::pin(async move {
-            db.with(move |conn| {
-                let tx = conn.transaction()?;
-                let status: Option<String> = tx
-                    .query_row(
-                        "SELECT status FROM instances WHERE workflow = ?1 AND id = ?2 AND generation = ?3",
-                        params![workflow, id, generation],
-                        |r| r.get(0),
-                    )
-                    .optional()?;
-                let (store, go_on) = match status.as_deref() {
-                    None | Some("terminated") => (false, false),
-                    Some("paused") => (true, false),
-                    Some(_) => (true, true),
-                };
-                if !store {
-                    return Ok(false);
-                }
-                tx.execute(
-                    "INSERT INTO steps (workflow, id, name, record) VALUES (?1, ?2, ?3, ?4)
-                     ON CONFLICT (workflow, id, name) DO UPDATE SET record = excluded.record",
-                    params![workflow, id, name, record.to_string()],
-                )?;
-                if let Some(seq) = consumed_event {
-                    tx.execute(
-                        "UPDATE events SET consumed = 1 WHERE seq = ?1 AND workflow = ?2 AND id = ?3",
-                        params![seq, workflow, id],
-                    )?;
-                }
-                tx.commit()?;
-                Ok(go_on)
-            })
-            .await
-        })
-    }
+    ) -> BoxFuture<'static, Result<bool, BindingError>>;
 
     /// Record how a run of `state` ended and release the instance (a run
-    /// of an older generation changes nothing). Waiting with an event sent
-    /// after the run was leased wakes the instance at once.
-    pub fn finish(
+    /// of an older generation changes nothing; a pause or termination made
+    /// meanwhile stays). Waiting with an event sent after the run was
+    /// leased wakes the instance at once.
+    fn finish(
         &self,
         workflow: &str,
         state: &RunState,
         end: RunEnd,
-    ) -> BoxFuture<'static, Result<(), BindingError>> {
-        let (db, workflow, id) = (self.db.clone(), workflow.to_string(), state.id.clone());
-        let (generation, seen) = (state.generation, state.seen_seq());
-        Box::pin(async move {
-            let now = now_ms();
-            db.with(move |conn| {
-                // A pause or termination made while the run went on stays.
-                let keep = "CASE WHEN status IN ('paused', 'terminated') THEN status ELSE ?3 END";
-                let current = "workflow = ?1 AND id = ?2 AND generation = ?5";
-                match end {
-                    RunEnd::Complete(output) => conn.execute(
-                        &format!("UPDATE instances SET leased = 0, status = {keep}, output = ?4, wake_ms = NULL WHERE {current}"),
-                        params![workflow, id, "complete", output.to_string(), generation],
-                    ),
-                    RunEnd::Errored(error) => conn.execute(
-                        &format!("UPDATE instances SET leased = 0, status = {keep}, error = ?4, wake_ms = NULL WHERE {current}"),
-                        params![workflow, id, "errored", error.to_string(), generation],
-                    ),
-                    RunEnd::Waiting(until) => conn.execute(
-                        &format!(
-                            "UPDATE instances SET leased = 0, status = {keep},
-                                wake_ms = CASE WHEN EXISTS (SELECT 1 FROM events e WHERE e.workflow = ?1
-                                                 AND e.id = ?2 AND e.consumed = 0 AND e.seq > ?6)
-                                          THEN ?7 ELSE ?4 END
-                             WHERE {current}"
-                        ),
-                        params![workflow, id, "waiting", until, generation, seen, now],
-                    ),
-                    RunEnd::RetryAt(at) => conn.execute(
-                        &format!("UPDATE instances SET leased = 0, status = {keep}, wake_ms = ?4 WHERE {current}"),
-                        params![workflow, id, "running", at, generation],
-                    ),
-                }
-                .map(drop)
-            })
-            .await
-        })
-    }
+    ) -> BoxFuture<'static, Result<(), BindingError>>;
 
-    /// When the next instance of `workflow` is due (ms since the epoch).
-    pub fn next_due(
-        &self,
-        workflow: &str,
-    ) -> BoxFuture<'static, Result<Option<i64>, BindingError>> {
-        let (db, workflow) = (self.db.clone(), workflow.to_string());
-        Box::pin(async move {
-            db.with(move |conn| {
-                conn.query_row(
-                    "SELECT min(wake_ms) FROM instances
-                     WHERE workflow = ?1 AND leased = 0 AND status IN ('queued', 'running', 'waiting')",
-                    [workflow],
-                    |r| r.get(0),
-                )
-            })
-            .await
-        })
-    }
-}
+    /// When the next instance of `workflow` is due (ms since the epoch, by
+    /// this process's clock), leased ones when their lease lapses.
+    fn next_due(&self, workflow: &str) -> BoxFuture<'static, Result<Option<i64>, BindingError>>;
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+    /// The longest an engine goes without looking at its instances: a
+    /// create, event or resume through this process wakes it at once, one
+    /// through another process (another node of a cluster) is found this
+    /// long after at most.
+    fn poll_interval(&self) -> Duration;
 
-    fn open(path: &std::path::Path) -> Arc<WorkflowStore> {
-        WorkflowStore::open(Database::open(path).unwrap()).unwrap()
-    }
-
-    async fn lease_one(store: &WorkflowStore) -> Option<RunState> {
-        store.lease_due("wf", 1).await.unwrap().pop()
-    }
-
-    #[tokio::test]
-    async fn an_instance_runs_waits_gets_its_event_and_completes() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = open(&dir.path().join("w.sqlite"));
-        store.create("wf", "a", json!({"n": 1})).await.unwrap();
-        assert!(
-            store.create("wf", "a", json!({})).await.is_err(),
-            "ids are unique"
-        );
-        let run = lease_one(&store).await.unwrap();
-        assert_eq!(run.params, json!({"n": 1}));
-        assert!(lease_one(&store).await.is_none(), "leased once");
-        assert_eq!(
-            store.status("wf", "a").await.unwrap().unwrap()["status"],
-            "running"
-        );
-
-        assert!(
-            store
-                .put_step("wf", "a", 0, "do:x#1", json!({"value": 5}), None)
-                .await
-                .unwrap()
-        );
-        store
-            .finish("wf", &run, RunEnd::Waiting(None))
-            .await
-            .unwrap();
-        assert!(lease_one(&store).await.is_none(), "waits for its event");
-        assert!(
-            store
-                .send_event("wf", "a", "go", json!({"ok": true}))
-                .await
-                .unwrap()
-        );
-        let run = lease_one(&store).await.unwrap();
-        assert_eq!(run.steps["do:x#1"], json!({"value": 5}));
-        let seq = run.events[0]["seq"].as_i64().unwrap();
-        store
-            .put_step("wf", "a", 0, "event:go#1", json!({"value": 1}), Some(seq))
-            .await
-            .unwrap();
-        store
-            .finish("wf", &run, RunEnd::Complete(json!("done")))
-            .await
-            .unwrap();
-        let status = store.status("wf", "a").await.unwrap().unwrap();
-        assert_eq!(
-            (status["status"].clone(), status["output"].clone()),
-            (json!("complete"), json!("done"))
-        );
-        assert!(
-            !store
-                .send_event("wf", "missing", "go", Value::Null)
-                .await
-                .unwrap()
-        );
-    }
-
-    #[tokio::test]
-    async fn an_event_sent_during_a_run_wakes_the_instance_when_the_run_waits() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = open(&dir.path().join("w.sqlite"));
-        store.create("wf", "a", json!({})).await.unwrap();
-        let run = lease_one(&store).await.unwrap();
-        assert!(run.events.is_empty());
-        store
-            .send_event("wf", "a", "go", Value::Null)
-            .await
-            .unwrap();
-        // The run, which never saw the event, waits an hour for it.
-        store
-            .finish("wf", &run, RunEnd::Waiting(Some(now_ms() + 3_600_000)))
-            .await
-            .unwrap();
-        let again = lease_one(&store).await.expect("due now, not in an hour");
-        assert_eq!(again.events[0]["type"], "go");
-    }
-
-    #[tokio::test]
-    async fn a_restart_during_a_run_stops_the_old_run_from_storing_anything() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = open(&dir.path().join("w.sqlite"));
-        store.create("wf", "a", json!({})).await.unwrap();
-        let old = lease_one(&store).await.unwrap();
-        assert!(store.control("wf", "a", Control::Restart).await.unwrap());
-        assert!(
-            !store
-                .put_step(
-                    "wf",
-                    "a",
-                    old.generation,
-                    "do:x#1",
-                    json!({"value": 1}),
-                    None
-                )
-                .await
-                .unwrap()
-        );
-        let new = lease_one(&store)
-            .await
-            .expect("the restarted run starts at once");
-        assert_eq!(new.generation, old.generation + 1);
-        assert!(new.steps.is_empty());
-        store
-            .finish("wf", &old, RunEnd::Complete(json!("old")))
-            .await
-            .unwrap();
-        assert_eq!(
-            store.status("wf", "a").await.unwrap().unwrap()["status"],
-            "running",
-            "the old run's end is ignored"
-        );
-        store
-            .finish("wf", &new, RunEnd::Complete(json!("new")))
-            .await
-            .unwrap();
-        assert_eq!(
-            store.status("wf", "a").await.unwrap().unwrap()["output"],
-            "new"
-        );
-    }
-
-    #[tokio::test]
-    async fn a_restart_of_the_process_releases_the_lease_and_keeps_the_steps() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("w.sqlite");
-        {
-            let store = open(&path);
-            store.create("wf", "a", json!({})).await.unwrap();
-            lease_one(&store).await.unwrap();
-            store
-                .put_step("wf", "a", 0, "do:x#1", json!({"value": 1}), None)
-                .await
-                .unwrap();
-        }
-        let store = open(&path);
-        let run = lease_one(&store).await.unwrap();
-        assert_eq!(run.steps["do:x#1"], json!({"value": 1}));
-    }
-
-    /// Finish `run` as waiting, check the pause holds, resume: the steps the
-    /// next run starts from.
-    async fn lease_steps_after_resume(
-        store: &WorkflowStore,
-        run: &RunState,
-    ) -> serde_json::Map<String, Value> {
-        store
-            .finish("wf", run, RunEnd::Waiting(None))
-            .await
-            .unwrap();
-        assert_eq!(
-            store.status("wf", "a").await.unwrap().unwrap()["status"],
-            "paused"
-        );
-        assert!(lease_one(store).await.is_none());
-        store.control("wf", "a", Control::Resume).await.unwrap();
-        let next = lease_one(store).await.unwrap();
-        let steps = next.steps.clone();
-        store.finish("wf", &next, RunEnd::RetryAt(0)).await.unwrap();
-        steps
-    }
-
-    #[tokio::test]
-    async fn pause_stops_a_run_and_holds_the_instance_until_resumed() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = open(&dir.path().join("w.sqlite"));
-        store.create("wf", "a", json!({})).await.unwrap();
-        let run = lease_one(&store).await.unwrap();
-        assert!(store.control("wf", "a", Control::Pause).await.unwrap());
-        assert!(
-            !store
-                .put_step("wf", "a", 0, "do:x#1", json!({"value": 1}), None)
-                .await
-                .unwrap(),
-            "the run stops"
-        );
-        assert_eq!(
-            lease_steps_after_resume(&store, &run).await["do:x#1"],
-            json!({"value": 1}),
-            "the completed step is kept"
-        );
-        let run = lease_one(&store).await.unwrap();
-        store.control("wf", "a", Control::Terminate).await.unwrap();
-        store
-            .finish("wf", &run, RunEnd::Complete(Value::Null))
-            .await
-            .unwrap();
-        assert_eq!(
-            store.status("wf", "a").await.unwrap().unwrap()["status"],
-            "terminated"
-        );
-        assert!(!store.control("wf", "nope", Control::Pause).await.unwrap());
-    }
+    /// How often a run renews its lease (None: leases do not lapse).
+    fn renew_every(&self) -> Option<Duration>;
 }
