@@ -10,8 +10,8 @@ use std::sync::Arc;
 use futures::future::BoxFuture;
 use rusqlite::OptionalExtension;
 use serde_json::{Value, json};
-use taipan_guest::contract::{AUTHORITY_DURABLE, HEADER_DO_ID, OP_FETCH, OP_RPC};
-use taipan_runtime::host::HostFuture;
+use taipan_guest::contract::{AUTHORITY_DURABLE, HEADER_DO_ID, HEADER_WEBSOCKET, OP_FETCH, OP_RPC};
+use taipan_runtime::host::{HostFuture, HostResponse};
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
 use crate::Binding;
@@ -104,7 +104,9 @@ impl Namespace {
                     Ok(crate::placement::Place::There(url)) => {
                         let path = format!("/do/{script}/{class}/{id}/{op}");
                         return Ok(match placement.forward(&url, &path, parts, body).await {
-                            Ok(response) => crate::service::from_callee(response),
+                            Ok(response) => crate::service::from_callee(remote_websocket(
+                                &placement, &url, &script, response,
+                            )),
                             Err(e) => e.into_response(),
                         });
                     }
@@ -119,6 +121,37 @@ impl Namespace {
             ))
         })
     }
+}
+
+/// An owner's answer that accepted a WebSocket (`HEADER_NODE_WEBSOCKET`)
+/// becomes the 101 the caller's worker returns; the socket is registered
+/// as remote, so the connection that claims it is relayed to the owner.
+fn remote_websocket(
+    placement: &Arc<crate::placement::Placement>,
+    base: &str,
+    script: &str,
+    mut response: HostResponse,
+) -> HostResponse {
+    let Some(id) = response
+        .headers_mut()
+        .remove(crate::placement::HEADER_NODE_WEBSOCKET)
+    else {
+        return response;
+    };
+    let Some(id) = id
+        .to_str()
+        .ok()
+        .filter(|id| !id.is_empty() && id.bytes().all(|b| b.is_ascii_hexdigit()))
+    else {
+        return binding_error("the owner node named a malformed WebSocket".to_string());
+    };
+    taipan_runtime::websocket::remote::remotes()
+        .add(id.to_string(), placement.dial_websocket(base, script, id));
+    *response.status_mut() = http::StatusCode::SWITCHING_PROTOCOLS;
+    if let Ok(value) = http::HeaderValue::from_str(id) {
+        response.headers_mut().insert(HEADER_WEBSOCKET, value);
+    }
+    response
 }
 
 /// An object id: 64 lowercase hex digits, as Workers prints them.

@@ -10,12 +10,14 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use base64::Engine as _;
 use http_body_util::BodyExt as _;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use taipan_cluster::Cluster;
 use taipan_cluster::leases::{self, Holder, Lease};
 use taipan_runtime::host::HostResponse;
+use taipan_runtime::websocket::remote::Dial;
 use wasmtime_wasi_http::p2::bindings::http::types::ErrorCode;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
@@ -25,6 +27,9 @@ use crate::protocol::BindingError;
 /// node-to-node header, not part of the host–guest contract (the owner
 /// removes it before the object sees the request).
 pub const HEADER_NODE_SECRET: &str = "taipan-node-secret";
+/// The header an owner's answer carries the id of a WebSocket its Durable
+/// Object accepted in (node-to-node; the caller turns it back into a 101).
+pub const HEADER_NODE_WEBSOCKET: &str = "taipan-node-websocket";
 /// How long before its lease's expiry a node stops using what it holds.
 pub const LEASE_MARGIN: Duration = Duration::from_secs(3);
 /// How long a forwarded call may take to get its response head.
@@ -216,6 +221,47 @@ impl Placement {
             body.map_err(|e| ErrorCode::InternalError(Some(e.to_string())))
                 .boxed_unsync()
         }))
+    }
+
+    /// How to reach WebSocket `id`, accepted by a Durable Object of worker
+    /// `script` on the node at `base`: a WebSocket handshake with its
+    /// internal listener (`GET /ws/<script>/<id>`), whose connection then
+    /// carries the client's frames as they are.
+    pub fn dial_websocket(self: &Arc<Self>, base: &str, script: &str, id: &str) -> Dial {
+        let this = self.clone();
+        let uri = format!("{}/ws/{script}/{id}", base.trim_end_matches('/'));
+        Box::new(move || {
+            Box::pin(async move {
+                let key: [u8; 16] = *uuid::Uuid::new_v4().as_bytes();
+                let key = base64::engine::general_purpose::STANDARD.encode(key);
+                let request = http::Request::get(&uri)
+                    .header(http::header::CONNECTION, "upgrade")
+                    .header(http::header::UPGRADE, "websocket")
+                    .header(http::header::SEC_WEBSOCKET_VERSION, "13")
+                    .header(http::header::SEC_WEBSOCKET_KEY, key)
+                    .header(HEADER_NODE_SECRET, &this.secret)
+                    .body(
+                        http_body_util::Empty::new()
+                            .map_err(|never| match never {})
+                            .boxed_unsync(),
+                    )
+                    .map_err(|e| format!("{uri:?}: {e}"))?;
+                let mut response =
+                    tokio::time::timeout(FORWARD_TIMEOUT, this.client.request(request))
+                        .await
+                        .map_err(|_| format!("the node at {uri} did not answer in time"))?
+                        .map_err(|e| format!("the node at {uri} is unreachable: {e}"))?;
+                if response.status() != http::StatusCode::SWITCHING_PROTOCOLS {
+                    return Err(format!(
+                        "the node at {uri} answered {} instead of taking the WebSocket",
+                        response.status()
+                    ));
+                }
+                hyper::upgrade::on(&mut response)
+                    .await
+                    .map_err(|e| format!("the WebSocket upgrade with {uri} failed: {e}"))
+            })
+        })
     }
 
     /// Renew every held lease each `RENEW_EVERY` until the task is aborted;

@@ -6,7 +6,14 @@
 //! ```text
 //! POST /do/<script>/<class>/<id>/<rpc|fetch>   a Durable Object call
 //! POST /d1/<database id>/<batch|exec>           a D1 query (a binding call's body)
+//! GET  /ws/<script>/<socket id>                 a WebSocket an object here accepted
 //! ```
+//!
+//! A Durable Object call that accepts a WebSocket answers 200 with the
+//! socket's id (`HEADER_NODE_WEBSOCKET`) rather than a 101, which is
+//! hop-by-hop; the calling node then dials `/ws/…` with the client's
+//! upgrade and relays the connection's bytes, and the socket is bound here
+//! as if the client had connected directly.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -15,8 +22,11 @@ use http::StatusCode;
 use hyper::body::Incoming;
 use taipan_bindings::d1_cluster;
 use taipan_bindings::durable::{self, lease_name};
-use taipan_bindings::placement::{HEADER_NODE_SECRET, Place};
+use taipan_bindings::placement::{HEADER_NODE_SECRET, HEADER_NODE_WEBSOCKET, Place};
 use taipan_bindings::protocol::{BindingError, Call};
+use taipan_guest::contract::HEADER_WEBSOCKET;
+use taipan_runtime::websocket::session::{self, Upgrade};
+use taipan_runtime::websocket::sockets;
 use taipan_runtime::worker::{Body, text_response};
 use wasmtime_wasi_http::p2::bindings::http::types::ErrorCode;
 
@@ -47,6 +57,9 @@ impl Handler for InternalFront {
         }
         let path = request.uri().path().to_string();
         let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+        if let ["ws", script, id] = segments[..] {
+            return websocket(&self.0, script, id, request);
+        }
         if let ["d1", id, op] = segments[..] {
             let id = percent_encoding::percent_decode_str(id)
                 .decode_utf8_lossy()
@@ -96,14 +109,50 @@ impl Handler for InternalFront {
             http::HeaderValue::from_static(taipan_guest::contract::AUTHORITY_DURABLE),
         );
         self.0.metrics.forwarded_in();
-        deployed
+        let mut response = deployed
             .worker
             .durable_object(
                 &format!("{class}/{id}"),
                 http::Request::from_parts(parts, body),
             )
-            .await
+            .await;
+        if response.status() == StatusCode::SWITCHING_PROTOCOLS
+            && let Some(socket) = response.headers_mut().remove(HEADER_WEBSOCKET)
+        {
+            *response.status_mut() = StatusCode::OK;
+            response.headers_mut().insert(HEADER_NODE_WEBSOCKET, socket);
+        }
+        response
     }
+}
+
+/// Bind the connection of another node relaying a client to socket `id`,
+/// which a Durable Object of `script` accepted here.
+fn websocket(
+    state: &Arc<ServeState>,
+    script: &str,
+    id: &str,
+    request: http::Request<Incoming>,
+) -> http::Response<Body> {
+    let (mut parts, _body) = request.into_parts();
+    let Some(upgrade) = Upgrade::take(&mut parts) else {
+        return text_response(StatusCode::BAD_REQUEST, "not a WebSocket upgrade\n");
+    };
+    let Some(deployed) = state.registry.get(script) else {
+        return text_response(StatusCode::NOT_FOUND, "no such worker here\n");
+    };
+    if !sockets().unclaimed(id) {
+        return text_response(
+            StatusCode::NOT_FOUND,
+            "no WebSocket with that id is waiting for its connection here\n",
+        );
+    }
+    let mut accepted = text_response(StatusCode::SWITCHING_PROTOCOLS, "");
+    let Ok(value) = http::HeaderValue::from_str(id) else {
+        return text_response(StatusCode::BAD_REQUEST, "a bad WebSocket id\n");
+    };
+    accepted.headers_mut().insert(HEADER_WEBSOCKET, value);
+    session::finish(&deployed.worker, Some(upgrade), accepted)
 }
 
 /// A D1 query forwarded here: run it if this node still holds the database.

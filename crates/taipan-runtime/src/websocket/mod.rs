@@ -19,9 +19,14 @@
 //! sweeper in `objects.rs`); the registry here keeps the sockets, their tags
 //! and attachments, so the next event starts a fresh sandbox from the
 //! snapshot and the object is constructed again, as on Workers.
+//!
+//! In a cluster a Durable Object's sockets live on the node that owns it;
+//! another node the client reached relays the connection there
+//! ([`remote`]).
 
 mod connect;
 pub(crate) mod ops;
+pub mod remote;
 pub mod session;
 
 use std::collections::HashMap;

@@ -84,6 +84,7 @@ pub fn finish(
     let Some(upgrade) = upgrade else {
         if let Some(id) = &id {
             release(id);
+            super::remote::remotes().claim(id);
         }
         tracing::warn!(worker = %worker.name, "the worker answered 101 to a request that is not a WebSocket upgrade; 500");
         return text_response(
@@ -91,18 +92,38 @@ pub fn finish(
             "the worker answered 101 to a request that is not a WebSocket upgrade\n",
         );
     };
-    let Some((id, (owner, frames))) = id.and_then(|id| Some((id.clone(), sockets().claim(&id)?)))
-    else {
-        tracing::warn!(worker = %worker.name, "the worker answered 101 without a WebSocket it accepted; 500");
-        return text_response(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "the worker answered 101 without an accepted WebSocket: call server.accept() (or ctx.acceptWebSocket(server)) before returning the client end\n",
-        );
+    let Some(id) = id else {
+        return not_accepted(worker);
+    };
+    if let Some(dial) = super::remote::remotes().claim(&id) {
+        // Accepted on another node: this one relays.
+        let switching = switching(&upgrade.key, &response);
+        tokio::spawn(super::remote::relay(upgrade.on_upgrade, dial));
+        return switching;
+    }
+    let Some((owner, frames)) = sockets().claim(&id) else {
+        return not_accepted(worker);
     };
     let limits = owner
         .worker
         .upgrade()
         .map_or_else(|| worker.limits().clone(), |w| w.limits().clone());
+    let switching = switching(&upgrade.key, &response);
+    tokio::spawn(run(id, owner, frames, upgrade.on_upgrade, limits));
+    switching
+}
+
+fn not_accepted(worker: &Arc<Worker>) -> Response<Body> {
+    tracing::warn!(worker = %worker.name, "the worker answered 101 without a WebSocket it accepted; 500");
+    text_response(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "the worker answered 101 without an accepted WebSocket: call server.accept() (or ctx.acceptWebSocket(server)) before returning the client end\n",
+    )
+}
+
+/// The 101 the client gets for the handshake with `key`, with the
+/// subprotocol the worker chose in `response`.
+fn switching(key: &HeaderValue, response: &Response<Body>) -> Response<Body> {
     let mut switching = Response::new(Empty::new().map_err(|never| match never {}).boxed_unsync());
     *switching.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     let headers = switching.headers_mut();
@@ -111,13 +132,12 @@ pub fn finish(
         http::header::CONNECTION,
         HeaderValue::from_static("upgrade"),
     );
-    if let Ok(accept) = HeaderValue::from_str(&derive_accept_key(upgrade.key.as_bytes())) {
+    if let Ok(accept) = HeaderValue::from_str(&derive_accept_key(key.as_bytes())) {
         headers.insert(http::header::SEC_WEBSOCKET_ACCEPT, accept);
     }
     if let Some(protocol) = response.headers().get(http::header::SEC_WEBSOCKET_PROTOCOL) {
         headers.insert(http::header::SEC_WEBSOCKET_PROTOCOL, protocol.clone());
     }
-    tokio::spawn(run(id, owner, frames, upgrade.on_upgrade, limits));
     switching
 }
 
@@ -281,7 +301,7 @@ pub(crate) async fn pump<S>(
 }
 
 /// How long a close handshake, or a final flush to a client, may take.
-const CLOSE_GRACE: Duration = Duration::from_secs(10);
+pub(crate) const CLOSE_GRACE: Duration = Duration::from_secs(10);
 
 /// The connection is over: the owner gets its close event (whoever closed:
 /// the client, the worker, or the host for a limit), then the socket is

@@ -1,5 +1,7 @@
 //! Cluster mode: three `taipan serve` nodes on one PostgreSQL and one S3
-//! server (both real, started here), on loopback.
+//! server (both real, started here), on loopback: deploys, secrets, KV,
+//! Durable Objects (and their WebSockets), D1, workflows, alarms, and a node lost
+//! mid-load.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -28,9 +30,18 @@ database_id = "shared-db"
 name = "COUNTER"
 class_name = "Counter"
 
+[[durable_objects.bindings]]
+name = "ROOM"
+class_name = "Room"
+
+[[workflows]]
+name = "flow"
+binding = "FLOW"
+class_name = "Flow"
+
 [[migrations]]
 tag = "v1"
-new_sqlite_classes = ["Counter"]
+new_sqlite_classes = ["Counter", "Room"]
 "#;
 
 fn app(version: &str) -> tempfile::TempDir {
@@ -38,7 +49,7 @@ fn app(version: &str) -> tempfile::TempDir {
     let body = format!(
         r#"from urllib.parse import urlparse, parse_qs
 import js
-from workers import DurableObject, Response
+from workers import DurableObject, Response, WebSocketPair, WorkflowEntrypoint
 
 class Counter(DurableObject):
     async def inc(self):
@@ -57,8 +68,40 @@ class Counter(DurableObject):
     async def fired(self):
         return await self.ctx.storage.get("fired") or 0
 
+class Room(DurableObject):
+    async def fetch(self, request):
+        name = parse_qs(urlparse(request.url).query).get("name", ["anon"])[0]
+        client, server = WebSocketPair.new().object_values()
+        self.ctx.acceptWebSocket(server)
+        server.serializeAttachment({{"name": name}})
+        self._say(f"joined {{name}}")
+        return Response(None, status=101, web_socket=client)
+
+    async def webSocketMessage(self, ws, message):
+        self._say(f"{{ws.deserializeAttachment()['name']}}: {{message}}")
+
+    async def webSocketClose(self, ws, code, reason, was_clean):
+        self._say(f"left {{ws.deserializeAttachment()['name']}}", skip=ws)
+
+    def _say(self, text, skip=None):
+        for ws in self.ctx.getWebSockets():
+            if ws is not skip and ws.readyState == ws.OPEN:
+                ws.send(text)
+
+class Flow(WorkflowEntrypoint):
+    async def run(self, event, step):
+        @step.do("greet")
+        async def greet():
+            return "hello " + event["payload"]["who"]
+
+        greeting = await greet()
+        go = await step.wait_for_event("go", "go", timeout="1 hour")
+        return greeting + " via " + go["payload"]["by"]
+
 async def on_fetch(request, env):
     url = urlparse(request.url)
+    if url.path == "/room":
+        return await env.ROOM.getByName("lobby").fetch(request)
     q = {{k: v[0] for k, v in parse_qs(url.query).items()}}
     if url.path == "/put":
         await env.KV.put(q["k"], q["v"])
@@ -82,6 +125,16 @@ async def on_fetch(request, env):
     if url.path == "/d1/count":
         row = await env.DB.prepare("SELECT count(*) AS n FROM t").first()
         return Response(str(row["n"]))
+    if url.path == "/flow/create":
+        instance = await env.FLOW.create(id=q["id"], params={{"who": q["who"]}})
+        return Response(instance.id)
+    if url.path == "/flow/event":
+        instance = await env.FLOW.get(q["id"])
+        await instance.send_event(type="go", payload={{"by": q["by"]}})
+        return Response("sent")
+    if url.path == "/flow/status":
+        status = (await (await env.FLOW.get(q["id"])).status()).to_py()
+        return Response(f"{{status['status']}} {{status.get('output') or ''}}".strip())
     if url.path == "/secret":
         return Response(getattr(env, "TOKEN", "unset"))
     return Response({version:?})
@@ -142,6 +195,41 @@ fn get(node: &Server, path: &str) -> Option<(u16, String)> {
         .send()
         .ok()?;
     Some((response.status().as_u16(), response.text().ok()?))
+}
+
+type Socket = tungstenite::WebSocket<tungstenite::stream::MaybeTlsStream<std::net::TcpStream>>;
+
+/// Join the room through `node` as `name`.
+fn join(node: &Server, name: &str) -> Socket {
+    use tungstenite::client::IntoClientRequest as _;
+    let url = format!(
+        "{}/room?name={name}",
+        node.url.replacen("http://", "ws://", 1)
+    );
+    let mut request = url.as_str().into_client_request().unwrap();
+    request
+        .headers_mut()
+        .insert("host", "app.localhost".parse().unwrap());
+    let (socket, response) =
+        tungstenite::connect(request).unwrap_or_else(|e| panic!("{e}\n{}", node.output()));
+    assert_eq!(response.status(), 101);
+    if let tungstenite::stream::MaybeTlsStream::Plain(stream) = socket.get_ref() {
+        stream
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+    }
+    socket
+}
+
+/// The next text a member hears.
+fn said(socket: &mut Socket, node: &Server) -> String {
+    loop {
+        match socket.read() {
+            Ok(tungstenite::Message::Text(text)) => return text.to_string(),
+            Ok(tungstenite::Message::Ping(_) | tungstenite::Message::Pong(_)) => {}
+            other => panic!("{other:?}\n{}", node.output()),
+        }
+    }
 }
 
 /// Wait until `node` answers `path` with `want`; how long it took.
@@ -222,10 +310,48 @@ fn three_nodes_share_deploys_secrets_and_kv_and_survive_losing_one() {
             node.output()
         );
     }
+    // A room's WebSockets live on its owner (A, which the first join
+    // reached); members joining through B and C are relayed there, and
+    // everyone hears everyone.
+    let mut alice = join(&a, "alice");
+    assert_eq!(said(&mut alice, &a), "joined alice");
+    let mut bob = join(&b, "bob");
+    assert_eq!(said(&mut alice, &a), "joined bob");
+    assert_eq!(said(&mut bob, &b), "joined bob");
+    let mut carol = join(&c, "carol");
+    for (socket, node) in [(&mut alice, &a), (&mut bob, &b), (&mut carol, &c)] {
+        assert_eq!(said(socket, node), "joined carol");
+    }
+    bob.send(tungstenite::Message::text("hi from b")).unwrap();
+    for (socket, node) in [(&mut alice, &a), (&mut bob, &b), (&mut carol, &c)] {
+        assert_eq!(said(socket, node), "bob: hi from b");
+    }
+    carol.send(tungstenite::Message::text("hi from c")).unwrap();
+    for (socket, node) in [(&mut alice, &a), (&mut bob, &b), (&mut carol, &c)] {
+        assert_eq!(said(socket, node), "carol: hi from c");
+    }
+    bob.close(None).unwrap();
+    assert_eq!(said(&mut alice, &a), "left bob");
+    assert_eq!(said(&mut carol, &c), "left bob");
+    drop((alice, carol));
+
     assert_eq!(get(&b, "/d1/add?v=first").unwrap(), (200, "ok".into()));
     for node in [&a, &b, &c] {
         assert_eq!(get(node, "/d1/count").unwrap(), (200, "1".into()));
     }
+
+    // A workflow instance created through B is run by whichever node
+    // claims it, seen through C, and woken by an event sent through A.
+    assert_eq!(
+        get(&b, "/flow/create?id=w1&who=ann").unwrap(),
+        (200, "w1".into())
+    );
+    until(&c, "/flow/status?id=w1", (200, "waiting"));
+    assert_eq!(
+        get(&a, "/flow/event?id=w1&by=a").unwrap(),
+        (200, "sent".into())
+    );
+    until(&c, "/flow/status?id=w1", (200, "complete hello ann via a"));
 
     // An alarm set through B fires once in the cluster (every node looks
     // at the schedule; the one that claims it runs it in the object's
