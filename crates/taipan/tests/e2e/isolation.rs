@@ -34,3 +34,82 @@ async def on_fetch(request):
     assert_eq!(json["leaked"], false, "{body}");
     assert!(!body.contains(venv.path().to_str().unwrap()), "{body}");
 }
+
+/// `--fresh-sandbox-per-request`: every request starts from the snapshot,
+/// whichever pooled slot it lands in and however much memory the request
+/// before it dirtied (here 16 MiB, past what a slot keeps resident between
+/// sandboxes, so both ways a slot is reset are crossed). Checked with a
+/// snapshot of the imports and of the whole module, with standby sandboxes
+/// and without, one request at a time and eight at once.
+#[test]
+fn a_fresh_sandbox_never_sees_an_earlier_requests_state() {
+    let body = r#"
+from workers import Response
+
+seen = []
+blob = None
+
+async def on_fetch(request):
+    global blob
+    fresh = not seen and blob is None
+    marker = request.url.rsplit("=", 1)[-1]
+    seen.append(marker)
+    blob = marker.encode().ljust(64, b".") * (256 * 1024)
+    return Response.json({"fresh": fresh, "seen": seen, "bytes": len(blob)})
+"#;
+    let imports = project(&[
+        (
+            "wrangler.toml",
+            &CONFIG.replace("name = \"t\"", "name = \"imports\""),
+        ),
+        ("src/entry.py", body),
+    ]);
+    let full = project(&[
+        (
+            "wrangler.toml",
+            &(CONFIG.replace("name = \"t\"", "name = \"full\"") + "snapshot = \"full\"\n"),
+        ),
+        ("src/entry.py", body),
+    ]);
+    let data = tempfile::tempdir().unwrap();
+    for standby in ["2", "0"] {
+        let server = Server::serve(
+            data.path(),
+            &[
+                "--insecure-local",
+                "--fresh-sandbox-per-request",
+                "--standby",
+                standby,
+            ],
+        );
+        if standby == "2" {
+            crate::harness::deploy_ok(&server, imports.path());
+            crate::harness::deploy_ok(&server, full.path());
+        }
+        for host in ["imports.localhost", "full.localhost"] {
+            let check = |marker: String| {
+                let (status, body) = server.host_text(host, &format!("/?m={marker}"));
+                assert_eq!(status, 200, "{body}\n{}", server.output());
+                let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+                assert_eq!(
+                    json,
+                    serde_json::json!({"fresh": true, "seen": [marker], "bytes": 16 << 20}),
+                    "{host}, standby {standby}: a sandbox saw an earlier request's state"
+                );
+            };
+            for i in 0..10 {
+                check(format!("one-{i}"));
+            }
+            std::thread::scope(|s| {
+                for t in 0..8 {
+                    let check = &check;
+                    s.spawn(move || {
+                        for i in 0..4 {
+                            check(format!("many-{t}-{i}"));
+                        }
+                    });
+                }
+            });
+        }
+    }
+}
