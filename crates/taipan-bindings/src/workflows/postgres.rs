@@ -36,7 +36,7 @@ use futures::future::BoxFuture;
 use serde_json::{Value, json};
 use taipan_cluster::Db;
 
-use super::store::{Control, RunEnd, RunState, WorkflowStore};
+use super::store::{Control, RunEnd, RunState, WorkflowStore, status_json};
 use crate::alarms::now_ms;
 use crate::protocol::BindingError;
 
@@ -193,16 +193,7 @@ impl WorkflowStore for PostgresWorkflowStore {
                 )
                 .await
                 .map_err(failed("read"))?;
-            Ok(row.map(|row| {
-                let status: String = row.get(0);
-                let leased: bool = row.get(3);
-                let status = if leased && status == "queued" {
-                    "running".into()
-                } else {
-                    status
-                };
-                json!({"status": status, "output": parse(row.get(1)), "error": parse(row.get(2))})
-            }))
+            Ok(row.map(|row| status_json(row.get(0), row.get(3), row.get(1), row.get(2))))
         })
     }
 

@@ -10,7 +10,7 @@ use futures::future::BoxFuture;
 use rusqlite::{OptionalExtension, params};
 use serde_json::{Value, json};
 
-use super::store::{Control, RunEnd, RunState, WorkflowStore};
+use super::store::{Control, RunEnd, RunState, WorkflowStore, status_json};
 use crate::alarms::now_ms;
 use crate::protocol::BindingError;
 use crate::store::Database;
@@ -107,15 +107,7 @@ impl WorkflowStore for SqliteWorkflowStore {
                 conn.query_row(
                     "SELECT status, output, error, leased FROM instances WHERE workflow = ?1 AND id = ?2",
                     params![workflow, id],
-                    |row| {
-                        let status: String = row.get(0)?;
-                        let leased: bool = row.get(3)?;
-                        let parse = |text: Option<String>| {
-                            text.and_then(|t| serde_json::from_str::<Value>(&t).ok()).unwrap_or(Value::Null)
-                        };
-                        let status = if leased && status == "queued" { "running".into() } else { status };
-                        Ok(json!({"status": status, "output": parse(row.get(1)?), "error": parse(row.get(2)?)}))
-                    },
+                    |row| Ok(status_json(row.get(0)?, row.get(3)?, row.get(1)?, row.get(2)?)),
                 )
                 .optional()
             })

@@ -11,7 +11,7 @@
 use std::time::Duration;
 
 use futures::future::BoxFuture;
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use crate::protocol::BindingError;
 
@@ -161,4 +161,25 @@ pub trait WorkflowStore: Send + Sync + 'static {
 
     /// How often a run renews its lease (None: leases do not lapse).
     fn renew_every(&self) -> Option<Duration>;
+}
+
+/// An instance's status as `instance.status()` gives it, from its stored
+/// row (`output` and `error` as the JSON text stored): a leased instance
+/// not marked running yet counts as running.
+pub(crate) fn status_json(
+    status: String,
+    leased: bool,
+    output: Option<String>,
+    error: Option<String>,
+) -> Value {
+    let parse = |text: Option<String>| {
+        text.and_then(|t| serde_json::from_str::<Value>(&t).ok())
+            .unwrap_or(Value::Null)
+    };
+    let status = if leased && status == "queued" {
+        "running".into()
+    } else {
+        status
+    };
+    json!({"status": status, "output": parse(output), "error": parse(error)})
 }
