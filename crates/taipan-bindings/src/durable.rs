@@ -141,7 +141,7 @@ fn remote_websocket(
     let Some(id) = id
         .to_str()
         .ok()
-        .filter(|id| !id.is_empty() && id.bytes().all(|b| b.is_ascii_hexdigit()))
+        .filter(|id| id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()))
     else {
         return binding_error("the owner node named a malformed WebSocket".to_string());
     };

@@ -116,6 +116,8 @@ impl Handler for InternalFront {
                 http::Request::from_parts(parts, body),
             )
             .await;
+        // The relay header is the host's alone: a guest's copy is dropped.
+        response.headers_mut().remove(HEADER_NODE_WEBSOCKET);
         if response.status() == StatusCode::SWITCHING_PROTOCOLS
             && let Some(socket) = response.headers_mut().remove(HEADER_WEBSOCKET)
         {
@@ -141,18 +143,14 @@ fn websocket(
     let Some(deployed) = state.registry.get(script) else {
         return text_response(StatusCode::NOT_FOUND, "no such worker here\n");
     };
-    if !sockets().unclaimed(id) {
+    if !sockets().waiting_for(id, script) {
         return text_response(
             StatusCode::NOT_FOUND,
-            "no WebSocket with that id is waiting for its connection here\n",
+            "no WebSocket of that worker with that id is waiting for its connection here\n",
         );
     }
-    let mut accepted = text_response(StatusCode::SWITCHING_PROTOCOLS, "");
-    let Ok(value) = http::HeaderValue::from_str(id) else {
-        return text_response(StatusCode::BAD_REQUEST, "a bad WebSocket id\n");
-    };
-    accepted.headers_mut().insert(HEADER_WEBSOCKET, value);
-    session::finish(&deployed.worker, Some(upgrade), accepted)
+    let accepted = text_response(StatusCode::SWITCHING_PROTOCOLS, "");
+    session::bind_here(&deployed.worker, upgrade, id, &accepted)
 }
 
 /// A D1 query forwarded here: run it if this node still holds the database.

@@ -174,6 +174,14 @@ impl Sockets {
         Some((entry.owner.clone(), receiver))
     }
 
+    /// Whether socket `id` waits for its connection and belongs to a
+    /// version of worker `name`.
+    pub fn waiting_for(&self, id: &str, name: &str) -> bool {
+        self.entries().get(id).is_some_and(|e| {
+            e.receiver.is_some() && e.owner.worker.upgrade().is_some_and(|w| &*w.name == name)
+        })
+    }
+
     /// Whether socket `id` is registered and no connection claimed it.
     pub fn unclaimed(&self, id: &str) -> bool {
         self.entries().get(id).is_some_and(|e| e.receiver.is_some())

@@ -14,17 +14,23 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Mutex, OnceLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use futures_util::SinkExt;
 use hyper::upgrade::{OnUpgrade, Upgraded};
 use hyper_util::rt::TokioIo;
+use tokio::io::AsyncWriteExt as _;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role};
 
 use super::PENDING_TTL;
+
+/// How long a remote socket waits for its connection here: half the
+/// owner's `PENDING_TTL`, which started earlier (at accept), so a
+/// connection claimed here finds the socket still waiting on the owner.
+pub const REMOTE_TTL: Duration = Duration::from_secs(PENDING_TTL.as_secs() / 2);
 
 /// Connects to the node that holds a socket: the owner's end of the relay.
 pub type Dial =
@@ -48,17 +54,20 @@ impl Remotes {
     }
 
     /// Socket `id` lives on another node, reached with `dial`. One never
-    /// claimed is forgotten after `PENDING_TTL` (the owner drops it too).
+    /// claimed is forgotten after `REMOTE_TTL`.
     pub fn add(&self, id: String, dial: Dial) {
         let mut waiting = self.waiting();
-        waiting.retain(|_, (at, _)| at.elapsed() < PENDING_TTL);
+        waiting.retain(|_, (at, _)| at.elapsed() < REMOTE_TTL);
         waiting.insert(id, (Instant::now(), dial));
     }
 
     /// How to reach socket `id`, once.
     pub fn claim(&self, id: &str) -> Option<Dial> {
-        let (at, dial) = self.waiting().remove(id)?;
-        (at.elapsed() < PENDING_TTL).then_some(dial)
+        let mut waiting = self.waiting();
+        let claimed = waiting.remove(id);
+        waiting.retain(|_, (at, _)| at.elapsed() < REMOTE_TTL);
+        let (at, dial) = claimed?;
+        (at.elapsed() < REMOTE_TTL).then_some(dial)
     }
 
     /// Remote sockets not claimed yet.
@@ -94,9 +103,24 @@ pub(crate) async fn relay(client: OnUpgrade, dial: Dial) {
             return;
         }
     };
-    let (mut client, mut owner) = (TokioIo::new(client), TokioIo::new(owner));
-    if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut owner).await {
-        tracing::debug!("a relayed WebSocket ended: {e}");
+    let (mut from_client, mut to_client) = tokio::io::split(TokioIo::new(client));
+    let (mut from_owner, mut to_owner) = tokio::io::split(TokioIo::new(owner));
+    let up = async {
+        let _ = tokio::io::copy(&mut from_client, &mut to_owner).await;
+        let _ = to_owner.shutdown().await;
+    };
+    let down = async {
+        let _ = tokio::io::copy(&mut from_owner, &mut to_client).await;
+        let _ = to_client.shutdown().await;
+    };
+    tokio::pin!(up, down);
+    // Once either side is done (the owner closed after its close handshake
+    // or a limit; the client went away), the other gets CLOSE_GRACE to
+    // finish, then both connections are dropped: a silent client cannot
+    // hold the relay open past the owner's limits.
+    tokio::select! {
+        () = &mut up => { let _ = tokio::time::timeout(super::session::CLOSE_GRACE, down).await; }
+        () = &mut down => { let _ = tokio::time::timeout(super::session::CLOSE_GRACE, up).await; }
     }
 }
 

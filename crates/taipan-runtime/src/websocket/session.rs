@@ -101,15 +101,33 @@ pub fn finish(
         tokio::spawn(super::remote::relay(upgrade.on_upgrade, dial));
         return switching;
     }
-    let Some((owner, frames)) = sockets().claim(&id) else {
+    bind_here(worker, upgrade, &id, &response)
+}
+
+/// Bind the upgraded connection to socket `id`, accepted in this process
+/// (never relayed: the internal listener binds what another node relays
+/// here with this).
+pub fn bind_here(
+    worker: &Arc<Worker>,
+    upgrade: Upgrade,
+    id: &str,
+    response: &Response<Body>,
+) -> Response<Body> {
+    let Some((owner, frames)) = sockets().claim(id) else {
         return not_accepted(worker);
     };
     let limits = owner
         .worker
         .upgrade()
         .map_or_else(|| worker.limits().clone(), |w| w.limits().clone());
-    let switching = switching(&upgrade.key, &response);
-    tokio::spawn(run(id, owner, frames, upgrade.on_upgrade, limits));
+    let switching = switching(&upgrade.key, response);
+    tokio::spawn(run(
+        id.to_string(),
+        owner,
+        frames,
+        upgrade.on_upgrade,
+        limits,
+    ));
     switching
 }
 
