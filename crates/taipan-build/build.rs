@@ -78,86 +78,18 @@ fn collect(root: &Path, dir: &Path, files: &mut Vec<(String, PathBuf)>) -> Resul
     Ok(())
 }
 
-/// The version pinned in the workspace manifest (`componentize-py = "=X"`).
-const COMPONENTIZE_PY_VERSION: &str = "0.25.1";
-
-/// Where the componentize-py package's files are. Cheapest first: the
-/// registry source folder, then componentize-py's own build output (its build
-/// script copies the archives there), then `cargo metadata` (vendored sources).
+/// componentize-py is vendored (with a patch: vendor/componentize-py/TAIPAN-PATCH.md);
+/// its archives are the ones its own build embeds.
 fn componentize_py_dir(root: &Path) -> Result<PathBuf> {
-    let has_archives = |dir: &Path| ARCHIVES.iter().all(|a| dir.join(a).is_file());
-    let cargo_home = env::var_os("CARGO_HOME")
-        .map(PathBuf::from)
-        .or_else(|| env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")));
-    if let Some(home) = cargo_home
-        && let Ok(registries) = fs::read_dir(home.join("registry/src"))
-    {
-        for registry in registries.flatten() {
-            let dir = registry
-                .path()
-                .join(format!("{COMPONENTIZE_PY}-{COMPONENTIZE_PY_VERSION}"));
-            if has_archives(&dir) {
-                return Ok(dir);
-            }
+    let dir = root.join("vendor").join(COMPONENTIZE_PY);
+    for archive in ARCHIVES {
+        println!("cargo:rerun-if-changed={}", dir.join(archive).display());
+        if !dir.join(archive).is_file() {
+            bail!(
+                "\"{}\" is missing: the vendored componentize-py is incomplete",
+                dir.join(archive).display()
+            );
         }
     }
-    // OUT_DIR is target/<profile>/build/taipan-build-<hash>/out.
-    let out_dir = PathBuf::from(env::var("OUT_DIR")?);
-    if let Some(build_dir) = out_dir.parent().and_then(Path::parent) {
-        let mut candidates: Vec<(std::time::SystemTime, PathBuf)> = fs::read_dir(build_dir)?
-            .flatten()
-            .filter(|e| {
-                e.file_name()
-                    .to_string_lossy()
-                    .starts_with("componentize-py-")
-            })
-            .map(|e| e.path().join("out"))
-            .filter(|p| has_archives(p))
-            .filter_map(|p| Some((fs::metadata(&p).ok()?.modified().ok()?, p)))
-            .collect();
-        candidates.sort();
-        if let Some((_, dir)) = candidates.pop() {
-            return Ok(dir);
-        }
-    }
-    let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let output = std::process::Command::new(cargo)
-        .args([
-            "metadata",
-            "--format-version",
-            "1",
-            "--offline",
-            "--manifest-path",
-        ])
-        .arg(root.join("Cargo.toml"))
-        .output()
-        .context("running `cargo metadata` to find the componentize-py package")?;
-    if !output.status.success() {
-        bail!(
-            "cargo metadata failed: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-    }
-    let metadata: serde_json::Value = serde_json::from_slice(&output.stdout)?;
-    let packages = metadata["packages"]
-        .as_array()
-        .context("cargo metadata has no packages")?;
-    let package = packages
-        .iter()
-        .find(|p| p["name"] == COMPONENTIZE_PY)
-        .context("componentize-py is not among the resolved packages")?;
-    let manifest = package["manifest_path"]
-        .as_str()
-        .context("no manifest_path")?;
-    let dir = Path::new(manifest)
-        .parent()
-        .context("manifest has no folder")?;
-    if !has_archives(dir) {
-        bail!(
-            "componentize-py at \"{}\" has no {}",
-            dir.display(),
-            ARCHIVES.join(", ")
-        );
-    }
-    Ok(dir.to_path_buf())
+    Ok(dir)
 }

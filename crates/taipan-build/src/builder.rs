@@ -3,11 +3,13 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use sha2::{Digest, Sha256};
 use taipan_config::WorkerConfig;
+use wasmtime::CacheStore;
 
 use crate::artifact::{Artifact, COMPLETE_FILE, COMPONENT_FILE, PYTHON_PATH_DIRS};
 use crate::contract::{BUILD_ERROR_END as ERROR_END, BUILD_ERROR_START as ERROR_START};
@@ -18,6 +20,8 @@ use taipan_packages::{Installed, SourceOptions};
 /// The module componentize-py runs at build time (python/taipan_bootstrap.py).
 const APP_MODULE: &str = "taipan_bootstrap";
 const WORLD: &str = "taipan:worker/worker";
+/// Where a build's guest sees `BuildOptions::bytecode_cache`.
+const BYTECODE_MOUNT: &str = "pycache";
 
 /// Why a build failed: the worker's code, or Taipan itself.
 #[derive(Debug)]
@@ -61,6 +65,19 @@ pub struct BuildOptions {
     pub packages: SourceOptions,
     /// Write `taipan.lock` into the project (not for an uploaded bundle).
     pub write_lock: bool,
+    /// Cranelift's per-function cache for the engine that runs the worker's
+    /// imports at build time (`Runtime::compile_cache`). Without it that
+    /// engine compiles all of CPython again on every build.
+    pub compile_cache: Option<Arc<dyn CacheStore>>,
+    /// The standard library already unpacked (`python_files`), mounted at
+    /// build time instead of unpacking a copy per build; the bytecode
+    /// CPython caches in it makes the next build's imports faster.
+    pub python_stdlib: Option<PathBuf>,
+    /// A folder where CPython keeps the bytecode of what a build imports
+    /// (`PYTHONPYCACHEPREFIX`), so the next build does not compile the SDK's
+    /// and the standard library's modules again. The build's own code can
+    /// write there: give each worker its own. Kept per Taipan version.
+    pub bytecode_cache: Option<PathBuf>,
 }
 
 /// Build `config` into `builds_dir/<hash>/`, or reuse what is there.
@@ -128,7 +145,8 @@ pub fn build(
     embedded::write_files(WIT_FILES, &wit)?;
 
     let python_path = [sdk.as_path(), &gen_dir, &src, &packages];
-    componentize(&python_path, &wit, &stage.join(COMPONENT_FILE)).map_err(|e| {
+    let output = stage.join(COMPONENT_FILE);
+    componentize(&python_path, &wit, &output, options).map_err(|e| {
         let paths = [
             (0, "(taipan sdk)"),
             (1, "(taipan build)"),
@@ -232,13 +250,45 @@ fn write_build_module(config: &WorkerConfig, dir: &Path) -> Result<()> {
 /// Only the folders given are on the Python path: the build machine's own
 /// Python, `VIRTUAL_ENV` and site-packages are never consulted (those are
 /// features of componentize-py's CLI, which Taipan does not use).
-fn componentize(python_path: &[&Path], wit: &Path, output: &Path) -> Result<()> {
+fn componentize(
+    python_path: &[&Path],
+    wit: &Path,
+    output: &Path,
+    options: &BuildOptions,
+) -> Result<()> {
     let python_path: Vec<String> = python_path
         .iter()
         .map(|p| p.to_string_lossy().into_owned())
         .collect();
     let python_path: Vec<&str> = python_path.iter().map(String::as_str).collect();
     let empty = HashMap::new();
+    let configure_engine = |config: &mut wasmtime::Config| -> Result<()> {
+        if let Some(cache) = &options.compile_cache {
+            config.enable_incremental_compilation(cache.clone())?;
+        }
+        Ok(())
+    };
+    let bytecode = match &options.bytecode_cache {
+        Some(dir) => {
+            let dir = dir.join(embedded::digest());
+            std::fs::create_dir_all(&dir)
+                .with_context(|| format!("creating the bytecode cache \"{}\"", dir.display()))?;
+            Some(dir)
+        }
+        None => None,
+    };
+    let configure_wasi = |wasi: &mut wasmtime_wasi::WasiCtxBuilder| -> Result<()> {
+        if let Some(dir) = &bytecode {
+            wasi.env("PYTHONPYCACHEPREFIX", format!("/{BYTECODE_MOUNT}"))
+                .preopened_dir(
+                    dir,
+                    BYTECODE_MOUNT,
+                    wasmtime_wasi::DirPerms::all(),
+                    wasmtime_wasi::FilePerms::all(),
+                )?;
+        }
+        Ok(())
+    };
     let generator = componentize_py::ComponentGenerator {
         wit_paths: &[wit],
         worlds: &[WORLD],
@@ -255,6 +305,9 @@ fn componentize(python_path: &[&Path], wit: &Path, output: &Path) -> Result<()> 
         export_interface_names: &empty,
         full_names: false,
         intersect_world: None,
+        configure_engine: Some(&configure_engine),
+        python_stdlib: options.python_stdlib.as_deref(),
+        configure_wasi: Some(&configure_wasi),
     };
     // The generator's future is not Send: drive it on this thread.
     let runtime = tokio::runtime::Builder::new_current_thread()

@@ -18,6 +18,7 @@ pub struct Runtime {
     pub engine: Engine,
     pub cache: CacheDirs,
     pub python: PythonFiles,
+    compile_cache: Arc<CompileCache>,
 }
 
 /// Core instances one sandbox may have: its modules and the compiled
@@ -65,8 +66,8 @@ impl Runtime {
         config.memory_init_cow(true);
         config.cranelift_opt_level(wasmtime::OptLevel::Speed);
         std::fs::create_dir_all(cache.compile_cache())?;
-        config
-            .enable_incremental_compilation(Arc::new(CompileCache::new(cache.compile_cache())))?;
+        let compile_cache = Arc::new(CompileCache::new(cache.compile_cache()));
+        config.enable_incremental_compilation(compile_cache.clone())?;
 
         // A componentize-py component is a handful of core modules (libc,
         // libpython, the runtime, bindings, the WASI adapter) sharing memory,
@@ -105,7 +106,14 @@ impl Runtime {
             engine,
             cache,
             python,
+            compile_cache,
         })
+    }
+
+    /// Cranelift's per-function cache, for the build's own engine (the one
+    /// that runs a worker's imports before the snapshot) to share.
+    pub fn compile_cache(&self) -> Arc<dyn CacheStore> {
+        self.compile_cache.clone()
     }
 
     /// Names the machine code this engine makes and loads: two processes
@@ -150,8 +158,26 @@ impl Runtime {
             .tempfile_in(dir)?;
         std::io::Write::write_all(&mut tmp, &bytes)?;
         tmp.persist(&compiled).map_err(|e| e.error)?;
+        drop((wasm, bytes));
+        release_freed_memory();
         // SAFETY: as above; we just wrote it with this engine.
         unsafe { Component::deserialize_file(&self.engine, &compiled) }.map_err(anyhow::Error::from)
+    }
+}
+
+/// Give the memory a build and a compile freed back to the system.
+///
+/// Cranelift and the build (linking, parsing and snapshotting a ~30 MB
+/// component) allocate hundreds of MiB on many threads; glibc keeps what they
+/// free in its per-thread arenas, so a server that deployed once held
+/// ~300 MiB it would never use again (measured: 330 MiB of anonymous memory
+/// after one deploy of hello). `malloc_trim` returns the free pages of every
+/// arena. Called after each compile, which follows every build.
+pub fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only releases memory the allocator holds free.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 

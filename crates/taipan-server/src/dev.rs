@@ -254,6 +254,9 @@ async fn build_and_load(
     let build_options = taipan_build::BuildOptions {
         packages: options.packages.clone(),
         write_lock: true,
+        compile_cache: Some(runtime.compile_cache()),
+        python_stdlib: Some(runtime.python.stdlib.clone()),
+        bytecode_cache: Some(config.project_dir.join(".taipan").join("bytecode")),
     };
     tokio::task::spawn_blocking(move || {
         let dot = config.project_dir.join(".taipan");

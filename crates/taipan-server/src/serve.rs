@@ -377,6 +377,9 @@ impl ServeState {
         let build_options = taipan_build::BuildOptions {
             packages: self.options.packages.clone(),
             write_lock: false,
+            compile_cache: Some(self.runtime.compile_cache()),
+            python_stdlib: Some(self.runtime.python.stdlib.clone()),
+            bytecode_cache: Some(self.data.bytecode(&config.name)),
         };
         let outcome = taipan_build::build(config, &self.data.artifacts(), &build_options).map_err(
             |e| match e {

@@ -62,10 +62,14 @@ impl BenchArgs {
         });
         let config = self.env.load(&self.dir)?;
         let builds = config.project_dir.join(".taipan").join("builds");
+        let runtime = super::runtime(PoolSize::default())?;
         let started = Instant::now();
         let options = taipan_build::BuildOptions {
             packages: self.packages.sources(None)?,
             write_lock: true,
+            compile_cache: Some(runtime.compile_cache()),
+            python_stdlib: Some(runtime.python.stdlib.clone()),
+            bytecode_cache: Some(config.project_dir.join(".taipan").join("bytecode")),
         };
         let outcome =
             taipan_build::build(&config, &builds, &options).map_err(|e| anyhow!("{e}"))?;
@@ -74,7 +78,6 @@ impl BenchArgs {
             .map(|m| m.len())
             .unwrap_or(0);
 
-        let runtime = super::runtime(PoolSize::default())?;
         // The bench measures the sandbox itself: vars, no bindings.
         let settings = |reuse, standby| {
             WorkerSettings::new(&config.name, Limits::default())

@@ -25,9 +25,13 @@ impl BuildArgs {
             println!("warning: {warning}");
         }
         let builds = config.project_dir.join(".taipan").join("builds");
+        let runtime = super::runtime(PoolSize::default())?;
         let options = taipan_build::BuildOptions {
             packages: self.packages.sources(None)?,
             write_lock: true,
+            compile_cache: Some(runtime.compile_cache()),
+            python_stdlib: Some(runtime.python.stdlib.clone()),
+            bytecode_cache: Some(config.project_dir.join(".taipan").join("bytecode")),
         };
         let outcome =
             taipan_build::build(&config, &builds, &options).map_err(|e| anyhow!("{e}"))?;
@@ -45,7 +49,6 @@ impl BuildArgs {
             outcome.artifact.dir.display()
         );
         let started = Instant::now();
-        let runtime = super::runtime(PoolSize::default())?;
         runtime.load_component(&outcome.artifact.component())?;
         println!("compiled in {}", fmt_duration(started.elapsed()));
         Ok(())

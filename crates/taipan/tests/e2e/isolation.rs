@@ -35,6 +35,68 @@ async def on_fetch(request):
     assert!(!body.contains(venv.path().to_str().unwrap()), "{body}");
 }
 
+/// A build runs the worker's code with the standard library every build
+/// and every sandbox share mounted (one unpacked copy per Taipan version):
+/// that code can read it but never change it. What CPython caches while
+/// building (bytecode) goes to the project's own `.taipan/bytecode`.
+#[test]
+fn a_build_cannot_change_the_shared_standard_library() {
+    let worker = r#"
+import json
+from workers import Response
+
+def attempt(path):
+    try:
+        with open(path, "w") as f:
+            f.write("print('planted')\n")
+        return "written"
+    except OSError as e:
+        return type(e).__name__
+
+AT_BUILD = {
+    "new_file": attempt("/python/taipan_planted.py"),
+    "existing": attempt("/python/json/tool.py"),
+}
+
+async def on_fetch(request):
+    return Response.json(AT_BUILD)
+"#;
+    let config = format!("{CONFIG}snapshot = \"full\"\n");
+    let dir = project(&[("wrangler.toml", &config), ("src/entry.py", worker)]);
+    let server = Server::dev(dir.path(), &[]);
+    let (status, body) = server.text("/");
+    assert_eq!(status, 200, "{body}");
+    let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+    for key in ["new_file", "existing"] {
+        let outcome = json[key].as_str().unwrap_or_default();
+        assert!(!outcome.is_empty() && outcome != "written", "{key}: {body}");
+    }
+    let cache = crate::harness::repo_root().join("target/taipan-test-cache/python");
+    let planted = std::fs::read_dir(&cache)
+        .unwrap()
+        .flatten()
+        .any(|version| version.path().join("lib/taipan_planted.py").exists());
+    assert!(!planted, "a build planted a module in {}", cache.display());
+    let bytecode = dir.path().join(".taipan/bytecode");
+    let pyc = walk(&bytecode)
+        .iter()
+        .any(|p| p.extension().is_some_and(|e| e == "pyc"));
+    assert!(pyc, "no bytecode cached under {}", bytecode.display());
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            found.extend(walk(&path));
+        } else {
+            found.push(path);
+        }
+    }
+    found
+}
+
 /// `--fresh-sandbox-per-request`: every request starts from the snapshot,
 /// whichever pooled slot it lands in and however much memory the request
 /// before it dirtied (here 16 MiB, past what a slot keeps resident between
