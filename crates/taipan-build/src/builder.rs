@@ -10,10 +10,11 @@ use anyhow::{Context, Result};
 use sha2::{Digest, Sha256};
 use taipan_config::WorkerConfig;
 use wasmtime::CacheStore;
+use wasmtime_wasi::{DirPerms, FilePerms};
 
 use crate::artifact::{Artifact, COMPLETE_FILE, COMPONENT_FILE, PYTHON_PATH_DIRS};
 use crate::contract::{BUILD_ERROR_END as ERROR_END, BUILD_ERROR_START as ERROR_START};
-use crate::embedded::{self, SDK_FILES, WIT_FILES};
+use crate::embedded::{self, WIT_FILES};
 use crate::source;
 use taipan_packages::{Installed, SourceOptions};
 
@@ -69,14 +70,13 @@ pub struct BuildOptions {
     /// imports at build time (`Runtime::compile_cache`). Without it that
     /// engine compiles all of CPython again on every build.
     pub compile_cache: Option<Arc<dyn CacheStore>>,
-    /// The standard library already unpacked (`python_files`), mounted at
-    /// build time instead of unpacking a copy per build; the bytecode
-    /// CPython caches in it makes the next build's imports faster.
+    /// The standard library already unpacked (`python_files`), mounted
+    /// read-only at build time instead of unpacking a copy per build.
     pub python_stdlib: Option<PathBuf>,
-    /// A folder where CPython keeps the bytecode of what a build imports
-    /// (`PYTHONPYCACHEPREFIX`), so the next build does not compile the SDK's
-    /// and the standard library's modules again. The build's own code can
-    /// write there: give each worker its own. Kept per Taipan version.
+    /// Where bytecode of the SDK and the standard library is kept, one
+    /// folder per Taipan version (`CacheDirs::bytecode`): written once by a
+    /// build of Taipan's own (crate::bytecode), read-only to every worker's
+    /// build, so CPython does not compile those modules on each build.
     pub bytecode_cache: Option<PathBuf>,
 }
 
@@ -123,8 +123,13 @@ pub fn build(
         .context("creating a staging folder for the build")?;
     let stage = staging.path();
     let [sdk, gen_dir, src, packages] = PYTHON_PATH_DIRS.map(|d| stage.join(d));
-    embedded::write_files(SDK_FILES, &sdk)?;
-    write_build_module(config, &gen_dir)?;
+    embedded::write_sdk(&sdk)?;
+    write_build_module(
+        &gen_dir,
+        &config.main_module,
+        &config.source_display(),
+        config.snapshot.as_str(),
+    )?;
     source::copy_into(&files, &src)?;
     std::fs::create_dir_all(&packages).context("creating the packages folder")?;
     if let Some(installed) = &installed {
@@ -146,7 +151,12 @@ pub fn build(
 
     let python_path = [sdk.as_path(), &gen_dir, &src, &packages];
     let output = stage.join(COMPONENT_FILE);
-    componentize(&python_path, &wit, &output, options).map_err(|e| {
+    let bytecode = options
+        .bytecode_cache
+        .as_deref()
+        .and_then(|root| crate::bytecode::trusted(root, options));
+    let bytecode = bytecode.as_deref().map(|dir| (dir, Access::ReadOnly));
+    componentize(&python_path, &wit, &output, options, bytecode).map_err(|e| {
         let paths = [
             (0, "(taipan sdk)"),
             (1, "(taipan build)"),
@@ -233,28 +243,39 @@ fn link_tree(from: &Path, to: &Path) -> Result<()> {
 }
 
 /// `_taipan_build.py`: what the bootstrap needs to know at build time.
-fn write_build_module(config: &WorkerConfig, dir: &Path) -> Result<()> {
+pub(crate) fn write_build_module(
+    dir: &Path,
+    main: &str,
+    prefix: &str,
+    snapshot: &str,
+) -> Result<()> {
     std::fs::create_dir_all(dir)?;
     let module = format!(
         "MAIN = {main:?}\nSOURCE_ROOT = \"/2\"\nDISPLAY_PREFIX = {prefix:?}\nSNAPSHOT = {snapshot:?}\n",
-        main = config.main_module,
-        prefix = config.source_display(),
-        snapshot = config.snapshot.as_str(),
     );
     std::fs::write(dir.join("_taipan_build.py"), module)?;
     Ok(())
 }
 
-/// Link and pre-initialize with the componentize-py crate.
-///
 /// Only the folders given are on the Python path: the build machine's own
 /// Python, `VIRTUAL_ENV` and site-packages are never consulted (those are
 /// features of componentize-py's CLI, which Taipan does not use).
-fn componentize(
+/// Whether a build's guest may write into a mounted folder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Access {
+    ReadOnly,
+    ReadWrite,
+}
+
+/// Link and pre-initialize with the componentize-py crate.
+///
+/// `bytecode`: the folder CPython keeps bytecode in (`PYTHONPYCACHEPREFIX`).
+pub(crate) fn componentize(
     python_path: &[&Path],
     wit: &Path,
     output: &Path,
     options: &BuildOptions,
+    bytecode: Option<(&Path, Access)>,
 ) -> Result<()> {
     let python_path: Vec<String> = python_path
         .iter()
@@ -268,24 +289,14 @@ fn componentize(
         }
         Ok(())
     };
-    let bytecode = match &options.bytecode_cache {
-        Some(dir) => {
-            let dir = dir.join(embedded::digest());
-            std::fs::create_dir_all(&dir)
-                .with_context(|| format!("creating the bytecode cache \"{}\"", dir.display()))?;
-            Some(dir)
-        }
-        None => None,
-    };
     let configure_wasi = |wasi: &mut wasmtime_wasi::WasiCtxBuilder| -> Result<()> {
-        if let Some(dir) = &bytecode {
+        if let Some((dir, access)) = bytecode {
+            let (dirs, files) = match access {
+                Access::ReadOnly => (DirPerms::READ, FilePerms::READ),
+                Access::ReadWrite => (DirPerms::all(), FilePerms::all()),
+            };
             wasi.env("PYTHONPYCACHEPREFIX", format!("/{BYTECODE_MOUNT}"))
-                .preopened_dir(
-                    dir,
-                    BYTECODE_MOUNT,
-                    wasmtime_wasi::DirPerms::all(),
-                    wasmtime_wasi::FilePerms::all(),
-                )?;
+                .preopened_dir(dir, BYTECODE_MOUNT, dirs, files)?;
         }
         Ok(())
     };
@@ -307,6 +318,10 @@ fn componentize(
         intersect_world: None,
         configure_engine: Some(&configure_engine),
         python_stdlib: options.python_stdlib.as_deref(),
+        // The worker's code runs in the build: it must not change the
+        // standard library, the SDK or the installed packages (hard links
+        // into a folder every build with the same lock shares).
+        read_only_sources: true,
         configure_wasi: Some(&configure_wasi),
     };
     // The generator's future is not Send: drive it on this thread.

@@ -39,6 +39,27 @@ pub fn write_files(files: &[(&str, &[u8])], dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// The modification time every staged SDK file gets. CPython checks cached
+/// bytecode against its source's mtime and size, so the SDK's bytecode
+/// (crate::bytecode, one folder per `digest`) stays valid across builds;
+/// a changed SDK is a new digest, hence a new folder.
+const SDK_MTIME: std::time::Duration = std::time::Duration::from_secs(1_700_000_000);
+
+/// Stage the Python SDK into `dir`.
+pub fn write_sdk(dir: &Path) -> Result<()> {
+    write_files(SDK_FILES, dir)?;
+    let mtime = std::time::UNIX_EPOCH + SDK_MTIME;
+    for (rel, _) in SDK_FILES {
+        let path = dir.join(rel);
+        std::fs::File::options()
+            .write(true)
+            .open(&path)
+            .and_then(|file| file.set_modified(mtime))
+            .with_context(|| format!("dating \"{}\"", path.display()))?;
+    }
+    Ok(())
+}
+
 pub use taipan_guest::PythonFiles;
 
 /// The standard library and componentize-py's helper modules, unpacked once

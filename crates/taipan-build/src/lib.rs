@@ -6,6 +6,7 @@
 //! worker is never rebuilt.
 
 pub mod builder;
+mod bytecode;
 pub mod embedded;
 pub mod source;
 

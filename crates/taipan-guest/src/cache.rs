@@ -24,6 +24,12 @@ impl CacheDirs {
         self.root.join("packages")
     }
 
+    /// Bytecode of the SDK and the standard library, shared read-only by
+    /// builds (taipan-build's `bytecode`).
+    pub fn bytecode(&self) -> PathBuf {
+        self.root.join("bytecode")
+    }
+
     /// Cranelift's per-function compilation cache (see taipan-runtime's engine).
     pub fn compile_cache(&self) -> PathBuf {
         self.root.join("compile")

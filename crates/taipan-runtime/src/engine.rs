@@ -3,6 +3,7 @@
 use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -229,8 +230,17 @@ impl CacheStore for CompileCache {
         if std::fs::create_dir_all(parent).is_err() {
             return false;
         }
-        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-        std::fs::write(&tmp, value).is_ok() && std::fs::rename(&tmp, &path).is_ok()
+        // A name of its own per insert: compile threads (and the build's
+        // engine beside the runtime's) can insert the same key at once, and
+        // two writers truncating one temporary file could leave it short.
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let tmp = path.with_extension(format!("tmp{}-{n}", std::process::id()));
+        if std::fs::write(&tmp, value).is_ok() && std::fs::rename(&tmp, &path).is_ok() {
+            return true;
+        }
+        let _ = std::fs::remove_file(&tmp);
+        false
     }
 }
 

@@ -256,9 +256,9 @@ async fn build_and_load(
         write_lock: true,
         compile_cache: Some(runtime.compile_cache()),
         python_stdlib: Some(runtime.python.stdlib.clone()),
-        bytecode_cache: Some(config.project_dir.join(".taipan").join("bytecode")),
+        bytecode_cache: Some(runtime.cache.bytecode()),
     };
-    tokio::task::spawn_blocking(move || {
+    let built = tokio::task::spawn_blocking(move || {
         let dot = config.project_dir.join(".taipan");
         let builds = dot.join("builds");
         let secrets = read_dev_vars(&config.project_dir, config.env.as_deref())
@@ -286,8 +286,10 @@ async fn build_and_load(
         prune_builds(&builds, &outcome.artifact.id);
         Ok((worker, outcome.packages))
     })
-    .await
-    .map_err(|e| BuildError::Internal(anyhow!("the build thread failed: {e}")))?
+    .await;
+    // A failed build leaves what it allocated in the allocator too.
+    taipan_runtime::engine::release_freed_memory();
+    built.map_err(|e| BuildError::Internal(anyhow!("the build thread failed: {e}")))?
 }
 
 async fn reload_loop(

@@ -306,9 +306,11 @@ impl ServeState {
         let state = self.clone();
         let config = Arc::new(config);
         let building = config.clone();
-        let (assets, outcome) = tokio::task::spawn_blocking(move || state.build(&building))
-            .await
-            .map_err(|e| ApiError::from(anyhow!("the build task failed: {e}")))??;
+        let built = tokio::task::spawn_blocking(move || state.build(&building)).await;
+        // A failed build leaves what it allocated in the allocator too.
+        taipan_runtime::engine::release_freed_memory();
+        let (assets, outcome) =
+            built.map_err(|e| ApiError::from(anyhow!("the build task failed: {e}")))??;
         let mut record = VersionRecord {
             id: self.control.next_version_id(&config.name).await?,
             worker: config.name.clone(),
@@ -379,7 +381,7 @@ impl ServeState {
             write_lock: false,
             compile_cache: Some(self.runtime.compile_cache()),
             python_stdlib: Some(self.runtime.python.stdlib.clone()),
-            bytecode_cache: Some(self.data.bytecode(&config.name)),
+            bytecode_cache: Some(self.runtime.cache.bytecode()),
         };
         let outcome = taipan_build::build(config, &self.data.artifacts(), &build_options).map_err(
             |e| match e {

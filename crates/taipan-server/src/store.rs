@@ -99,12 +99,6 @@ impl DataDir {
         self.root.join("staging")
     }
 
-    /// Bytecode CPython keeps while building `worker` (one folder per worker:
-    /// a build's code can write there, so no worker reads another's).
-    pub fn bytecode(&self, worker: &str) -> PathBuf {
-        self.root.join("bytecode").join(worker)
-    }
-
     pub fn state(&self) -> PathBuf {
         self.root.join("state")
     }

@@ -297,6 +297,7 @@ fn componentize(common: Common, componentize: Componentize) -> Result<()> {
             intersect_world: componentize.intersect_world.as_deref(),
             configure_engine: None,
             python_stdlib: None,
+            read_only_sources: false,
             configure_wasi: None,
         }
         .generate(),

@@ -283,9 +283,11 @@ pub struct ComponentGenerator<'a> {
     /// example, to give Cranelift a per-function compile cache).
     pub configure_engine: Option<&'a dyn Fn(&mut Config) -> Result<()>>,
     /// Taipan: the standard library already unpacked (from this crate's
-    /// embedded copy), mounted read-only instead of unpacking a fresh copy
-    /// per build.
+    /// embedded copy), mounted instead of unpacking a fresh copy per build.
     pub python_stdlib: Option<&'a Path>,
+    /// Taipan: mount the standard library and every `python_path` folder
+    /// read-only.
+    pub read_only_sources: bool,
     /// Taipan: adds to the pre-initialization's WASI context (environment,
     /// mounts) before it is built.
     pub configure_wasi: Option<&'a dyn Fn(&mut WasiCtxBuilder) -> Result<()>>,
@@ -686,6 +688,15 @@ impl ComponentGenerator<'_> {
         let stdout = MemoryOutputPipe::new(10000);
         let stderr = MemoryOutputPipe::new(10000);
 
+        // Taipan: the code a build runs must not change what it reads (the
+        // standard library and the Python path may be shared with other
+        // builds and with running sandboxes).
+        let (source_dir_perms, source_file_perms) = if self.read_only_sources {
+            (DirPerms::READ, FilePerms::READ)
+        } else {
+            (DirPerms::all(), FilePerms::all())
+        };
+
         let mut wasi = WasiCtxBuilder::new();
         wasi.stdin(MemoryInputPipe::new(Bytes::new()))
             .stdout(stdout.clone())
@@ -695,17 +706,8 @@ impl ComponentGenerator<'_> {
             .preopened_dir(
                 python_standard_lib,
                 "python",
-                // A shared copy (`python_stdlib`) is never the guest's to change.
-                if self.python_stdlib.is_some() {
-                    DirPerms::READ
-                } else {
-                    DirPerms::all()
-                },
-                if self.python_stdlib.is_some() {
-                    FilePerms::READ
-                } else {
-                    FilePerms::all()
-                },
+                source_dir_perms,
+                source_file_perms,
             )?
             .preopened_dir(
                 embedded_helper_utils.path(),
@@ -716,7 +718,12 @@ impl ComponentGenerator<'_> {
 
         // Generate guest mounts for each host directory in `python_path`.
         for (index, path) in python_path.iter().enumerate() {
-            wasi.preopened_dir(path, index.to_string(), DirPerms::all(), FilePerms::all())?;
+            wasi.preopened_dir(
+                path,
+                index.to_string(),
+                source_dir_perms,
+                source_file_perms,
+            )?;
         }
 
         // For each Python module with a `componentize-py.toml` file that

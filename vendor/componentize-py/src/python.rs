@@ -67,6 +67,7 @@ fn python_componentize(
                 intersect_world,
                 configure_engine: None,
                 python_stdlib: None,
+                read_only_sources: false,
                 configure_wasi: None,
             }
             .generate(),

@@ -69,7 +69,7 @@ impl BenchArgs {
             write_lock: true,
             compile_cache: Some(runtime.compile_cache()),
             python_stdlib: Some(runtime.python.stdlib.clone()),
-            bytecode_cache: Some(config.project_dir.join(".taipan").join("bytecode")),
+            bytecode_cache: Some(runtime.cache.bytecode()),
         };
         let outcome =
             taipan_build::build(&config, &builds, &options).map_err(|e| anyhow!("{e}"))?;

@@ -35,14 +35,14 @@ async def on_fetch(request):
     assert!(!body.contains(venv.path().to_str().unwrap()), "{body}");
 }
 
-/// A build runs the worker's code with the standard library every build
-/// and every sandbox share mounted (one unpacked copy per Taipan version):
-/// that code can read it but never change it. What CPython caches while
-/// building (bytecode) goes to the project's own `.taipan/bytecode`.
+/// A build runs the worker's code with folders other builds and running
+/// sandboxes share: the standard library (one unpacked copy per Taipan
+/// version), the installed packages (hard links into the set every build
+/// with the same lock uses), the SDK, and the SDK's cached bytecode. That
+/// code can read them all and change none.
 #[test]
-fn a_build_cannot_change_the_shared_standard_library() {
+fn a_build_cannot_change_what_other_builds_share() {
     let worker = r#"
-import json
 from workers import Response
 
 def attempt(path):
@@ -54,8 +54,11 @@ def attempt(path):
         return type(e).__name__
 
 AT_BUILD = {
-    "new_file": attempt("/python/taipan_planted.py"),
-    "existing": attempt("/python/json/tool.py"),
+    "stdlib_new": attempt("/python/taipan_planted.py"),
+    "stdlib_existing": attempt("/python/json/tool.py"),
+    "sdk": attempt("/0/workers/_planted.py"),
+    "packages": attempt("/3/taipan_planted.py"),
+    "bytecode": attempt("/pycache/python/json/__init__.cpython-314.pyc"),
 }
 
 async def on_fetch(request):
@@ -67,21 +70,36 @@ async def on_fetch(request):
     let (status, body) = server.text("/");
     assert_eq!(status, 200, "{body}");
     let json: serde_json::Value = serde_json::from_str(&body).unwrap();
-    for key in ["new_file", "existing"] {
+    for key in [
+        "stdlib_new",
+        "stdlib_existing",
+        "sdk",
+        "packages",
+        "bytecode",
+    ] {
         let outcome = json[key].as_str().unwrap_or_default();
         assert!(!outcome.is_empty() && outcome != "written", "{key}: {body}");
     }
-    let cache = crate::harness::repo_root().join("target/taipan-test-cache/python");
-    let planted = std::fs::read_dir(&cache)
-        .unwrap()
-        .flatten()
-        .any(|version| version.path().join("lib/taipan_planted.py").exists());
-    assert!(!planted, "a build planted a module in {}", cache.display());
-    let bytecode = dir.path().join(".taipan/bytecode");
-    let pyc = walk(&bytecode)
+    let cache = crate::harness::repo_root().join("target/taipan-test-cache");
+    let planted = walk(&cache.join("python"))
         .iter()
-        .any(|p| p.extension().is_some_and(|e| e == "pyc"));
-    assert!(pyc, "no bytecode cached under {}", bytecode.display());
+        .any(|p| p.ends_with("taipan_planted.py"));
+    assert!(!planted, "a build planted a module in {}", cache.display());
+    // The SDK's and the standard library's bytecode is cached (by Taipan's
+    // own build, not this one) and nothing of this worker's is.
+    let bytecode = walk(&cache.join("bytecode"));
+    assert!(
+        bytecode
+            .iter()
+            .any(|p| p.ends_with("python/json/__init__.cpython-314.pyc")),
+        "no cached bytecode under {}",
+        cache.display()
+    );
+    assert!(
+        bytecode
+            .iter()
+            .all(|p| !p.to_string_lossy().contains("/2/"))
+    );
 }
 
 fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
