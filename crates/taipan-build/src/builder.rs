@@ -286,6 +286,12 @@ pub(crate) fn componentize(
     let configure_engine = |config: &mut wasmtime::Config| -> Result<()> {
         if let Some(cache) = &options.compile_cache {
             config.enable_incremental_compilation(cache.clone())?;
+            // The runtime's engine checks the epoch in every loop and call;
+            // so does this one, so that both compile every function to the
+            // same machine code and the runtime's compile of the finished
+            // component finds it in the cache (the snapshot changes data,
+            // not code).
+            config.epoch_interruption(true);
         }
         Ok(())
     };

@@ -866,6 +866,10 @@ impl ComponentGenerator<'_> {
         };
 
         let mut store = Store::new(&engine, Ctx { wasi, table });
+        // Taipan: `configure_engine` may turn on epoch interruption (so this
+        // engine's machine code matches the runtime's, and one compile cache
+        // serves both); nothing advances this engine's epoch, so no deadline.
+        store.set_epoch_deadline(u64::MAX / 2);
 
         let stub_wasi = self.stub_wasi;
         let app_name = self.app_name.to_owned();
