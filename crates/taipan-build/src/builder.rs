@@ -257,9 +257,6 @@ pub(crate) fn write_build_module(
     Ok(())
 }
 
-/// Only the folders given are on the Python path: the build machine's own
-/// Python, `VIRTUAL_ENV` and site-packages are never consulted (those are
-/// features of componentize-py's CLI, which Taipan does not use).
 /// Whether a build's guest may write into a mounted folder.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Access {
@@ -269,6 +266,9 @@ pub(crate) enum Access {
 
 /// Link and pre-initialize with the componentize-py crate.
 ///
+/// Only the folders given are on the Python path: the build machine's own
+/// Python, `VIRTUAL_ENV` and site-packages are never consulted (those are
+/// features of componentize-py's CLI, which Taipan does not use).
 /// `bytecode`: the folder CPython keeps bytecode in (`PYTHONPYCACHEPREFIX`).
 pub(crate) fn componentize(
     python_path: &[&Path],
