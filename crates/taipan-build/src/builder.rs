@@ -16,12 +16,13 @@ use crate::artifact::{Artifact, COMPLETE_FILE, COMPONENT_FILE, PYTHON_PATH_DIRS}
 use crate::contract::{BUILD_ERROR_END as ERROR_END, BUILD_ERROR_START as ERROR_START};
 use crate::embedded::{self, WIT_FILES};
 use crate::source;
+use crate::{CacheDirs, PythonFiles};
 use taipan_packages::{Installed, SourceOptions};
 
 /// The module componentize-py runs at build time (python/taipan_bootstrap.py).
 const APP_MODULE: &str = "taipan_bootstrap";
 const WORLD: &str = "taipan:worker/worker";
-/// Where a build's guest sees `BuildOptions::bytecode_cache`.
+/// Where a build's guest sees the bytecode folder (crate::bytecode).
 const BYTECODE_MOUNT: &str = "pycache";
 
 /// Why a build failed: the worker's code, or Taipan itself.
@@ -66,18 +67,36 @@ pub struct BuildOptions {
     pub packages: SourceOptions,
     /// Write `taipan.lock` into the project (not for an uploaded bundle).
     pub write_lock: bool,
-    /// Cranelift's per-function cache for the engine that runs the worker's
-    /// imports at build time (`Runtime::compile_cache`). Without it that
+    /// What the process already has that builds reuse.
+    pub caches: BuildCaches,
+}
+
+/// The process's caches a build reuses (taipan-runtime's `Runtime` holds
+/// them; the builder does not depend on the runtime).
+#[derive(Debug, Clone)]
+pub struct BuildCaches {
+    /// Cranelift's per-function cache, for the engine that runs the worker's
+    /// imports at build time (`Runtime::compile_cache`); without it that
     /// engine compiles all of CPython again on every build.
-    pub compile_cache: Option<Arc<dyn CacheStore>>,
+    pub compile: Arc<dyn CacheStore>,
     /// The standard library already unpacked (`python_files`), mounted
     /// read-only at build time instead of unpacking a copy per build.
-    pub python_stdlib: Option<PathBuf>,
+    pub python_stdlib: PathBuf,
     /// Where bytecode of the SDK and the standard library is kept, one
-    /// folder per Taipan version (`CacheDirs::bytecode`): written once by a
-    /// build of Taipan's own (crate::bytecode), read-only to every worker's
-    /// build, so CPython does not compile those modules on each build.
-    pub bytecode_cache: Option<PathBuf>,
+    /// folder per Taipan version: written once by a build of Taipan's own
+    /// (crate::bytecode), read-only to every worker's build, so CPython does
+    /// not compile those modules on each build.
+    pub bytecode: PathBuf,
+}
+
+impl BuildCaches {
+    pub fn new(compile: Arc<dyn CacheStore>, python: &PythonFiles, cache: &CacheDirs) -> Self {
+        Self {
+            compile,
+            python_stdlib: python.stdlib.clone(),
+            bytecode: cache.bytecode(),
+        }
+    }
 }
 
 /// Build `config` into `builds_dir/<hash>/`, or reuse what is there.
@@ -147,14 +166,11 @@ pub fn build(
     }
     source::copy_into(&vendored, &packages).context("copying python_modules into the build")?;
     let wit = stage.join("wit");
-    embedded::write_files(WIT_FILES, &wit)?;
+    embedded::write_files(WIT_FILES, &wit, None)?;
 
     let python_path = [sdk.as_path(), &gen_dir, &src, &packages];
     let output = stage.join(COMPONENT_FILE);
-    let bytecode = options
-        .bytecode_cache
-        .as_deref()
-        .and_then(|root| crate::bytecode::trusted(root, options));
+    let bytecode = crate::bytecode::trusted(options);
     let bytecode = bytecode.as_deref().map(|dir| (dir, Access::ReadOnly));
     componentize(&python_path, &wit, &output, options, bytecode).map_err(|e| {
         let paths = [
@@ -284,15 +300,12 @@ pub(crate) fn componentize(
     let python_path: Vec<&str> = python_path.iter().map(String::as_str).collect();
     let empty = HashMap::new();
     let configure_engine = |config: &mut wasmtime::Config| -> Result<()> {
-        if let Some(cache) = &options.compile_cache {
-            config.enable_incremental_compilation(cache.clone())?;
-            // The runtime's engine checks the epoch in every loop and call;
-            // so does this one, so that both compile every function to the
-            // same machine code and the runtime's compile of the finished
-            // component finds it in the cache (the snapshot changes data,
-            // not code).
-            config.epoch_interruption(true);
-        }
+        config.enable_incremental_compilation(options.caches.compile.clone())?;
+        // The runtime's engine checks the epoch in every loop and call; so
+        // does this one, so that both compile every function to the same
+        // machine code and the runtime's compile of the finished component
+        // finds it in the cache (the snapshot changes data, not code).
+        config.epoch_interruption(true);
         Ok(())
     };
     let configure_wasi = |wasi: &mut wasmtime_wasi::WasiCtxBuilder| -> Result<()> {
@@ -323,7 +336,7 @@ pub(crate) fn componentize(
         full_names: false,
         intersect_world: None,
         configure_engine: Some(&configure_engine),
-        python_stdlib: options.python_stdlib.as_deref(),
+        python_stdlib: Some(&options.caches.python_stdlib),
         // The worker's code runs in the build: it must not change the
         // standard library, the SDK or the installed packages (hard links
         // into a folder every build with the same lock shares).

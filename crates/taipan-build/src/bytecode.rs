@@ -15,10 +15,12 @@ use crate::artifact::{COMPLETE_FILE, PYTHON_PATH_DIRS};
 use crate::builder::{Access, BuildOptions, componentize, write_build_module};
 use crate::embedded::{self, WIT_FILES};
 
-/// The trusted bytecode folder for this Taipan version under `root`, made
-/// by an empty build the first time. `None` when that build failed: the
-/// worker's build then goes on without cached bytecode (slower, not wrong).
-pub(crate) fn trusted(root: &Path, options: &BuildOptions) -> Option<PathBuf> {
+/// The trusted bytecode folder for this Taipan version (under
+/// `BuildCaches::bytecode`), made by an empty build the first time. `None`
+/// when that build failed: the worker's build then goes on without cached
+/// bytecode (slower, not wrong).
+pub(crate) fn trusted(options: &BuildOptions) -> Option<PathBuf> {
+    let root = &options.caches.bytecode;
     let dir = root.join(embedded::digest());
     if dir.join(COMPLETE_FILE).exists() {
         return Some(dir);
@@ -48,7 +50,7 @@ fn compile(root: &Path, dir: &Path, options: &BuildOptions) -> Result<()> {
     std::fs::write(src.join("entry.py"), "")?;
     std::fs::create_dir_all(&packages)?;
     let wit = stage.join("wit");
-    embedded::write_files(WIT_FILES, &wit)?;
+    embedded::write_files(WIT_FILES, &wit, None)?;
     let cache = stage.join("bytecode");
     std::fs::create_dir_all(&cache)?;
 

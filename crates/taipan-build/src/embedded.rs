@@ -1,7 +1,7 @@
 //! Files compiled into the binary: the Python SDK, the WIT world, and the
 //! CPython standard library from componentize-py.
 
-use std::io::Cursor;
+use std::io::{Cursor, Write as _};
 use std::path::Path;
 
 use anyhow::{Context, Result};
@@ -28,13 +28,27 @@ pub fn digest() -> String {
     hex(&hasher.finalize()[..16])
 }
 
-pub fn write_files(files: &[(&str, &[u8])], dir: &Path) -> Result<()> {
+/// Write `files` under `dir`; with `mtime`, each file gets that
+/// modification time.
+pub fn write_files(
+    files: &[(&str, &[u8])],
+    dir: &Path,
+    mtime: Option<std::time::SystemTime>,
+) -> Result<()> {
     for (rel, bytes) in files {
         let path = dir.join(rel);
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent)?;
         }
-        std::fs::write(&path, bytes).with_context(|| format!("writing \"{}\"", path.display()))?;
+        let write = || -> std::io::Result<()> {
+            let mut file = std::fs::File::create(&path)?;
+            file.write_all(bytes)?;
+            if let Some(mtime) = mtime {
+                file.set_modified(mtime)?;
+            }
+            Ok(())
+        };
+        write().with_context(|| format!("writing \"{}\"", path.display()))?;
     }
     Ok(())
 }
@@ -47,17 +61,7 @@ const SDK_MTIME: std::time::Duration = std::time::Duration::from_secs(1_700_000_
 
 /// Stage the Python SDK into `dir`.
 pub fn write_sdk(dir: &Path) -> Result<()> {
-    write_files(SDK_FILES, dir)?;
-    let mtime = std::time::UNIX_EPOCH + SDK_MTIME;
-    for (rel, _) in SDK_FILES {
-        let path = dir.join(rel);
-        std::fs::File::options()
-            .write(true)
-            .open(&path)
-            .and_then(|file| file.set_modified(mtime))
-            .with_context(|| format!("dating \"{}\"", path.display()))?;
-    }
-    Ok(())
+    write_files(SDK_FILES, dir, Some(std::time::UNIX_EPOCH + SDK_MTIME))
 }
 
 pub use taipan_guest::PythonFiles;

@@ -10,7 +10,7 @@ mod bytecode;
 pub mod embedded;
 pub mod source;
 
-pub use builder::{BuildError, BuildOptions, BuildOutcome, build};
+pub use builder::{BuildCaches, BuildError, BuildOptions, BuildOutcome, build};
 pub use embedded::{PythonFiles, python_files};
 pub use taipan_guest::{Artifact, CacheDirs, Mount, artifact, contract};
 pub use taipan_packages::SourceOptions;

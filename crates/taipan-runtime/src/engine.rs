@@ -173,7 +173,8 @@ impl Runtime {
 /// free in its per-thread arenas, so a server that deployed once held
 /// ~300 MiB it would never use again (measured: 330 MiB of anonymous memory
 /// after one deploy of hello). `malloc_trim` returns the free pages of every
-/// arena. Called after each compile and after each build, failed ones too.
+/// arena. Called after each compile, and after a build that failed (no
+/// compile follows it).
 pub fn release_freed_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim only releases memory the allocator holds free.

@@ -254,9 +254,11 @@ async fn build_and_load(
     let build_options = taipan_build::BuildOptions {
         packages: options.packages.clone(),
         write_lock: true,
-        compile_cache: Some(runtime.compile_cache()),
-        python_stdlib: Some(runtime.python.stdlib.clone()),
-        bytecode_cache: Some(runtime.cache.bytecode()),
+        caches: taipan_build::BuildCaches::new(
+            runtime.compile_cache(),
+            &runtime.python,
+            &runtime.cache,
+        ),
     };
     let built = tokio::task::spawn_blocking(move || {
         let dot = config.project_dir.join(".taipan");
@@ -287,8 +289,11 @@ async fn build_and_load(
         Ok((worker, outcome.packages))
     })
     .await;
-    // A failed build leaves what it allocated in the allocator too.
-    taipan_runtime::engine::release_freed_memory();
+    if !matches!(built, Ok(Ok(_))) {
+        // No compile followed (it trims after itself): give back what the
+        // failed build allocated.
+        taipan_runtime::engine::release_freed_memory();
+    }
     built.map_err(|e| BuildError::Internal(anyhow!("the build thread failed: {e}")))?
 }
 

@@ -307,8 +307,11 @@ impl ServeState {
         let config = Arc::new(config);
         let building = config.clone();
         let built = tokio::task::spawn_blocking(move || state.build(&building)).await;
-        // A failed build leaves what it allocated in the allocator too.
-        taipan_runtime::engine::release_freed_memory();
+        if !matches!(built, Ok(Ok(_))) {
+            // No compile follows (it trims after itself): give back what
+            // the failed build allocated.
+            taipan_runtime::engine::release_freed_memory();
+        }
         let (assets, outcome) =
             built.map_err(|e| ApiError::from(anyhow!("the build task failed: {e}")))??;
         let mut record = VersionRecord {
@@ -379,9 +382,11 @@ impl ServeState {
         let build_options = taipan_build::BuildOptions {
             packages: self.options.packages.clone(),
             write_lock: false,
-            compile_cache: Some(self.runtime.compile_cache()),
-            python_stdlib: Some(self.runtime.python.stdlib.clone()),
-            bytecode_cache: Some(self.runtime.cache.bytecode()),
+            caches: taipan_build::BuildCaches::new(
+                self.runtime.compile_cache(),
+                &self.runtime.python,
+                &self.runtime.cache,
+            ),
         };
         let outcome = taipan_build::build(config, &self.data.artifacts(), &build_options).map_err(
             |e| match e {

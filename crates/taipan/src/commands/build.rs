@@ -29,9 +29,11 @@ impl BuildArgs {
         let options = taipan_build::BuildOptions {
             packages: self.packages.sources(None)?,
             write_lock: true,
-            compile_cache: Some(runtime.compile_cache()),
-            python_stdlib: Some(runtime.python.stdlib.clone()),
-            bytecode_cache: Some(runtime.cache.bytecode()),
+            caches: taipan_build::BuildCaches::new(
+                runtime.compile_cache(),
+                &runtime.python,
+                &runtime.cache,
+            ),
         };
         let outcome =
             taipan_build::build(&config, &builds, &options).map_err(|e| anyhow!("{e}"))?;
