@@ -8,6 +8,7 @@ use crate::{code_memory::CodeMemory, type_registry::TypeCollection};
 use alloc::boxed::Box;
 use alloc::sync::Arc;
 use core::ops::{Add, Range, Sub};
+use core::ptr::NonNull;
 use wasmtime_core::error::OutOfMemory;
 #[cfg(feature = "component-model")]
 use wasmtime_environ::component::ComponentTypes;
@@ -436,11 +437,9 @@ impl<'a> ModuleWithCode<'a> {
         &self.store_code.text()[range]
     }
 
-    /// A defined function's array-to-wasm trampoline and body (Taipan's
-    /// patch: memoized per module, see `CompiledModule::funcref_ranges`).
-    pub fn funcref_functions(&self, index: wasmtime_environ::DefinedFuncIndex) -> (&[u8], &[u8]) {
-        let (array, wasm) = self.module.compiled_module().funcref_ranges(index);
-        let text = self.store_code.text();
-        (&text[array], &text[wasm])
+    /// The start of this module's text section in the store (Taipan's
+    /// patch: an instance keeps it, see `Instance::store_text`).
+    pub fn text_start(&self) -> NonNull<u8> {
+        NonNull::from(self.store_code.text()).cast()
     }
 }

@@ -25,12 +25,17 @@ pub struct CompiledModule {
     index: Arc<CompiledFunctionsTable>,
     /// Sorted list, by function index, of names we have for this module.
     func_names: Vec<FunctionName>,
-    /// Each defined function's array-to-wasm trampoline and body, by
-    /// `DefinedFuncIndex`, found once per module (Taipan's patch: every
-    /// instance initializes each funcref it uses lazily, and looking both up
-    /// in `index` for each was a fifth of a fresh CPython sandbox's time).
-    funcref_locs: crate::sync::OnceLock<Box<[(Option<FunctionLoc>, FunctionLoc)]>>,
+    /// Where each defined function's array-to-wasm trampoline and body
+    /// start in the text section, by `DefinedFuncIndex`, found once per
+    /// module (Taipan's patch: an instance initializes a funcref for every
+    /// element of every table segment it cannot initialize lazily, thousands
+    /// for a dynamically linked CPython, and looking both up in `index` for
+    /// each was a fifth of a fresh sandbox's time).
+    funcref_starts: crate::sync::OnceLock<Box<[(u32, u32)]>>,
 }
+
+/// `funcref_starts` of a defined function without an array-to-wasm trampoline.
+const NO_TRAMPOLINE: u32 = u32::MAX;
 
 impl CompiledModule {
     /// Creates `CompiledModule` directly from a precompiled artifact.
@@ -63,7 +68,7 @@ impl CompiledModule {
             meta: info.meta,
             index,
             func_names: info.func_names,
-            funcref_locs: crate::sync::OnceLock::new(),
+            funcref_starts: crate::sync::OnceLock::new(),
         };
         ret.register_profiling(profiler)?;
 
@@ -171,33 +176,30 @@ impl CompiledModule {
         }
     }
 
-    /// The text ranges of defined function `index`'s array-to-wasm
-    /// trampoline and of its body, as `function_range` gives them for
-    /// `FuncKey::ArrayToWasmTrampoline` and `FuncKey::DefinedWasmFunction`.
-    pub fn funcref_ranges(&self, index: DefinedFuncIndex) -> (Range<usize>, Range<usize>) {
-        let locs = self.funcref_locs.get_or_init(|| {
+    /// The text offsets of defined function `index`'s array-to-wasm
+    /// trampoline and of its body, as `function_range` gives their starts
+    /// for `FuncKey::ArrayToWasmTrampoline` and `FuncKey::DefinedWasmFunction`.
+    #[inline]
+    pub fn funcref_starts(&self, index: DefinedFuncIndex) -> (usize, usize) {
+        let starts = self.funcref_starts.get_or_init(|| {
+            let module = self.module_index();
             self.module
                 .defined_func_indices()
                 .map(|i| {
-                    let module = self.module_index();
-                    (
-                        self.index
-                            .func_loc(FuncKey::ArrayToWasmTrampoline(module, i))
-                            .copied(),
-                        *self.func_loc(FuncKey::DefinedWasmFunction(module, i)),
-                    )
+                    // Only functions that can escape as funcrefs have a
+                    // trampoline; the others are never asked for here.
+                    let array = self
+                        .index
+                        .func_loc(FuncKey::ArrayToWasmTrampoline(module, i))
+                        .map_or(NO_TRAMPOLINE, |loc| loc.start);
+                    let wasm = self.func_loc(FuncKey::DefinedWasmFunction(module, i));
+                    (array, wasm.start)
                 })
                 .collect()
         });
-        let range = |loc: &FunctionLoc| {
-            let start = usize::try_from(loc.start).unwrap();
-            start..start + usize::try_from(loc.length).unwrap()
-        };
-        let (array, wasm) = &locs[index.as_u32() as usize];
-        let array = array
-            .as_ref()
-            .expect("defined function should be present");
-        (range(array), range(wasm))
+        let (array, wasm) = starts[index.as_u32() as usize];
+        assert!(array != NO_TRAMPOLINE, "defined function should be present");
+        (array as usize, wasm as usize)
     }
 
     /// Gets the function location information for a given function index.

@@ -144,6 +144,15 @@ pub struct Instance {
     /// cross-thread stuff used in `InstancePre`)
     store: Option<VMStoreRawPtr>,
 
+    /// The start of this instance's module code in its store, found on the
+    /// first funcref this instance initializes (Taipan's patch: looking the
+    /// code up in the store's module registry, two ordered-map searches, for
+    /// each of the thousands of funcrefs a dynamically linked module's table
+    /// segments need at instantiation was a tenth of a fresh sandbox's time).
+    /// The store never unregisters code while it lives, and this instance
+    /// does not outlive its store.
+    store_text: Option<SendSyncPtr<u8>>,
+
     /// Additional context used by compiled wasm code. This field is last, and
     /// represents a dynamically-sized array that extends beyond the nominal
     /// end of the struct (similar to a flexible array member).
@@ -209,6 +218,7 @@ impl Instance {
             #[cfg(feature = "wmemcheck")]
             wmemcheck_state,
             store: None,
+            store_text: None,
             vmctx: OwnedVMContext::new(),
         })?;
 
@@ -918,6 +928,25 @@ impl Instance {
         }
     }
 
+    /// The start of this instance's module code in its store (see the
+    /// `store_text` field), looked up in `registry` once.
+    fn store_text(self: Pin<&mut Self>, registry: &ModuleRegistry) -> NonNull<u8> {
+        if let Some(text) = self.store_text {
+            return text.as_non_null();
+        }
+        let text = ModuleWithCode::in_store(
+            registry,
+            self.runtime_module()
+                .expect("funcref impossible in fake module"),
+        )
+        .expect("module not in store")
+        .text_start();
+        // SAFETY: `store_text` is not structurally pinned; this writes a
+        // plain field and moves nothing.
+        unsafe { self.get_unchecked_mut().store_text = Some(SendSyncPtr::new(text)) };
+        text
+    }
+
     /// Common implementation of initializing a `VMFuncRef` stored within this
     /// instance's `VMContext`.
     ///
@@ -928,7 +957,7 @@ impl Instance {
     /// functions here. Effectively all the arguments here must be "logically
     /// correct" for the `VMFuncRef` being initialized.
     unsafe fn initialize_and_return_funcref(
-        self: Pin<&mut Self>,
+        mut self: Pin<&mut Self>,
         registry: &ModuleRegistry,
         type_index: VMSharedTypeIndex,
         vmctx_offset: u32,
@@ -955,31 +984,33 @@ impl Instance {
         // it's better for instantiation performance if we don't have to track
         // "is-initialized" state at all!
 
-        let module_with_code = ModuleWithCode::in_store(
-            registry,
-            self.runtime_module()
-                .expect("funcref impossible in fake module"),
-        )
-        .expect("module not in store");
-
-        let (array_code, wasm_code) = match code {
-            FuncrefCode::Keys(array_to_wasm_key, wasm_key) => (
-                module_with_code.function(array_to_wasm_key),
-                module_with_code.function(wasm_key),
-            ),
-            FuncrefCode::Defined(def_index) => module_with_code.funcref_functions(def_index),
+        let (array_code, wasm_code): (NonNull<u8>, NonNull<u8>) = match code {
+            FuncrefCode::Keys(array_to_wasm_key, wasm_key) => {
+                let module_with_code = ModuleWithCode::in_store(
+                    registry,
+                    self.runtime_module()
+                        .expect("funcref impossible in fake module"),
+                )
+                .expect("module not in store");
+                (
+                    NonNull::from(module_with_code.function(array_to_wasm_key)).cast(),
+                    NonNull::from(module_with_code.function(wasm_key)).cast(),
+                )
+            }
+            FuncrefCode::Defined(def_index) => {
+                let (array, wasm) = self
+                    .runtime_module()
+                    .expect("funcref impossible in fake module")
+                    .compiled_module()
+                    .funcref_starts(def_index);
+                let text = self.as_mut().store_text(registry);
+                // SAFETY: both offsets are starts of functions in this
+                // module's text section, which `text` begins.
+                unsafe { (text.add(array), text.add(wasm)) }
+            }
         };
-        let array_call = VmPtr::from(NonNull::from(array_code).cast());
-
-        let wasm_call = Some(VmPtr::from(
-            NonNull::new(
-                wasm_code
-                    .as_ptr()
-                    .cast::<VMWasmCallFunction>()
-                    .cast_mut(),
-            )
-            .unwrap(),
-        ));
+        let array_call = VmPtr::from(array_code.cast());
+        let wasm_call = Some(VmPtr::from(wasm_code.cast::<VMWasmCallFunction>()));
 
         let vmctx = VMOpaqueContext::from_vmcontext(self.vmctx()).into();
 
