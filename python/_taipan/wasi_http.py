@@ -74,7 +74,8 @@ class IncomingRequest(Request):
         self._headers = Headers(value)
 
 
-def to_request(incoming: "types.IncomingRequest") -> Request:
+def to_request(incoming: "types.IncomingRequest", authority: str | None = None) -> Request:
+    """`authority`: `incoming.authority()`, if the caller has asked for it already."""
     method = incoming.method()
     name = type(method).__name__
     method = method.value if name == "Method_Other" else _METHODS.get(name) or name[len("Method_") :].upper()
@@ -86,7 +87,9 @@ def to_request(incoming: "types.IncomingRequest") -> Request:
         scheme = "https"
     else:
         scheme = scheme.value
-    url = f"{scheme}://{incoming.authority() or 'localhost'}{incoming.path_with_query() or '/'}"
+    if authority is None:
+        authority = incoming.authority()
+    url = f"{scheme}://{authority or 'localhost'}{incoming.path_with_query() or '/'}"
     return IncomingRequest(incoming, url, method)
 
 

@@ -67,8 +67,10 @@ contract! {
     AUTHORITY_DURABLE: &str = "__taipan-do__";
     /// A service binding's call into a named entrypoint: `/{entrypoint}/{op}`.
     AUTHORITY_SERVICE: &str = "__taipan-service__";
-    /// `GET /`: start the sandbox up without running worker code; answers
-    /// `STATUS_WARMUP`.
+    /// `GET /`: start the sandbox up without running worker code. The guest
+    /// answers nothing: a call that returns without a response is a started
+    /// sandbox (a failed start-up answers 500). No response saves a fresh
+    /// sandbox the host calls that building one costs.
     AUTHORITY_WARMUP: &str = "__taipan-warmup__";
     /// A cron trigger: `GET /?{SCHEDULED_QUERY_CRON}=…&{SCHEDULED_QUERY_TIME}=…`.
     AUTHORITY_SCHEDULED: &str = "__taipan-scheduled__";
@@ -158,7 +160,6 @@ contract! {
     SCHEDULED_QUERY_TIME: &str = "scheduledTime";
 
     // --- statuses with a meaning ---
-    STATUS_WARMUP: u16 = 204;
     /// A cron or queue event for a worker without that handler.
     STATUS_NO_HANDLER: u16 = 501;
     /// A binding's route failed (no such worker, object or entrypoint).
