@@ -36,6 +36,13 @@ import types
 
 from . import contract
 
+# At module level: the generated `wit_world` package exists only while
+# building, so a binding module imported later, in a request, is not found.
+try:
+    from wit_world.imports import environment
+except ImportError:  # outside a sandbox (unit tests)
+    environment = None
+
 # Modules that import `ssl` only for names (types to compare against).
 SSL_NAMES_ONLY = frozenset({"scramp.core"})
 
@@ -70,15 +77,11 @@ def refusal(address, dev: bool) -> str:
 
 
 def _is_dev() -> bool:
-    try:
-        from wit_world.imports import environment
-
-        env = dict(environment.get_environment())
-    except Exception:  # noqa: BLE001 - outside a sandbox (unit tests)
+    if environment is None:  # outside a sandbox (unit tests)
         import os
 
-        env = os.environ
-    return env.get(contract.ENV_DEV) == contract.ENV_DEV_ON
+        return os.environ.get(contract.ENV_DEV) == contract.ENV_DEV_ON
+    return dict(environment.get_environment()).get(contract.ENV_DEV) == contract.ENV_DEV_ON
 
 
 def patch_socket(socket_module) -> None:
