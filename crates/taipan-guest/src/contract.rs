@@ -69,8 +69,8 @@ contract! {
     AUTHORITY_SERVICE: &str = "__taipan-service__";
     /// `GET /`: start the sandbox up without running worker code. The guest
     /// answers nothing: a call that returns without a response is a started
-    /// sandbox (a failed start-up answers 500). No response saves a fresh
-    /// sandbox the host calls that building one costs.
+    /// sandbox (a failed start-up answers 500). Building a response would
+    /// cost each fresh sandbox ~11 host calls.
     AUTHORITY_WARMUP: &str = "__taipan-warmup__";
     /// A cron trigger: `GET /?{SCHEDULED_QUERY_CRON}=…&{SCHEDULED_QUERY_TIME}=…`.
     AUTHORITY_SCHEDULED: &str = "__taipan-scheduled__";

@@ -173,8 +173,11 @@ impl Worker {
             .call_handle(&mut sandbox.store, bound.request, bound.out)
             .await
             .map_err(anyhow::Error::from)?;
-        // A started sandbox answers nothing (`AUTHORITY_WARMUP`).
-        match bound.response.await {
+        // A started sandbox answers nothing (`AUTHORITY_WARMUP`). The call
+        // has returned, so an answer would be here: whether the guest has
+        // dropped its response slot yet or not, an empty one is a start.
+        let mut answer = bound.response;
+        match answer.try_recv() {
             Err(_) => Ok(sandbox),
             Ok(Ok(response)) => anyhow::bail!("the warm-up answered {}", response.status()),
             Ok(Err(code)) => anyhow::bail!("the warm-up failed: {code:?}"),

@@ -1004,6 +1004,10 @@ impl Instance {
                     .compiled_module()
                     .funcref_starts(def_index);
                 let text = self.as_mut().store_text(registry);
+                debug_assert!({
+                    let len = self.runtime_module().unwrap().text().len();
+                    array < len && wasm < len
+                });
                 // SAFETY: both offsets are starts of functions in this
                 // module's text section, which `text` begins.
                 unsafe { (text.add(array), text.add(wasm)) }
