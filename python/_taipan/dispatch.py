@@ -46,6 +46,7 @@ class Dispatcher:
     def __init__(self, main: str):
         self.main = main
         self.fresh = True
+        self.host_env = None  # the host's TAIPAN_* values, read at start-up
         self.dev = False
         self.env = None
         self.call = None
@@ -60,7 +61,11 @@ class Dispatcher:
         # freshly_seeded_sandboxes checks no two sandboxes share a sequence)
         # and copied the host's environment into `os.environ`. Asking the
         # host again cost a fresh sandbox ~30 µs.
-        host_env = {key: os.environ[key] for key in (contract.ENV_DEV, contract.ENV_VARS, contract.ENV_BINDINGS) if key in os.environ}
+        # Kept: a start-up that fails (the main module raises) runs again at
+        # the next request, after the values are gone from os.environ.
+        if self.host_env is None:
+            self.host_env = {key: os.environ[key] for key in (contract.ENV_DEV, contract.ENV_VARS, contract.ENV_BINDINGS) if key in os.environ}
+        host_env = self.host_env
         _hide_internal_environment()
         self.dev = host_env.get(contract.ENV_DEV) == contract.ENV_DEV_ON
         env = json.loads(host_env.get(contract.ENV_VARS) or "{}")
@@ -343,14 +348,20 @@ def _resolve_event(module, event: str):
     return None
 
 
+# A plain function carrying one of these has a signature other than its
+# code's (functools.wraps, a __signature__, functools.partialmethod; the
+# last is named `_partialmethod` before Python 3.13).
+_INSPECT_ATTRS = ("__wrapped__", "__signature__", "__partialmethod__", "_partialmethod")
+
+
 def _positional_count(func) -> int:
     """How many positional arguments `func` takes (3 for `*args`).
 
     Runs at a fresh sandbox's first request, so a plain function is read
     from its code object: `inspect.signature` costs ~100 µs there. Anything
     else (a decorated function with `__wrapped__` or `__signature__`, a
-    partial, a callable object) asks `inspect`."""
-    if type(func) is FunctionType and not hasattr(func, "__wrapped__") and not hasattr(func, "__signature__"):
+    partial or partialmethod, a callable object) asks `inspect`."""
+    if type(func) is FunctionType and not any(hasattr(func, a) for a in _INSPECT_ATTRS):
         code = func.__code__
         return 3 if code.co_flags & inspect.CO_VARARGS else code.co_argcount
     try:

@@ -29,6 +29,10 @@ class Entry:
     def fetch(self, request): ...
     async def fetch_bare(self): ...
 
+    def _tagged(self, tag, request): ...
+
+    fetch_tagged = functools.partialmethod(_tagged, "tag")
+
 
 def wrapping(func):
     @functools.wraps(func)
@@ -56,6 +60,8 @@ class PositionalCountTest(unittest.TestCase):
         self.assertEqual(dispatch._positional_count(functools.partial(three, "request")), 2)
         self.assertEqual(dispatch._positional_count(CallableObject()), 2)
         self.assertEqual(dispatch._positional_count(Entry().fetch), 1)
+        # A plain function underneath, but inspect knows the bound "tag".
+        self.assertEqual(dispatch._positional_count(Entry.fetch_tagged), 2)
 
         def signed(*args): ...
 

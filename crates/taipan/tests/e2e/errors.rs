@@ -1,6 +1,6 @@
 //! Bad input gives a clear message and a non-zero exit, never a panic.
 
-use crate::harness::{CONFIG, project, run};
+use crate::harness::{CONFIG, Server, project, run};
 
 fn dev_fails(dir: &std::path::Path) -> String {
     let output = run(&["dev", dir.to_str().unwrap(), "--port", "0", "--no-watch"]);
@@ -120,4 +120,30 @@ fn exception_at_import_time_with_full_snapshot_shows_traceback() {
     let err = dev_fails(dir.path());
     assert!(err.contains("RuntimeError: boom at import"), "{err}");
     assert!(err.contains("src/entry.py\", line 2"), "{err}");
+}
+
+#[test]
+fn a_start_up_that_failed_runs_again_with_the_vars() {
+    // The main module raises the first time a sandbox imports it (the
+    // default snapshot runs only its imports at build time), then imports.
+    let config = format!("{CONFIG}\n[vars]\nGREETING = \"hello again\"\n");
+    let dir = project(&[
+        ("wrangler.toml", &config),
+        (
+            "src/entry.py",
+            "import attempts\n\nattempts.count += 1\nif attempts.count == 1:\n    raise RuntimeError('first start-up fails')\n\n\ndef on_fetch(request, env):\n    from js import Response\n\n    return Response.new(f'{env.GREETING} after {attempts.count} attempts')\n",
+        ),
+        ("src/attempts.py", "count = 0\n"),
+    ]);
+    let server = Server::dev(dir.path(), &["--no-watch"]);
+    let (status, body) = server.text("/");
+    assert_eq!(status, 500, "{body}");
+    assert!(body.contains("first start-up fails"), "{body}");
+    // The same sandbox (dev keeps it) starts up again: the host's vars are
+    // still there although start-up hid them from os.environ the first time.
+    let (status, body) = server.text("/");
+    assert_eq!(
+        (status, body.as_str()),
+        (200, "hello again after 2 attempts")
+    );
 }
