@@ -30,7 +30,6 @@ from workers._queues import MessageBatch
 # Requests from the host into the guest (contract.py): the warm-up of a fresh
 # sandbox, cron triggers, calls into Durable Objects (`/<class>/<id>/<op>`)
 # and into named entrypoints of service bindings (`/<entrypoint>/<op>`).
-WARMUP_URL = f"http://{contract.AUTHORITY_WARMUP}/"
 SCHEDULED_PREFIX = f"http://{contract.AUTHORITY_SCHEDULED}/"
 QUEUE_PREFIX = f"http://{contract.AUTHORITY_QUEUE}/"
 WORKFLOW_PREFIX = f"http://{contract.AUTHORITY_WORKFLOW}/"
@@ -104,17 +103,13 @@ class Dispatcher:
     def _respond(self, incoming, out: Outparam, ctx: ExecutionContext) -> None:
         if self.fresh:
             self._start_sandbox()
-            authority = incoming.authority()
-            if authority == contract.AUTHORITY_WARMUP:
-                # The host's internal warm-up of a fresh sandbox: start-up is
-                # done (above); no worker code runs, and no response is the
-                # answer (contract: AUTHORITY_WARMUP).
-                return
-            request = to_request(incoming, authority)
-        else:
-            request = to_request(incoming)
-        if request.url == WARMUP_URL:
-            return  # a warm-up of a started sandbox: nothing to do
+        authority = incoming.authority()
+        if authority == contract.AUTHORITY_WARMUP:
+            # The host's internal warm-up of a fresh sandbox: start-up is done
+            # (above); no worker code runs, and no response is the answer
+            # (contract: AUTHORITY_WARMUP).
+            return
+        request = to_request(incoming, authority)
         if request.url.startswith(SCHEDULED_PREFIX):
             self._scheduled(request, ctx, out)
             return

@@ -74,8 +74,8 @@ class IncomingRequest(Request):
         self._headers = Headers(value)
 
 
-def to_request(incoming: "types.IncomingRequest", authority: str | None = None) -> Request:
-    """`authority`: `incoming.authority()`, if the caller has asked for it already."""
+def to_request(incoming: "types.IncomingRequest", authority: str | None) -> Request:
+    """`authority`: what `incoming.authority()` answered (the caller asks first)."""
     method = incoming.method()
     name = type(method).__name__
     method = method.value if name == "Method_Other" else _METHODS.get(name) or name[len("Method_") :].upper()
@@ -87,8 +87,6 @@ def to_request(incoming: "types.IncomingRequest", authority: str | None = None) 
         scheme = "https"
     else:
         scheme = scheme.value
-    if authority is None:
-        authority = incoming.authority()
     url = f"{scheme}://{authority or 'localhost'}{incoming.path_with_query() or '/'}"
     return IncomingRequest(incoming, url, method)
 
