@@ -75,6 +75,36 @@ impl CompiledModule {
         Ok(ret)
     }
 
+    /// Taipan's patch: this module's code with other metadata `module` (the
+    /// same module with other data, `Component::with_snapshot`).
+    pub fn with_module(&self, module: Module, profiler: &dyn ProfilingAgent) -> Result<Self> {
+        let meta = &self.meta;
+        let mut ret = Self {
+            unique_id: CompiledModuleId::new(),
+            engine_code: self.engine_code.clone(),
+            module: try_new::<Arc<_>>(module)?,
+            meta: Metadata {
+                has_unparsed_debuginfo: meta.has_unparsed_debuginfo,
+                code_section_offset: meta.code_section_offset,
+                has_wasm_debuginfo: meta.has_wasm_debuginfo,
+                dwarf: meta.dwarf.clone(),
+            },
+            index: self.index.clone(),
+            func_names: self
+                .func_names
+                .iter()
+                .map(|n| FunctionName {
+                    idx: n.idx,
+                    offset: n.offset,
+                    len: n.len,
+                })
+                .collect(),
+            funcref_starts: crate::sync::OnceLock::new(),
+        };
+        ret.register_profiling(profiler)?;
+        Ok(ret)
+    }
+
     fn register_profiling(&mut self, profiler: &dyn ProfilingAgent) -> Result<()> {
         // TODO-Bug?: "code_memory" is not exclusive for this module in the case of components,
         // so we may be registering the same code range multiple times here.

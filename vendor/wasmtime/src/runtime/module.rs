@@ -151,6 +151,11 @@ struct ModuleInner {
     /// instantiated.
     memory_images: OnceLock<Option<ModuleMemoryImages>>,
 
+    /// Taipan's patch: the data this module's memory starts from, when it is
+    /// not the compiled artifact's own (`Component::with_snapshot`).
+    #[cfg(feature = "component-model")]
+    snapshot: Option<Arc<crate::component::SnapshotData>>,
+
     /// Flag indicating whether this module can be serialized or not.
     #[cfg(any(feature = "cranelift", feature = "winch"))]
     serializable: bool,
@@ -553,6 +558,8 @@ impl Module {
                 engine: engine.clone(),
                 code,
                 memory_images: OnceLock::new(),
+                #[cfg(feature = "component-model")]
+                snapshot: None,
                 module,
                 #[cfg(any(feature = "cranelift", feature = "winch"))]
                 serializable,
@@ -560,6 +567,49 @@ impl Module {
                 checksum,
             })?,
         })
+    }
+
+    /// Taipan's patch: this module's code with `env` (this module's metadata
+    /// with other global initializers and memory size) and, if given, its
+    /// memory image and data from `snapshot` (`Component::with_snapshot`).
+    #[cfg(feature = "component-model")]
+    pub(crate) fn with_snapshot(
+        &self,
+        env: wasmtime_environ::Module,
+        snapshot: Option<Arc<crate::component::SnapshotData>>,
+    ) -> Result<Module> {
+        let inner = &self.inner;
+        let module = inner
+            .module
+            .with_module(env, inner.engine.profiler())?;
+        let offsets = VMOffsets::new(HostPtr, module.module());
+        inner
+            .engine
+            .allocator()
+            .validate_module(module.module(), &offsets)?;
+        Ok(Self {
+            inner: try_new::<Arc<_>>(ModuleInner {
+                engine: inner.engine.clone(),
+                code: inner.code.clone(),
+                memory_images: OnceLock::new(),
+                snapshot: snapshot.or_else(|| inner.snapshot.clone()),
+                module,
+                #[cfg(any(feature = "cranelift", feature = "winch"))]
+                serializable: false,
+                offsets,
+                checksum: inner.checksum,
+            })?,
+        })
+    }
+
+    /// The data this module's memory initialization refers to: the compiled
+    /// artifact's, or a snapshot's (Taipan's patch).
+    pub(crate) fn wasm_data(&self) -> &[u8] {
+        #[cfg(feature = "component-model")]
+        if let Some(snapshot) = &self.inner.snapshot {
+            return snapshot.bytes();
+        }
+        self.engine_code().wasm_data()
     }
 
     /// Validates `binary` input data as a WebAssembly binary given the
@@ -1252,6 +1302,10 @@ fn memory_images(inner: &Arc<ModuleInner>) -> Result<Option<ModuleMemoryImages>>
 
     // ... otherwise logic is delegated to the `ModuleMemoryImages::new`
     // constructor.
+    #[cfg(feature = "component-model")]
+    if let Some(snapshot) = &inner.snapshot {
+        return ModuleMemoryImages::new(&inner.engine, inner.module.module(), snapshot);
+    }
     ModuleMemoryImages::new(
         &inner.engine,
         inner.module.module(),

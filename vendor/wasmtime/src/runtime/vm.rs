@@ -387,7 +387,7 @@ impl ModuleRuntimeInfo {
     /// A slice pointing to all data that is referenced by this instance.
     fn wasm_data(&self) -> &[u8] {
         match self {
-            ModuleRuntimeInfo::Module(m) => m.engine_code().wasm_data(),
+            ModuleRuntimeInfo::Module(m) => m.wasm_data(),
             ModuleRuntimeInfo::Bare(_) => &[],
         }
     }

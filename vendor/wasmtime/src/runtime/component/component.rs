@@ -84,8 +84,9 @@ struct ComponentInner {
     /// modules.
     code: Arc<EngineCode>,
 
-    /// Metadata produced during compilation.
-    info: CompiledComponentInfo,
+    /// Metadata produced during compilation (shared with components made by
+    /// `with_snapshot`, Taipan's patch).
+    info: Arc<CompiledComponentInfo>,
 
     /// The index of compiled functions and their locations in the text section
     /// for this component.
@@ -471,12 +472,38 @@ impl Component {
                 ty,
                 static_modules,
                 code,
-                info,
+                info: Arc::new(info),
                 index,
                 realloc_func_type,
                 checksum,
             }),
         })
+    }
+
+    /// This component's code and metadata with other core modules (Taipan's
+    /// patch, for `with_snapshot`: the same modules with other data).
+    pub(crate) fn with_static_modules(
+        &self,
+        static_modules: PrimaryMap<StaticModuleIndex, Module>,
+    ) -> Component {
+        let inner = &self.inner;
+        Component {
+            inner: Arc::new(ComponentInner {
+                id: CompiledModuleId::new(),
+                engine: inner.engine.clone(),
+                ty: inner.ty,
+                static_modules,
+                code: inner.code.clone(),
+                info: inner.info.clone(),
+                index: inner.index.clone(),
+                realloc_func_type: inner.realloc_func_type.clone(),
+                checksum: inner.checksum,
+            }),
+        }
+    }
+
+    pub(crate) fn static_modules_map(&self) -> &PrimaryMap<StaticModuleIndex, Module> {
+        &self.inner.static_modules
     }
 
     pub(crate) fn ty(&self) -> TypeComponentIndex {

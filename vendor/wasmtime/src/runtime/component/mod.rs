@@ -112,6 +112,8 @@ mod linker;
 mod matching;
 mod resource_table;
 mod resources;
+// Taipan's patch: a component sharing another's code, with other data.
+mod snapshot;
 mod storage;
 pub(crate) mod store;
 pub mod types;
@@ -133,6 +135,8 @@ pub use self::instance::{Instance, InstancePre};
 pub use self::linker::{Linker, LinkerInstance};
 pub use self::resource_table::{ResourceTable, ResourceTableError};
 pub use self::resources::{Resource, ResourceAny, ResourceDynamic};
+pub use self::snapshot::{Snapshot, SnapshotGlobal, SnapshotMemory, SnapshotValue};
+pub(crate) use self::snapshot::SnapshotData;
 pub use self::types::{ResourceType, Type};
 pub use self::values::Val;
 
