@@ -13,6 +13,7 @@ use wasmtime::CacheStore;
 use wasmtime_wasi::{DirPerms, FilePerms};
 
 use crate::artifact::{Artifact, COMPLETE_FILE, COMPONENT_FILE, PYTHON_PATH_DIRS};
+use crate::base::BaseHooks;
 use crate::contract::{BUILD_ERROR_END as ERROR_END, BUILD_ERROR_START as ERROR_START};
 use crate::embedded::{self, WIT_FILES};
 use crate::source;
@@ -87,14 +88,25 @@ pub struct BuildCaches {
     /// (crate::bytecode), read-only to every worker's build, so CPython does
     /// not compile those modules on each build.
     pub bytecode: PathBuf,
+    /// The compiled code workers with the same libraries share
+    /// (crate::base): a build keeps only its snapshot.
+    pub bases: PathBuf,
 }
 
 impl BuildCaches {
-    pub fn new(compile: Arc<dyn CacheStore>, python: &PythonFiles, cache: &CacheDirs) -> Self {
+    /// `bases`: where builds keep and find bases (the runtime's
+    /// `bases_dir`, which loads them).
+    pub fn new(
+        compile: Arc<dyn CacheStore>,
+        python: &PythonFiles,
+        cache: &CacheDirs,
+        bases: &Path,
+    ) -> Self {
         Self {
             compile,
             python_stdlib: python.stdlib.clone(),
             bytecode: cache.bytecode(),
+            bases: bases.to_path_buf(),
         }
     }
 }
@@ -125,7 +137,7 @@ pub fn build(
     }
     let id = build_id(config, &files, &vendored, installed.as_ref())?;
     let dir = builds_dir.join(&id);
-    if let Some(artifact) = Artifact::open(&dir) {
+    if let Some(artifact) = Artifact::open(&dir).filter(|a| has_base(a, options)) {
         return Ok(BuildOutcome {
             artifact,
             built: false,
@@ -169,10 +181,9 @@ pub fn build(
     embedded::write_files(WIT_FILES, &wit, None)?;
 
     let python_path = [sdk.as_path(), &gen_dir, &src, &packages];
-    let output = stage.join(COMPONENT_FILE);
     let bytecode = crate::bytecode::trusted(options);
     let bytecode = bytecode.as_deref().map(|dir| (dir, Access::ReadOnly));
-    componentize(&python_path, &wit, &output, options, bytecode).map_err(|e| {
+    componentize(&python_path, &wit, stage, options, bytecode).map_err(|e| {
         let paths = [
             (0, "(taipan sdk)"),
             (1, "(taipan build)"),
@@ -186,6 +197,10 @@ pub fn build(
     std::fs::write(stage.join(COMPLETE_FILE), id.as_bytes()).context("finishing the build")?;
 
     let staged = staging.keep();
+    if dir.exists() && Artifact::open(&dir).is_none_or(|a| !has_base(&a, options)) {
+        // A build whose base is gone (a cleared cache): replaced by this one.
+        std::fs::remove_dir_all(&dir).ok();
+    }
     if let Err(e) = std::fs::rename(&staged, &dir) {
         std::fs::remove_dir_all(&staged).ok();
         // Someone else finished the same build first; theirs is identical.
@@ -199,6 +214,16 @@ pub fn build(
         built: true,
         elapsed: started.elapsed(),
         packages: package_names(installed.as_ref()),
+    })
+}
+
+/// Whether the base `artifact` starts from is there (always, for a build
+/// with a component of its own).
+fn has_base(artifact: &Artifact, options: &BuildOptions) -> bool {
+    artifact.snapshot().is_none_or(|snapshot| {
+        snapshot.meta().is_ok_and(|meta| {
+            crate::base::base_component(&options.caches.bases, &meta.base).is_file()
+        })
     })
 }
 
@@ -280,7 +305,8 @@ pub(crate) enum Access {
     ReadWrite,
 }
 
-/// Link and pre-initialize with the componentize-py crate.
+/// Link and pre-initialize with the componentize-py crate, keeping the
+/// result as a snapshot in `<stage>/snapshot` on a base (crate::base).
 ///
 /// Only the folders given are on the Python path: the build machine's own
 /// Python, `VIRTUAL_ENV` and site-packages are never consulted (those are
@@ -289,10 +315,16 @@ pub(crate) enum Access {
 pub(crate) fn componentize(
     python_path: &[&Path],
     wit: &Path,
-    output: &Path,
+    stage: &Path,
     options: &BuildOptions,
     bytecode: Option<(&Path, Access)>,
 ) -> Result<()> {
+    let output = stage.join(COMPONENT_FILE);
+    let snapshot_dir = stage.join(taipan_guest::snapshot::SNAPSHOT_DIR);
+    let bases = BaseHooks::new(&options.caches.bases, &snapshot_dir);
+    let compile_instrumented =
+        |engine: &wasmtime::Engine, bytes: &[u8]| bases.compile_instrumented(engine, bytes);
+    let captured = |state: &mut componentize_py::Captured| bases.captured(state);
     let python_path: Vec<String> = python_path
         .iter()
         .map(|p| p.to_string_lossy().into_owned())
@@ -328,7 +360,7 @@ pub(crate) fn componentize(
         python_path: &python_path,
         module_worlds: &[],
         app_name: APP_MODULE,
-        output_path: output,
+        output_path: &output,
         add_to_linker: None,
         stub_wasi: false,
         import_interface_names: &empty,
@@ -342,12 +374,15 @@ pub(crate) fn componentize(
         // into a folder every build with the same lock shares).
         read_only_sources: true,
         configure_wasi: Some(&configure_wasi),
+        compile_instrumented: Some(&compile_instrumented),
+        captured: Some(&captured),
     };
     // The generator's future is not Send: drive it on this thread.
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(generator.generate())
+    runtime.block_on(generator.generate())?;
+    bases.finish(&output)
 }
 
 /// Tell the worker's mistakes (reported by the bootstrap between markers)

@@ -55,11 +55,12 @@ fn compile(root: &Path, dir: &Path, options: &BuildOptions) -> Result<()> {
     std::fs::create_dir_all(&cache)?;
 
     let python_path = [sdk.as_path(), &gen_dir, &src, &packages];
-    let output = stage.join("component.wasm");
+    // The build also makes the base hello-like workers share (its snapshot
+    // is dropped with `work`).
     componentize(
         &python_path,
         &wit,
-        &output,
+        stage,
         options,
         Some((&cache, Access::ReadWrite)),
     )?;

@@ -5,6 +5,7 @@
 //! interpreter's memory. Results are cached by content hash, so an unchanged
 //! worker is never rebuilt.
 
+pub mod base;
 pub mod builder;
 mod bytecode;
 pub mod embedded;

@@ -37,7 +37,9 @@ pub const PYTHON_PATH_DIRS: [&str; 4] = ["sdk", "gen", "src", "packages"];
 
 impl Artifact {
     pub fn open(dir: &Path) -> Option<Self> {
-        let complete = dir.join(COMPLETE_FILE).exists() && dir.join(COMPONENT_FILE).exists();
+        let complete = dir.join(COMPLETE_FILE).exists()
+            && (dir.join(COMPONENT_FILE).exists()
+                || crate::snapshot::Snapshot::open(dir).is_some());
         let id = dir.file_name()?.to_string_lossy().into_owned();
         complete.then(|| Self {
             id,
@@ -45,8 +47,16 @@ impl Artifact {
         })
     }
 
+    /// The artifact's own component: builds before snapshots on a shared
+    /// base had one (see `snapshot`).
     pub fn component(&self) -> PathBuf {
         self.dir.join(COMPONENT_FILE)
+    }
+
+    /// What the worker's sandboxes start from on top of its base, if the
+    /// build kept a snapshot rather than a component of its own.
+    pub fn snapshot(&self) -> Option<crate::snapshot::Snapshot> {
+        crate::snapshot::Snapshot::open(&self.dir)
     }
 
     /// Every folder a sandbox of this worker mounts, read-only.

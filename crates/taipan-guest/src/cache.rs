@@ -30,6 +30,12 @@ impl CacheDirs {
         self.root.join("bytecode")
     }
 
+    /// Compiled code shared by workers with the same libraries, one folder
+    /// per base (see `snapshot`), and the build's instrumented components.
+    pub fn bases(&self) -> PathBuf {
+        self.root.join("bases")
+    }
+
     /// Cranelift's per-function compilation cache (see taipan-runtime's engine).
     pub fn compile_cache(&self) -> PathBuf {
         self.root.join("compile")

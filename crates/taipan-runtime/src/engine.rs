@@ -7,8 +7,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use std::collections::HashMap;
 use taipan_guest::{CacheDirs, PythonFiles};
-use wasmtime::component::Component;
+
+use taipan_guest::Artifact;
+use taipan_guest::snapshot::{BASE_COMPONENT_FILE, GlobalValue};
+use wasmtime::component::{Component, Snapshot, SnapshotGlobal, SnapshotMemory, SnapshotValue};
 use wasmtime::{CacheStore, Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 use crate::limits::{EPOCH_TICK, MIB};
@@ -20,6 +24,12 @@ pub struct Runtime {
     pub cache: CacheDirs,
     pub python: PythonFiles,
     compile_cache: Arc<CompileCache>,
+    /// Where bases are kept (`taipan_guest::snapshot`): the cache's by
+    /// default; a server keeps them in its data dir beside the builds that
+    /// start from them (`with_bases_dir`).
+    bases_dir: PathBuf,
+    /// Bases loaded so far, by name: every worker on a base shares its code.
+    bases: Arc<std::sync::Mutex<HashMap<String, Component>>>,
 }
 
 /// Core instances one sandbox may have: its modules and the compiled
@@ -105,10 +115,25 @@ impl Runtime {
         spawn_epoch_ticker(engine.weak());
         Ok(Self {
             engine,
+            bases_dir: cache.bases(),
             cache,
             python,
             compile_cache,
+            bases: Arc::default(),
         })
+    }
+
+    /// Keep bases in `dir` instead of the cache: a server's deployed builds
+    /// must not depend on a folder its user may clear.
+    pub fn with_bases_dir(mut self, dir: PathBuf) -> Self {
+        self.bases_dir = dir;
+        self.bases = Arc::default();
+        self
+    }
+
+    /// Where bases are kept (builds write them, `load_artifact` reads them).
+    pub fn bases_dir(&self) -> &Path {
+        &self.bases_dir
     }
 
     /// Cranelift's per-function cache, for the build's own engine (the one
@@ -128,6 +153,79 @@ impl Runtime {
             .hash(&mut hasher);
         env!("CARGO_PKG_VERSION").hash(&mut hasher);
         format!("{:016x}", hasher.finish())
+    }
+
+    /// What the sandboxes of `artifact` run: its base's machine code starting
+    /// from its snapshot (`taipan_guest::snapshot`), or, for a build made
+    /// before bases, its own component.
+    pub fn load_artifact(&self, artifact: &Artifact) -> Result<Component> {
+        let Some(snapshot) = artifact.snapshot() else {
+            return self.load_component(&artifact.component());
+        };
+        let meta = snapshot.meta()?;
+        let base = self.base(&meta.base)?;
+        let memory = match &meta.memory {
+            None => None,
+            Some(memory) => {
+                let path = snapshot.memory_image();
+                let image = std::fs::File::open(&path)
+                    .with_context(|| format!("opening \"{}\"", path.display()))?;
+                Some(SnapshotMemory {
+                    module: memory.module,
+                    image,
+                    pages: memory.pages,
+                })
+            }
+        };
+        let globals = meta
+            .globals
+            .iter()
+            .map(|g| SnapshotGlobal {
+                module: g.module,
+                global: g.global,
+                value: match g.value {
+                    GlobalValue::I32(v) => SnapshotValue::I32(v),
+                    GlobalValue::I64(v) => SnapshotValue::I64(v),
+                    GlobalValue::F32(v) => SnapshotValue::F32(v),
+                    GlobalValue::F64(v) => SnapshotValue::F64(v),
+                },
+            })
+            .collect();
+        base.with_snapshot(&Snapshot { memory, globals })
+            .map_err(anyhow::Error::from)
+            .with_context(|| {
+                format!(
+                    "starting the build \"{}\" from its base {}",
+                    artifact.dir.display(),
+                    meta.base
+                )
+            })
+    }
+
+    /// The base named `name`, compiled (once per machine) and loaded (once
+    /// per process).
+    fn base(&self, name: &str) -> Result<Component> {
+        anyhow::ensure!(
+            !name.is_empty() && name.bytes().all(|b| b.is_ascii_hexdigit()),
+            "{name:?} is not the name of a base"
+        );
+        // Held while a base compiles: a second worker of the same base
+        // waits for it rather than compiling it again.
+        let mut bases = self.bases.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(base) = bases.get(name) {
+            return Ok(base.clone());
+        }
+        let path = self.bases_dir.join(name).join(BASE_COMPONENT_FILE);
+        if !path.is_file() {
+            anyhow::bail!(
+                "the base this build starts from is missing: \"{}\"\n\
+                 hint: build the worker again (`taipan deploy`, `taipan build`)",
+                path.display()
+            );
+        }
+        let base = self.load_component(&path)?;
+        bases.insert(name.to_string(), base.clone());
+        Ok(base)
     }
 
     /// Load the compiled form of `component_path`, compiling it once and

@@ -71,7 +71,7 @@ impl Worker {
         artifact: &Artifact,
         settings: WorkerSettings,
     ) -> Result<Arc<Self>> {
-        let component = runtime.load_component(&artifact.component())?;
+        let component = runtime.load_artifact(artifact)?;
         let mut linker = Linker::<SandboxState>::new(&runtime.engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;

@@ -32,6 +32,9 @@ pub struct ClusterNode {
     pub id: String,
     /// Which machine code this node can load (see `Runtime::compiled_fingerprint`).
     fingerprint: String,
+    /// Where this node keeps bases (`CacheDirs::bases`): the compiled code
+    /// builds with a snapshot start from.
+    bases: std::path::PathBuf,
     /// The revision of each worker this node serves.
     loaded: tokio::sync::Mutex<HashMap<String, Revision>>,
     /// Revisions that failed to load here, and when.
@@ -39,11 +42,17 @@ pub struct ClusterNode {
 }
 
 impl ClusterNode {
-    pub fn new(cluster: Arc<Cluster>, data: &DataDir, fingerprint: String) -> Result<Arc<Self>> {
+    pub fn new(
+        cluster: Arc<Cluster>,
+        data: &DataDir,
+        fingerprint: String,
+        bases: std::path::PathBuf,
+    ) -> Result<Arc<Self>> {
         Ok(Arc::new(Self {
             cluster,
             id: data.node_id()?,
             fingerprint,
+            bases,
             loaded: tokio::sync::Mutex::default(),
             failed: std::sync::Mutex::default(),
         }))
@@ -64,6 +73,22 @@ impl ClusterNode {
     /// Put a version's build and assets where every node finds them.
     pub async fn share_build(&self, data: &DataDir, record: &VersionRecord) -> Result<()> {
         let objects = &self.cluster.objects;
+        // The base first: a build in object storage always finds its base.
+        let code = self.code(data, &record.artifact)?;
+        if let Some(key) = &code.wasm_key
+            && !objects.exists(key).await?
+        {
+            let wasm = tokio::fs::read(&code.wasm)
+                .await
+                .with_context(|| format!("reading \"{}\"", code.wasm.display()))?;
+            let bytes = tokio::task::spawn_blocking(move || zstd::encode_all(&wasm[..], 3))
+                .await
+                .context("the compression task failed")??;
+            objects
+                .put_new(key, bytes)
+                .await
+                .context("sharing the build's base")?;
+        }
         objects
             .put_tree(
                 &artifact_key(&record.artifact),
@@ -84,9 +109,9 @@ impl ClusterNode {
     /// the same fingerprint (CPU, engine settings, taipan version), so they
     /// load it instead of compiling for seconds.
     pub async fn share_compiled(&self, data: &DataDir, record: &VersionRecord) {
-        let path = compiled_path(&data.artifacts(), &record.artifact);
-        let key = compiled_key(&record.artifact, &self.fingerprint);
         let shared = async {
+            let code = self.code(data, &record.artifact)?;
+            let (path, key) = (code.compiled, code.compiled_key);
             if self.cluster.objects.exists(&key).await? {
                 return Ok(());
             }
@@ -141,8 +166,27 @@ impl ClusterNode {
         {
             return Ok(false);
         }
-        let compiled = compiled_path(&data.artifacts(), artifact);
-        let key = compiled_key(artifact, &self.fingerprint);
+        let code = self.code(data, artifact)?;
+        if let Some(wasm_key) = &code.wasm_key
+            && !code.wasm.exists()
+        {
+            let Some(bytes) = objects.get(wasm_key).await? else {
+                return Err(anyhow!(
+                    "the build {artifact} starts from {wasm_key}, which is not in the object storage"
+                ));
+            };
+            let base_dir = code.wasm.parent().context("a base without a folder")?;
+            tokio::fs::create_dir_all(base_dir).await?;
+            let tmp = tempfile::Builder::new()
+                .prefix(".fetched-")
+                .tempfile_in(base_dir)?;
+            let wasm = tokio::task::spawn_blocking(move || zstd::decode_all(&bytes[..]))
+                .await
+                .context("the decompression task failed")??;
+            tokio::fs::write(tmp.path(), &wasm).await?;
+            tmp.persist(&code.wasm)?;
+        }
+        let (compiled, key) = (code.compiled, code.compiled_key);
         if !compiled.exists()
             && let Some(bytes) = objects.get(&key).await?
         {
@@ -209,15 +253,46 @@ impl ClusterNode {
     }
 }
 
-fn compiled_path(artifacts: &std::path::Path, artifact: &str) -> std::path::PathBuf {
-    artifacts
-        .join(artifact)
-        .join(taipan_guest::artifact::COMPONENT_FILE)
-        .with_extension("cwasm")
+/// Where a build's WebAssembly and machine code are, here and in object
+/// storage: its own component, or (a build with a snapshot) its base's.
+struct Code {
+    wasm: std::path::PathBuf,
+    /// The base's component in object storage (a build's own travels in
+    /// the build's folder).
+    wasm_key: Option<String>,
+    compiled: std::path::PathBuf,
+    compiled_key: String,
 }
 
-fn compiled_key(artifact: &str, fingerprint: &str) -> String {
-    format!("compiled/{artifact}/{fingerprint}.cwasm.zst")
+impl ClusterNode {
+    fn code(&self, data: &DataDir, artifact: &str) -> Result<Code> {
+        let dir = data.artifacts().join(artifact);
+        let fingerprint = &self.fingerprint;
+        let Some(snapshot) = taipan_guest::snapshot::Snapshot::open(&dir) else {
+            let wasm = dir.join(taipan_guest::artifact::COMPONENT_FILE);
+            return Ok(Code {
+                compiled: wasm.with_extension("cwasm"),
+                wasm,
+                wasm_key: None,
+                compiled_key: format!("compiled/{artifact}/{fingerprint}.cwasm.zst"),
+            });
+        };
+        let base = snapshot.meta()?.base;
+        // A base names a folder here: hex digits only, whoever wrote it.
+        if base.is_empty() || !base.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(anyhow!("{base:?} is not the name of a base"));
+        }
+        let wasm = self
+            .bases
+            .join(&base)
+            .join(taipan_guest::snapshot::BASE_COMPONENT_FILE);
+        Ok(Code {
+            compiled: wasm.with_extension("cwasm"),
+            wasm,
+            wasm_key: Some(format!("bases/{base}.wasm.zst")),
+            compiled_key: format!("compiled/base-{base}/{fingerprint}.cwasm.zst"),
+        })
+    }
 }
 
 fn artifact_key(id: &str) -> String {
@@ -372,7 +447,7 @@ async fn prefetch(state: &Arc<ServeState>, node: &Arc<ClusterNode>, artifact: &s
         return Ok(());
     }
     let dir = state.data.artifacts().join(artifact);
-    let compiled = compiled_path(&state.data.artifacts(), artifact);
+    let compiled = node.code(&state.data, artifact)?.compiled;
     // One compile per build at a time on this node (announced twice: build, then code).
     static COMPILING: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
     let claim = |add: bool| {
@@ -390,8 +465,9 @@ async fn prefetch(state: &Arc<ServeState>, node: &Arc<ClusterNode>, artifact: &s
     }
     let state = state.clone();
     let compiled_here = tokio::task::spawn_blocking(move || {
-        let component = dir.join(taipan_guest::artifact::COMPONENT_FILE);
-        state.runtime.load_component(&component).map(|_| ())
+        let artifact =
+            taipan_guest::Artifact::open(&dir).context("the fetched build is incomplete")?;
+        state.runtime.load_artifact(&artifact).map(|_| ())
     })
     .await;
     claim(false);

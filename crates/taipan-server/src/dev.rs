@@ -258,6 +258,7 @@ async fn build_and_load(
             runtime.compile_cache(),
             &runtime.python,
             &runtime.cache,
+            runtime.bases_dir(),
         ),
     };
     let built = tokio::task::spawn_blocking(move || {

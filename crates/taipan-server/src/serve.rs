@@ -107,11 +107,17 @@ impl ServeState {
         cluster: Option<Arc<taipan_cluster::Cluster>>,
     ) -> Result<Arc<Self>> {
         let data = DataDir::open(&options.data_dir)?;
+        // Deployed builds start from bases: keep those with the builds.
+        let runtime = runtime.with_bases_dir(data.bases());
         let registry = Registry::new(&options.base_domain);
         let (stores, node, control): (_, _, Arc<dyn ControlPlane>) = match cluster {
             Some(cluster) => {
-                let node =
-                    ClusterNode::new(cluster.clone(), &data, runtime.compiled_fingerprint())?;
+                let node = ClusterNode::new(
+                    cluster.clone(),
+                    &data,
+                    runtime.compiled_fingerprint(),
+                    runtime.bases_dir().to_path_buf(),
+                )?;
                 (
                     Stores::clustered(data.state(), cluster),
                     Some(node.clone()),
@@ -386,6 +392,7 @@ impl ServeState {
                 self.runtime.compile_cache(),
                 &self.runtime.python,
                 &self.runtime.cache,
+                self.runtime.bases_dir(),
             ),
         };
         let outcome = taipan_build::build(config, &self.data.artifacts(), &build_options).map_err(

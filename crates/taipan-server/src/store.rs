@@ -95,6 +95,13 @@ impl DataDir {
         self.root.join("artifacts")
     }
 
+    /// The compiled code builds start from (`taipan_guest::snapshot`): kept
+    /// with the builds, not in the cache, so clearing the cache never stops
+    /// a deployed worker.
+    pub fn bases(&self) -> PathBuf {
+        self.root.join("bases")
+    }
+
     pub fn staging(&self) -> PathBuf {
         self.root.join("staging")
     }

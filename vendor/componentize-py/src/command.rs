@@ -299,6 +299,8 @@ fn componentize(common: Common, componentize: Componentize) -> Result<()> {
             python_stdlib: None,
             read_only_sources: false,
             configure_wasi: None,
+                compile_instrumented: None,
+                captured: None,
         }
         .generate(),
     )?;

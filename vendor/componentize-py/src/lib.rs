@@ -1,5 +1,8 @@
 #![deny(warnings)]
 
+/// Taipan: what a build's `captured` callback sees.
+pub use component_init_transform::{Captured, CapturedValue};
+
 use {
     anyhow::{Context, Error, Result, anyhow, ensure},
     async_trait::async_trait,
@@ -291,6 +294,14 @@ pub struct ComponentGenerator<'a> {
     /// Taipan: adds to the pre-initialization's WASI context (environment,
     /// mounts) before it is built.
     pub configure_wasi: Option<&'a dyn Fn(&mut WasiCtxBuilder) -> Result<()>>,
+    /// Taipan: compiles the instrumented component for the pre-initialization
+    /// engine instead of `Component::new` (Taipan keeps it compiled: it is the
+    /// same for every worker with the same libraries).
+    pub compile_instrumented: Option<&'a dyn Fn(&Engine, &[u8]) -> Result<Component>>,
+    /// Taipan: sees the captured memory and globals after the pre-init and
+    /// says whether to build and write the initialized component
+    /// (`component_init_transform::initialize_staged_with`).
+    pub captured: Option<&'a dyn Fn(&mut Captured) -> Result<bool>>,
 }
 
 impl ComponentGenerator<'_> {
@@ -873,14 +884,22 @@ impl ComponentGenerator<'_> {
 
         let stub_wasi = self.stub_wasi;
         let app_name = self.app_name.to_owned();
-        let component = component_init_transform::initialize_staged(
+        let compile_instrumented = self.compile_instrumented;
+        let captured = self.captured;
+        let component = component_init_transform::initialize_staged_with(
             &component,
             stubbed_component
                 .as_ref()
                 .map(|(component, map)| (component.deref(), map as &dyn Fn(u32) -> u32)),
             move |instrumented| {
+                // Taipan: compiled (or found compiled) before the future,
+                // which must not borrow the generator.
+                let compiled = match compile_instrumented {
+                    Some(compile) => compile(&engine, &instrumented),
+                    None => Component::new(&engine, instrumented).map_err(Error::from),
+                };
                 async move {
-                    let component = &Component::new(&engine, instrumented)?;
+                    let component = &compiled?;
                     if !added_to_linker {
                         add_wasi_and_stubs(
                             &resolve,
@@ -902,6 +921,7 @@ impl ComponentGenerator<'_> {
                 }
                 .boxed()
             },
+            |state| captured.map_or(Ok(true), |captured| captured(state)),
         )
         .await
         .with_context(move || {
@@ -911,6 +931,11 @@ impl ComponentGenerator<'_> {
                 String::from_utf8_lossy(&stderr.try_into_inner().unwrap())
             )
         })?;
+
+        // Taipan: `captured` kept the state and did not ask for the component.
+        let Some(component) = component else {
+            return Ok(());
+        };
 
         // Checks if the output directory exists, and creates it if it doesn't.
         if let Some(parent) = self.output_path.parent() {

@@ -69,6 +69,8 @@ fn python_componentize(
                 python_stdlib: None,
                 read_only_sources: false,
                 configure_wasi: None,
+                compile_instrumented: None,
+                captured: None,
             }
             .generate(),
         )

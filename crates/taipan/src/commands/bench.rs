@@ -71,14 +71,13 @@ impl BenchArgs {
                 runtime.compile_cache(),
                 &runtime.python,
                 &runtime.cache,
+                runtime.bases_dir(),
             ),
         };
         let outcome =
             taipan_build::build(&config, &builds, &options).map_err(|e| anyhow!("{e}"))?;
         let build_time = started.elapsed();
-        let component_bytes = std::fs::metadata(outcome.artifact.component())
-            .map(|m| m.len())
-            .unwrap_or(0);
+        let component_bytes = own_bytes(&outcome.artifact);
 
         // The bench measures the sandbox itself: vars, no bindings.
         let settings = |reuse, standby| {
@@ -281,7 +280,7 @@ impl Report {
             self.load.as_secs_f64() * 1e3
         );
         println!(
-            "component:                           {:>10.1} MB",
+            "worker's own component or snapshot:  {:>10.1} MB",
             self.component_bytes as f64 / 1e6
         );
         println!(
@@ -343,4 +342,15 @@ fn minor_faults() -> u64 {
         .nth(7)
         .and_then(|v| v.parse().ok())
         .unwrap_or(0)
+}
+
+/// Disk the build takes of its own: its snapshot's memory image (a sparse
+/// file: the blocks it holds) on a shared base, or its own component.
+fn own_bytes(artifact: &taipan_build::Artifact) -> u64 {
+    use std::os::unix::fs::MetadataExt as _;
+    let path = match artifact.snapshot() {
+        Some(snapshot) => snapshot.memory_image(),
+        None => artifact.component(),
+    };
+    std::fs::metadata(path).map_or(0, |m| m.blocks() * 512)
 }

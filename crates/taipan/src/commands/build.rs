@@ -33,6 +33,7 @@ impl BuildArgs {
                 runtime.compile_cache(),
                 &runtime.python,
                 &runtime.cache,
+                runtime.bases_dir(),
             ),
         };
         let outcome =
@@ -51,7 +52,7 @@ impl BuildArgs {
             outcome.artifact.dir.display()
         );
         let started = Instant::now();
-        runtime.load_component(&outcome.artifact.component())?;
+        runtime.load_artifact(&outcome.artifact)?;
         println!("compiled in {}", fmt_duration(started.elapsed()));
         Ok(())
     }

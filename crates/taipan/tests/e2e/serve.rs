@@ -55,6 +55,8 @@ fn deploy_versions_rollback_failed_deploy_restart_and_delete() {
 
     ok(cli(&server.admin, &["deploy", dir], TOKEN));
     assert_eq!(server.host_text("app.localhost", "/"), (200, "two".into()));
+    // Both versions start from one base: each build keeps only its snapshot.
+    assert_one_base_and_snapshots(data.path(), 2);
 
     // A deploy that fails to build leaves v2 serving and no v3 behind.
     std::fs::write(app.path().join("src/entry.py"), "def on_fetch(request:\n").unwrap();
@@ -108,6 +110,62 @@ fn deploy_versions_rollback_failed_deploy_restart_and_delete() {
 
     ok(cli(&server.admin, &["delete", "--name", "app"], TOKEN));
     assert_eq!(server.host_text("app.localhost", "/").0, 404);
+}
+
+/// The data dir holds one base (its initialized component) and `builds`
+/// builds, each with a snapshot and no component of its own.
+fn assert_one_base_and_snapshots(data: &Path, builds: usize) {
+    let bases: Vec<_> = std::fs::read_dir(data.join("bases"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(bases.len(), 1, "{bases:?}");
+    assert!(bases[0].join("component.wasm").is_file());
+    let artifacts: Vec<_> = std::fs::read_dir(data.join("artifacts"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.join("complete").exists())
+        .collect();
+    assert_eq!(artifacts.len(), builds, "{artifacts:?}");
+    for artifact in artifacts {
+        assert!(artifact.join("snapshot/snapshot.json").is_file());
+        assert!(artifact.join("snapshot/memory.img").is_file());
+        assert!(!artifact.join("component.wasm").exists());
+    }
+}
+
+#[test]
+fn a_build_whose_base_is_gone_says_so_and_a_deploy_rebuilds_it() {
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::serve(data.path(), &["--admin-token", TOKEN]);
+    let app = worker("app", "", &saying("one"));
+    let dir = app.path().to_str().unwrap();
+    ok(cli(&server.admin, &["deploy", dir], TOKEN));
+    assert_eq!(server.host_text("app.localhost", "/"), (200, "one".into()));
+    server.stop();
+
+    std::fs::remove_dir_all(data.path().join("bases")).unwrap();
+    let server = Server::serve(data.path(), &["--admin-token", TOKEN]);
+    assert!(
+        server.wait_for(
+            "the base this build starts from is missing",
+            1,
+            Duration::from_secs(30)
+        ),
+        "{}",
+        server.output()
+    );
+    assert!(
+        server.output().contains("hint: build the worker again"),
+        "{}",
+        server.output()
+    );
+    assert_ne!(server.host_text("app.localhost", "/").0, 200);
+
+    // The same source again: the build is rebuilt, not reused without a base.
+    ok(cli(&server.admin, &["deploy", dir], TOKEN));
+    assert_eq!(server.host_text("app.localhost", "/"), (200, "one".into()));
+    assert_one_base_and_snapshots(data.path(), 1);
 }
 
 #[test]
@@ -421,14 +479,31 @@ fn a_server_killed_mid_deploy_restarts_on_the_previous_version() {
         "",
     ));
 
-    std::fs::write(app.path().join("src/entry.py"), saying("v2 here")).unwrap();
+    // v2 imports a package (vendored in python_modules/) that takes seconds
+    // to import at build time, where a deploy alone takes less than one:
+    // kill the server (SIGKILL) while it runs.
+    std::fs::write(
+        app.path().join("src/entry.py"),
+        format!("import slow_import  # noqa: F401\n{}", saying("v2 here")),
+    )
+    .unwrap();
+    std::fs::create_dir_all(app.path().join("python_modules")).unwrap();
+    std::fs::write(
+        app.path().join("python_modules/slow_import.py"),
+        "import time\n\ntime.sleep(10)\n",
+    )
+    .unwrap();
     let admin = server.admin.clone();
     let dir = app.path().to_str().unwrap().to_string();
     let deploy = std::thread::spawn(move || cli(&admin, &["deploy", &dir], ""));
-    // The build takes seconds: kill the server (SIGKILL) while it runs.
     std::thread::sleep(Duration::from_millis(1500));
     drop(server);
-    assert!(!deploy.join().unwrap().status.success());
+    let deployed = deploy.join().unwrap();
+    assert!(
+        !deployed.status.success(),
+        "{}",
+        crate::harness::text_of(&deployed)
+    );
 
     let server = Server::serve(data.path(), &["--insecure-local"]);
     assert_eq!(

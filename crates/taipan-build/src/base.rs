@@ -1,0 +1,180 @@
+//! Bases: the linked component's code, compiled once per set of libraries.
+//!
+//! componentize-py links CPython, the SDK, the bindings and the installed
+//! packages' extensions into a component, instruments it so its memory and
+//! globals can be read, runs the worker's imports in it and captures them.
+//! The linked component does not contain the worker (the worker's files are
+//! read from a mounted folder while its imports run), so every worker with
+//! the same libraries links the same bytes. A base, named by the hash of the
+//! instrumented component, keeps
+//!
+//! - `instrumented.cwasm`: that component compiled for the build's engine,
+//!   so a build runs the imports without compiling (1.2–1.5 s, even with
+//!   Cranelift's per-function cache);
+//! - `component.wasm`: one initialized component of that code (from the
+//!   first build), which the runtime compiles once and starts every worker
+//!   of the base from, with the worker's own snapshot
+//!   (`taipan_guest::snapshot`); a build whose base has it skips making and
+//!   compiling an initialized component of its own.
+
+use std::cell::RefCell;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use componentize_py::{Captured, CapturedValue};
+use sha2::{Digest, Sha256};
+use taipan_guest::snapshot::{
+    BASE_COMPONENT_FILE, GlobalMeta, GlobalValue, MemoryMeta, Snapshot, SnapshotMeta,
+};
+use wasmtime::Engine;
+use wasmtime::component::Component;
+
+const INSTRUMENTED_FILE: &str = "instrumented.cwasm";
+/// Hashed into a base's name with the instrumented component: a new layout
+/// or rule for what a base holds makes new bases.
+const BASE_FORMAT: &[u8] = b"taipan-base-2";
+
+/// One build's use of the bases: what componentize-py's two hooks share.
+pub(crate) struct BaseHooks<'a> {
+    bases: &'a Path,
+    snapshot_dir: &'a Path,
+    /// Set by `compile_instrumented`, read by `captured`.
+    base: RefCell<Option<String>>,
+    /// Whether this build made the base's initialized component.
+    makes_component: RefCell<bool>,
+}
+
+impl<'a> BaseHooks<'a> {
+    /// `bases`: `<cache>/bases`; `snapshot_dir`: where the build's snapshot goes.
+    pub(crate) fn new(bases: &'a Path, snapshot_dir: &'a Path) -> Self {
+        Self {
+            bases,
+            snapshot_dir,
+            base: RefCell::new(None),
+            makes_component: RefCell::new(false),
+        }
+    }
+
+    /// The instrumented component compiled for `engine`: the base's copy, or
+    /// compiled now and kept in the base.
+    pub(crate) fn compile_instrumented(&self, engine: &Engine, bytes: &[u8]) -> Result<Component> {
+        let mut hasher = Sha256::new();
+        hasher.update(BASE_FORMAT);
+        hasher.update(bytes);
+        let base = taipan_guest::hex(&hasher.finalize()[..16]);
+        let dir = self.bases.join(&base);
+        *self.base.borrow_mut() = Some(base);
+        let path = dir.join(INSTRUMENTED_FILE);
+        if path.is_file() {
+            // SAFETY: written by `precompile_component` below with an engine
+            // of the same configuration; wasmtime checks the configuration
+            // and version on load and refuses a mismatch (then we compile).
+            match unsafe { Component::deserialize_file(engine, &path) } {
+                Ok(component) => return Ok(component),
+                Err(e) => tracing::debug!("recompiling \"{}\": {e:#}", path.display()),
+            }
+        }
+        let compiled = engine
+            .precompile_component(bytes)
+            .map_err(anyhow::Error::from)
+            .context("compiling the instrumented component")?;
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating \"{}\"", dir.display()))?;
+        persist(&dir, &path, &compiled)?;
+        // SAFETY: as above; just written by this engine.
+        unsafe { Component::deserialize_file(engine, &path) }.map_err(anyhow::Error::from)
+    }
+
+    /// Keep the captured state as the build's snapshot; ask componentize-py
+    /// for the initialized component only if the base has none yet.
+    pub(crate) fn captured(&self, state: &mut Captured) -> Result<bool> {
+        let base = self
+            .base
+            .borrow()
+            .clone()
+            .context("the instrumented component was not compiled through the base")?;
+        let meta = SnapshotMeta {
+            base: base.clone(),
+            memory: state.memory.as_ref().map(|(module, bytes)| MemoryMeta {
+                module: *module,
+                // As component-init sizes the initialized component's memory.
+                pages: (bytes.len() / 65536) as u64 + 1,
+            }),
+            globals: state
+                .globals
+                .iter()
+                .map(|&(module, global, value)| GlobalMeta {
+                    module,
+                    global,
+                    value: match value {
+                        CapturedValue::I32(v) => GlobalValue::I32(v),
+                        CapturedValue::I64(v) => GlobalValue::I64(v),
+                        CapturedValue::F32(v) => GlobalValue::F32(v),
+                        CapturedValue::F64(v) => GlobalValue::F64(v),
+                    },
+                })
+                .collect(),
+        };
+        let memory = state.memory.as_ref().map(|(_, bytes)| bytes.as_slice());
+        Snapshot::write(self.snapshot_dir, &meta, memory)?;
+        let makes = !self.bases.join(&base).join(BASE_COMPONENT_FILE).is_file();
+        *self.makes_component.borrow_mut() = makes;
+        if makes && let Some((_, bytes)) = &mut state.memory {
+            // The base's image must start at address 0, because a snapshot
+            // replaces it only from the base's first non-zero page (the
+            // compiled code knows that offset). The linker puts the stack
+            // first, growing down from 1 MiB, so a memory's first non-zero
+            // byte is the deepest the stack went during the build: another
+            // worker's imports may go deeper. Byte 0 (the stack's far end,
+            // never reached) is set in the base's copy only; the base's own
+            // data never runs, every worker starts from its snapshot.
+            if let Some(first) = bytes.first_mut() {
+                *first |= 1;
+            }
+        }
+        Ok(makes)
+    }
+
+    /// After the build: move the initialized component it made (if it was
+    /// asked to) into the base. A build that made one when another build
+    /// had just stored its own drops it (both are the same code).
+    pub(crate) fn finish(&self, output: &Path) -> Result<()> {
+        if !*self.makes_component.borrow() {
+            return Ok(());
+        }
+        let base = self.base.borrow().clone().context("no base")?;
+        let dir = self.bases.join(base);
+        let target = dir.join(BASE_COMPONENT_FILE);
+        if !target.exists() {
+            let tmp = tempfile::Builder::new()
+                .prefix(".storing-")
+                .tempfile_in(&dir)?
+                .into_temp_path();
+            std::fs::copy(output, &tmp).context("storing the base component")?;
+            // Never replace one another build stored meanwhile: a runtime
+            // may have compiled it already.
+            if let Err(e) = tmp.persist_noclobber(&target)
+                && !target.exists()
+            {
+                return Err(anyhow::Error::from(e.error).context("storing the base component"));
+            }
+        }
+        std::fs::remove_file(output).ok();
+        Ok(())
+    }
+}
+
+/// Where a base's initialized component is (`<bases>/<base>/component.wasm`).
+pub fn base_component(bases: &Path, base: &str) -> PathBuf {
+    bases.join(base).join(BASE_COMPONENT_FILE)
+}
+
+/// Write `bytes` to `path` through a temporary file in `dir`: two builds at
+/// once never see each other's half-written file.
+fn persist(dir: &Path, path: &Path, bytes: &[u8]) -> Result<()> {
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".compiling-")
+        .tempfile_in(dir)?;
+    std::io::Write::write_all(&mut tmp, bytes)?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    Ok(())
+}
