@@ -42,12 +42,15 @@ pub(crate) struct BaseHooks<'a> {
     base: RefCell<Option<String>>,
     /// Whether this build made the base's initialized component.
     makes_component: RefCell<bool>,
+    /// Keep the build's own initialized component too.
+    standalone: bool,
 }
 
 impl<'a> BaseHooks<'a> {
     /// `bases`: `<cache>/bases`; `snapshot_dir`: where the build's snapshot goes.
-    pub(crate) fn new(bases: &'a Path, snapshot_dir: &'a Path) -> Self {
+    pub(crate) fn new(bases: &'a Path, snapshot_dir: &'a Path, standalone: bool) -> Self {
         Self {
+            standalone,
             bases,
             snapshot_dir,
             base: RefCell::new(None),
@@ -116,7 +119,9 @@ impl<'a> BaseHooks<'a> {
         };
         let memory = state.memory.as_ref().map(|(_, bytes)| bytes.as_slice());
         Snapshot::write(self.snapshot_dir, &meta, memory)?;
-        let makes = !self.bases.join(&base).join(BASE_COMPONENT_FILE).is_file();
+        // A standalone build's component keeps its own bytes (see below),
+        // so it never becomes the base's.
+        let makes = !self.standalone && !self.bases.join(&base).join(BASE_COMPONENT_FILE).is_file();
         *self.makes_component.borrow_mut() = makes;
         if makes && let Some((_, bytes)) = &mut state.memory {
             // The base's image must start at address 0, because a snapshot
@@ -131,7 +136,7 @@ impl<'a> BaseHooks<'a> {
                 *first |= 1;
             }
         }
-        Ok(makes)
+        Ok(makes || self.standalone)
     }
 
     /// After the build: move the initialized component it made (if it was
@@ -139,6 +144,7 @@ impl<'a> BaseHooks<'a> {
     /// had just stored its own drops it (both are the same code).
     pub(crate) fn finish(&self, output: &Path) -> Result<()> {
         if !*self.makes_component.borrow() {
+            // Nothing made, or a standalone build's own component: it stays.
             return Ok(());
         }
         let base = self.base.borrow().clone().context("no base")?;

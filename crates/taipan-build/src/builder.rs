@@ -68,6 +68,9 @@ pub struct BuildOptions {
     pub packages: SourceOptions,
     /// Write `taipan.lock` into the project (not for an uploaded bundle).
     pub write_lock: bool,
+    /// Also keep the worker's own initialized component (`component.wasm`)
+    /// beside its snapshot, for other runtimes (`taipan build --standalone`).
+    pub standalone: bool,
     /// What the process already has that builds reuse.
     pub caches: BuildCaches,
 }
@@ -135,7 +138,7 @@ pub fn build(
         // `main` at the top: the vendored folder is inside the source tree.
         files.retain(|(rel, _)| !rel.starts_with(&format!("{}/", source::VENDORED_DIR)));
     }
-    let id = build_id(config, &files, &vendored, installed.as_ref())?;
+    let id = build_id(config, &files, &vendored, installed.as_ref(), options)?;
     let dir = builds_dir.join(&id);
     if let Some(artifact) = Artifact::open(&dir).filter(|a| has_base(a, options)) {
         return Ok(BuildOutcome {
@@ -217,14 +220,15 @@ pub fn build(
     })
 }
 
-/// Whether the base `artifact` starts from is there (always, for a build
-/// with a component of its own).
+/// Whether the base `artifact` starts from is there (or it needs none: a
+/// build with a component of its own).
 fn has_base(artifact: &Artifact, options: &BuildOptions) -> bool {
-    artifact.snapshot().is_none_or(|snapshot| {
-        snapshot.meta().is_ok_and(|meta| {
-            crate::base::base_component(&options.caches.bases, &meta.base).is_file()
+    artifact.component().is_file()
+        || artifact.snapshot().is_none_or(|snapshot| {
+            snapshot.meta().is_ok_and(|meta| {
+                crate::base::base_component(&options.caches.bases, &meta.base).is_file()
+            })
         })
-    })
 }
 
 fn package_names(installed: Option<&Installed>) -> Vec<String> {
@@ -242,6 +246,7 @@ fn build_id(
     files: &[(String, PathBuf)],
     vendored: &[(String, PathBuf)],
     installed: Option<&Installed>,
+    options: &BuildOptions,
 ) -> Result<String> {
     let mut hasher = Sha256::new();
     if let Some(installed) = installed {
@@ -249,6 +254,9 @@ fn build_id(
         hasher.update(&installed.digest);
     }
     hasher.update(env!("CARGO_PKG_VERSION"));
+    if options.standalone {
+        hasher.update(b"standalone");
+    }
     hasher.update(embedded::digest());
     for field in [
         config.runtime.id,
@@ -321,7 +329,7 @@ pub(crate) fn componentize(
 ) -> Result<()> {
     let output = stage.join(COMPONENT_FILE);
     let snapshot_dir = stage.join(taipan_guest::snapshot::SNAPSHOT_DIR);
-    let bases = BaseHooks::new(&options.caches.bases, &snapshot_dir);
+    let bases = BaseHooks::new(&options.caches.bases, &snapshot_dir, options.standalone);
     let compile_instrumented =
         |engine: &wasmtime::Engine, bytes: &[u8]| bases.compile_instrumented(engine, bytes);
     let captured = |state: &mut componentize_py::Captured| bases.captured(state);

@@ -163,6 +163,18 @@ impl Runtime {
             return self.load_component(&artifact.component());
         };
         let meta = snapshot.meta()?;
+        let own = artifact.component();
+        if own.is_file()
+            && !self
+                .bases_dir
+                .join(&meta.base)
+                .join(BASE_COMPONENT_FILE)
+                .is_file()
+        {
+            // A standalone build (`taipan build --standalone`) whose base
+            // was never made: its own component has the same snapshot.
+            return self.load_component(&own);
+        }
         let base = self.base(&meta.base)?;
         let memory = match &meta.memory {
             None => None,

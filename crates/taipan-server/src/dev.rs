@@ -254,6 +254,7 @@ async fn build_and_load(
     let build_options = taipan_build::BuildOptions {
         packages: options.packages.clone(),
         write_lock: true,
+        standalone: false,
         caches: taipan_build::BuildCaches::new(
             runtime.compile_cache(),
             &runtime.python,
@@ -290,11 +291,9 @@ async fn build_and_load(
         Ok((worker, outcome.packages))
     })
     .await;
-    if !matches!(built, Ok(Ok(_))) {
-        // No compile followed (it trims after itself): give back what the
-        // failed build allocated.
-        taipan_runtime::engine::release_freed_memory();
-    }
+    // Give back what the build allocated (its captured memory, the
+    // instrumented component): on a base no compile follows to do it.
+    taipan_runtime::engine::release_freed_memory();
     built.map_err(|e| BuildError::Internal(anyhow!("the build thread failed: {e}")))?
 }
 

@@ -313,11 +313,9 @@ impl ServeState {
         let config = Arc::new(config);
         let building = config.clone();
         let built = tokio::task::spawn_blocking(move || state.build(&building)).await;
-        if !matches!(built, Ok(Ok(_))) {
-            // No compile follows (it trims after itself): give back what
-            // the failed build allocated.
-            taipan_runtime::engine::release_freed_memory();
-        }
+        // Give back what the build allocated (its captured memory, the
+        // instrumented component): on a base no compile follows to do it.
+        taipan_runtime::engine::release_freed_memory();
         let (assets, outcome) =
             built.map_err(|e| ApiError::from(anyhow!("the build task failed: {e}")))??;
         let mut record = VersionRecord {
@@ -388,6 +386,7 @@ impl ServeState {
         let build_options = taipan_build::BuildOptions {
             packages: self.options.packages.clone(),
             write_lock: false,
+            standalone: false,
             caches: taipan_build::BuildCaches::new(
                 self.runtime.compile_cache(),
                 &self.runtime.python,

@@ -67,6 +67,7 @@ impl BenchArgs {
         let options = taipan_build::BuildOptions {
             packages: self.packages.sources(None)?,
             write_lock: true,
+            standalone: false,
             caches: taipan_build::BuildCaches::new(
                 runtime.compile_cache(),
                 &runtime.python,

@@ -16,6 +16,11 @@ pub struct BuildArgs {
     env: super::EnvArgs,
     #[command(flatten)]
     packages: super::PackageArgs,
+    /// Also write the worker as one initialized component
+    /// (`component.wasm` in the build folder) that any component runtime
+    /// can serve, not only a snapshot on Taipan's shared base.
+    #[arg(long)]
+    standalone: bool,
 }
 
 impl BuildArgs {
@@ -29,6 +34,7 @@ impl BuildArgs {
         let options = taipan_build::BuildOptions {
             packages: self.packages.sources(None)?,
             write_lock: true,
+            standalone: self.standalone,
             caches: taipan_build::BuildCaches::new(
                 runtime.compile_cache(),
                 &runtime.python,
