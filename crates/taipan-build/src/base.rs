@@ -32,7 +32,7 @@ use wasmtime::component::Component;
 const INSTRUMENTED_FILE: &str = "instrumented.cwasm";
 /// Hashed into a base's name with the instrumented component: a new layout
 /// or rule for what a base holds makes new bases.
-const BASE_FORMAT: &[u8] = b"taipan-base-2";
+const BASE_FORMAT: &[u8] = b"taipan-base-3";
 
 /// One build's use of the bases: what componentize-py's two hooks share.
 pub(crate) struct BaseHooks<'a> {
@@ -132,6 +132,12 @@ impl<'a> BaseHooks<'a> {
             // worker's imports may go deeper. Byte 0 (the stack's far end,
             // never reached) is set in the base's copy only; the base's own
             // data never runs, every worker starts from its snapshot.
+            //
+            // The rest of it is dropped too: the base's memory size becomes
+            // every worker's minimum (a worker with a lower memory limit could
+            // not start from the base of one whose imports took more), and
+            // the base's component gets small. One page with that byte.
+            bytes.truncate(65536);
             if let Some(first) = bytes.first_mut() {
                 *first |= 1;
             }

@@ -163,6 +163,11 @@ impl Runtime {
             return self.load_component(&artifact.component());
         };
         let meta = snapshot.meta()?;
+        anyhow::ensure!(
+            !meta.base.is_empty() && meta.base.bytes().all(|b| b.is_ascii_hexdigit()),
+            "{:?} is not the name of a base",
+            meta.base
+        );
         let own = artifact.component();
         if own.is_file()
             && !self
@@ -283,8 +288,8 @@ impl Runtime {
 /// free in its per-thread arenas, so a server that deployed once held
 /// ~300 MiB it would never use again (measured: 330 MiB of anonymous memory
 /// after one deploy of hello). `malloc_trim` returns the free pages of every
-/// arena. Called after each compile, and after a build that failed (no
-/// compile follows it).
+/// arena. Called after each compile and each build (on a base no compile
+/// follows a build), on a blocking thread.
 pub fn release_freed_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim only releases memory the allocator holds free.

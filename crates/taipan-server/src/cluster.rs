@@ -32,7 +32,7 @@ pub struct ClusterNode {
     pub id: String,
     /// Which machine code this node can load (see `Runtime::compiled_fingerprint`).
     fingerprint: String,
-    /// Where this node keeps bases (`CacheDirs::bases`): the compiled code
+    /// Where this node keeps bases (`Runtime::bases_dir`): the compiled code
     /// builds with a snapshot start from.
     bases: std::path::PathBuf,
     /// The revision of each worker this node serves.
@@ -184,7 +184,13 @@ impl ClusterNode {
                 .await
                 .context("the decompression task failed")??;
             tokio::fs::write(tmp.path(), &wasm).await?;
-            tmp.persist(&code.wasm)?;
+            // A base a local build stored meanwhile (and the runtime may
+            // have compiled) stays: both are the same code.
+            if let Err(e) = tmp.persist_noclobber(&code.wasm)
+                && !code.wasm.exists()
+            {
+                return Err(e.into());
+            }
         }
         let (compiled, key) = (code.compiled, code.compiled_key);
         if !compiled.exists()

@@ -263,37 +263,41 @@ async fn build_and_load(
         ),
     };
     let built = tokio::task::spawn_blocking(move || {
-        let dot = config.project_dir.join(".taipan");
-        let builds = dot.join("builds");
-        let secrets = read_dev_vars(&config.project_dir, config.env.as_deref())
-            .map_err(BuildError::Internal)?;
-        let assets_dir =
-            (config.bindings.assets.as_ref()).map(|a| config.project_dir.join(&a.directory));
-        let source = EnvSource {
-            worker: &config.name,
-            vars_json: &config.vars_json(),
-            secrets: &secrets,
-            bindings: &config.bindings,
-            assets_dir: assets_dir.as_deref(),
-            dev: true,
-            version: taipan_bindings::VersionMetadata::dev(),
-        };
-        let env = WorkerEnv::open(source, &stores, services).map_err(BuildError::Internal)?;
-        let outcome = taipan_build::build(&config, &builds, &build_options)?;
-        let settings = WorkerSettings::new(&config.name, limits)
-            .env(env.vars_json, env.bindings_json, env.host)
-            .host_limits(crate::limits::host_limits(&config.limits))
-            .dev()
-            .standby(1)
-            .log(output);
-        let worker = Worker::load(&runtime, &outcome.artifact, settings)?;
-        prune_builds(&builds, &outcome.artifact.id);
-        Ok((worker, outcome.packages))
+        let built = (move || {
+            let dot = config.project_dir.join(".taipan");
+            let builds = dot.join("builds");
+            let secrets = read_dev_vars(&config.project_dir, config.env.as_deref())
+                .map_err(BuildError::Internal)?;
+            let assets_dir =
+                (config.bindings.assets.as_ref()).map(|a| config.project_dir.join(&a.directory));
+            let source = EnvSource {
+                worker: &config.name,
+                vars_json: &config.vars_json(),
+                secrets: &secrets,
+                bindings: &config.bindings,
+                assets_dir: assets_dir.as_deref(),
+                dev: true,
+                version: taipan_bindings::VersionMetadata::dev(),
+            };
+            let env = WorkerEnv::open(source, &stores, services).map_err(BuildError::Internal)?;
+            let outcome = taipan_build::build(&config, &builds, &build_options)?;
+            let settings = WorkerSettings::new(&config.name, limits)
+                .env(env.vars_json, env.bindings_json, env.host)
+                .host_limits(crate::limits::host_limits(&config.limits))
+                .dev()
+                .standby(1)
+                .log(output);
+            let worker = Worker::load(&runtime, &outcome.artifact, settings)?;
+            prune_builds(&builds, &outcome.artifact.id);
+            Ok((worker, outcome.packages))
+        })();
+        // Give back what the build allocated (its captured memory, the
+        // instrumented component): on a base no compile follows to do it.
+        // On this blocking thread: the trim walks every arena.
+        taipan_runtime::engine::release_freed_memory();
+        built
     })
     .await;
-    // Give back what the build allocated (its captured memory, the
-    // instrumented component): on a base no compile follows to do it.
-    taipan_runtime::engine::release_freed_memory();
     built.map_err(|e| BuildError::Internal(anyhow!("the build thread failed: {e}")))?
 }
 

@@ -312,10 +312,15 @@ impl ServeState {
         let state = self.clone();
         let config = Arc::new(config);
         let building = config.clone();
-        let built = tokio::task::spawn_blocking(move || state.build(&building)).await;
-        // Give back what the build allocated (its captured memory, the
-        // instrumented component): on a base no compile follows to do it.
-        taipan_runtime::engine::release_freed_memory();
+        let built = tokio::task::spawn_blocking(move || {
+            let built = state.build(&building);
+            // Give back what the build allocated (its captured memory, the
+            // instrumented component): on a base no compile follows to do
+            // it. On this blocking thread: the trim walks every arena.
+            taipan_runtime::engine::release_freed_memory();
+            built
+        })
+        .await;
         let (assets, outcome) =
             built.map_err(|e| ApiError::from(anyhow!("the build task failed: {e}")))??;
         let mut record = VersionRecord {

@@ -98,3 +98,43 @@ fn wheels_build_names_the_missing_toolchain() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("there is no recipe for lxml"), "{stderr}");
 }
+
+#[test]
+fn build_keeps_a_snapshot_and_standalone_also_a_component() {
+    let project = crate::harness::example_copy("hello");
+    let dir = project.path().to_str().unwrap();
+    let builds = project.path().join(".taipan/builds");
+    let folders = || -> Vec<std::path::PathBuf> {
+        let mut all: Vec<_> = std::fs::read_dir(&builds)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.join("complete").exists())
+            .collect();
+        all.sort();
+        all
+    };
+
+    let output = run(&["build", dir]);
+    assert!(
+        output.status.success(),
+        "{}",
+        crate::harness::text_of(&output)
+    );
+    let plain = folders();
+    assert_eq!(plain.len(), 1);
+    assert!(plain[0].join("snapshot/memory.img").is_file());
+    assert!(!plain[0].join("component.wasm").exists());
+
+    let output = run(&["build", "--standalone", dir]);
+    assert!(
+        output.status.success(),
+        "{}",
+        crate::harness::text_of(&output)
+    );
+    let standalone: Vec<_> = folders().into_iter().filter(|p| *p != plain[0]).collect();
+    assert_eq!(standalone.len(), 1, "a build of its own");
+    let component = std::fs::read(standalone[0].join("component.wasm")).unwrap();
+    // A component binary: the wasm magic, then version 0x0d and layer 1.
+    assert_eq!(component[..8], *b"\0asm\x0d\0\x01\0");
+    assert!(standalone[0].join("snapshot/snapshot.json").is_file());
+}
