@@ -133,13 +133,12 @@ impl<'a> BaseHooks<'a> {
             // never reached) is set in the base's copy only; the base's own
             // data never runs, every worker starts from its snapshot.
             //
-            // The rest of it is dropped too: the base's memory size becomes
-            // every worker's minimum (a worker with a lower memory limit could
-            // not start from the base of one whose imports took more), and
-            // the base's component gets small. One page with that byte.
-            bytes.truncate(65536);
+            // The rest of it is zeroed: never read, and the base's component
+            // gets small. Its size stays: the other modules import the memory
+            // with a minimum the defining module must meet.
+            bytes.fill(0);
             if let Some(first) = bytes.first_mut() {
-                *first |= 1;
+                *first = 1;
             }
         }
         Ok(makes || self.standalone)
