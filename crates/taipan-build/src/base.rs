@@ -12,8 +12,9 @@
 //!   so a build runs the imports without compiling (1.2–1.5 s, even with
 //!   Cranelift's per-function cache);
 //! - `component.wasm`: one initialized component of that code (from the
-//!   first build), which the runtime compiles once and starts every worker
-//!   of the base from, with the worker's own snapshot
+//!   first build, its memory zeroed but for one byte: never read), which the
+//!   runtime compiles once and starts every worker of the base from, with
+//!   the worker's own snapshot
 //!   (`taipan_guest::snapshot`); a build whose base has it skips making and
 //!   compiling an initialized component of its own.
 
