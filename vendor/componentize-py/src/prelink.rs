@@ -1,7 +1,7 @@
 #![deny(warnings)]
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::HashSet,
     fs::{self},
     io::Cursor,
     ops::Deref,
@@ -209,11 +209,11 @@ pub fn search_for_libraries_and_configs<'a>(
                     },
                 ))
             })
-            .collect::<Result<HashMap<_, _>>>()?;
+            .collect::<Result<IndexMap<_, _>>>()?;
 
         let mut ordered = IndexMap::new();
         for &(module, worlds) in module_worlds {
-            if let Some(config) = configs.remove(module) {
+            if let Some(config) = configs.shift_remove(module) {
                 ordered.insert(module.to_owned(), (config, worlds));
             } else {
                 bail!("no `componentize-py.toml` file found for module `{module}`");
@@ -238,8 +238,16 @@ fn search_directory(
     modules_seen: &mut HashSet<String>,
 ) -> Result<()> {
     if path.is_dir() {
-        for entry in fs::read_dir(path).with_context(|| path.display().to_string())? {
-            search_directory(root, &entry?.path(), libraries, configs, modules_seen)?;
+        // Taipan: in name order, not the file system's: the libraries' order
+        // decides the linked component's layout, and Taipan names a shared
+        // compiled base by the hash of those bytes.
+        let mut entries = fs::read_dir(path)
+            .with_context(|| path.display().to_string())?
+            .map(|entry| entry.map(|entry| entry.path()))
+            .collect::<std::io::Result<Vec<_>>>()?;
+        entries.sort();
+        for entry in entries {
+            search_directory(root, &entry, libraries, configs, modules_seen)?;
         }
     } else if let Some(name) = path.file_name().and_then(|name| name.to_str()) {
         if NATIVE_EXTENSION_SUFFIXES
