@@ -18,14 +18,14 @@
 //!   (`taipan_guest::snapshot`); a build whose base has it skips making and
 //!   compiling an initialized component of its own.
 
-use std::cell::RefCell;
-use std::path::{Path, PathBuf};
+use std::cell::{Cell, RefCell};
+use std::path::Path;
 
 use anyhow::{Context, Result};
 use componentize_py::{Captured, CapturedValue};
 use sha2::{Digest, Sha256};
 use taipan_guest::snapshot::{
-    BASE_COMPONENT_FILE, GlobalMeta, GlobalValue, MemoryMeta, Snapshot, SnapshotMeta,
+    GlobalMeta, GlobalValue, MemoryMeta, Snapshot, SnapshotMeta, base_component,
 };
 use wasmtime::Engine;
 use wasmtime::component::Component;
@@ -42,7 +42,7 @@ pub(crate) struct BaseHooks<'a> {
     /// Set by `compile_instrumented`, read by `captured`.
     base: RefCell<Option<String>>,
     /// Whether this build made the base's initialized component.
-    makes_component: RefCell<bool>,
+    makes_component: Cell<bool>,
     /// Keep the build's own initialized component too.
     standalone: bool,
 }
@@ -55,7 +55,7 @@ impl<'a> BaseHooks<'a> {
             bases,
             snapshot_dir,
             base: RefCell::new(None),
-            makes_component: RefCell::new(false),
+            makes_component: Cell::new(false),
         }
     }
 
@@ -122,8 +122,8 @@ impl<'a> BaseHooks<'a> {
         Snapshot::write(self.snapshot_dir, &meta, memory)?;
         // A standalone build's component keeps its own bytes (see below),
         // so it never becomes the base's.
-        let makes = !self.standalone && !self.bases.join(&base).join(BASE_COMPONENT_FILE).is_file();
-        *self.makes_component.borrow_mut() = makes;
+        let makes = !self.standalone && !base_component(self.bases, &base).is_file();
+        self.makes_component.set(makes);
         if makes && let Some((_, bytes)) = &mut state.memory {
             // The base's image must start at address 0, because a snapshot
             // replaces it only from the base's first non-zero page (the
@@ -149,13 +149,13 @@ impl<'a> BaseHooks<'a> {
     /// asked to) into the base. A build that made one when another build
     /// had just stored its own drops it (both are the same code).
     pub(crate) fn finish(&self, output: &Path) -> Result<()> {
-        if !*self.makes_component.borrow() {
+        if !self.makes_component.get() {
             // Nothing made, or a standalone build's own component: it stays.
             return Ok(());
         }
         let base = self.base.borrow().clone().context("no base")?;
+        let target = base_component(self.bases, &base);
         let dir = self.bases.join(base);
-        let target = dir.join(BASE_COMPONENT_FILE);
         if !target.exists() {
             let tmp = tempfile::Builder::new()
                 .prefix(".storing-")
@@ -173,11 +173,6 @@ impl<'a> BaseHooks<'a> {
         std::fs::remove_file(output).ok();
         Ok(())
     }
-}
-
-/// Where a base's initialized component is (`<bases>/<base>/component.wasm`).
-pub fn base_component(bases: &Path, base: &str) -> PathBuf {
-    bases.join(base).join(BASE_COMPONENT_FILE)
 }
 
 /// Write `bytes` to `path` through a temporary file in `dir`: two builds at

@@ -226,7 +226,7 @@ fn has_base(artifact: &Artifact, options: &BuildOptions) -> bool {
     artifact.component().is_file()
         || artifact.snapshot().is_none_or(|snapshot| {
             snapshot.meta().is_ok_and(|meta| {
-                crate::base::base_component(&options.caches.bases, &meta.base).is_file()
+                taipan_guest::snapshot::base_component(&options.caches.bases, &meta.base).is_file()
             })
         })
 }

@@ -35,6 +35,11 @@ const IMAGE_PAGE: usize = 4096;
 /// WebAssembly page.
 const IMAGE_ALIGN: usize = 65536;
 
+/// Where a base's initialized component is: `<bases>/<base>/component.wasm`.
+pub fn base_component(bases: &Path, base: &str) -> PathBuf {
+    bases.join(base).join(BASE_COMPONENT_FILE)
+}
+
 /// What `snapshot.json` says.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SnapshotMeta {
@@ -82,11 +87,22 @@ impl Snapshot {
         dir.join(META_FILE).is_file().then_some(Self { dir })
     }
 
+    /// What `snapshot.json` says; its base is checked to be a name (hex
+    /// digits only: it names a folder, and a build may come from elsewhere).
     pub fn meta(&self) -> Result<SnapshotMeta> {
         let path = self.dir.join(META_FILE);
         let text =
             std::fs::read(&path).with_context(|| format!("reading \"{}\"", path.display()))?;
-        serde_json::from_slice(&text).with_context(|| format!("reading \"{}\"", path.display()))
+        let meta: SnapshotMeta = serde_json::from_slice(&text)
+            .with_context(|| format!("reading \"{}\"", path.display()))?;
+        if meta.base.is_empty() || !meta.base.bytes().all(|b| b.is_ascii_hexdigit()) {
+            bail!(
+                "\"{}\": {:?} is not the name of a base",
+                path.display(),
+                meta.base
+            );
+        }
+        Ok(meta)
     }
 
     /// The memory image (`memory.img`).

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use taipan_guest::{CacheDirs, PythonFiles};
 
 use taipan_guest::Artifact;
-use taipan_guest::snapshot::{BASE_COMPONENT_FILE, GlobalValue};
+use taipan_guest::snapshot::{GlobalValue, base_component};
 use wasmtime::component::{Component, Snapshot, SnapshotGlobal, SnapshotMemory, SnapshotValue};
 use wasmtime::{CacheStore, Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
@@ -163,19 +163,8 @@ impl Runtime {
             return self.load_component(&artifact.component());
         };
         let meta = snapshot.meta()?;
-        anyhow::ensure!(
-            !meta.base.is_empty() && meta.base.bytes().all(|b| b.is_ascii_hexdigit()),
-            "{:?} is not the name of a base",
-            meta.base
-        );
         let own = artifact.component();
-        if own.is_file()
-            && !self
-                .bases_dir
-                .join(&meta.base)
-                .join(BASE_COMPONENT_FILE)
-                .is_file()
-        {
+        if own.is_file() && !base_component(&self.bases_dir, &meta.base).is_file() {
             // A standalone build (`taipan build --standalone`) whose base
             // was never made: its own component has the same snapshot.
             return self.load_component(&own);
@@ -219,20 +208,16 @@ impl Runtime {
             })
     }
 
-    /// The base named `name`, compiled (once per machine) and loaded (once
-    /// per process).
+    /// The base named `name` (checked by `Snapshot::meta`), compiled (once
+    /// per machine) and loaded (once per process).
     fn base(&self, name: &str) -> Result<Component> {
-        anyhow::ensure!(
-            !name.is_empty() && name.bytes().all(|b| b.is_ascii_hexdigit()),
-            "{name:?} is not the name of a base"
-        );
         // Held while a base compiles: a second worker of the same base
         // waits for it rather than compiling it again.
         let mut bases = self.bases.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(base) = bases.get(name) {
             return Ok(base.clone());
         }
-        let path = self.bases_dir.join(name).join(BASE_COMPONENT_FILE);
+        let path = base_component(&self.bases_dir, name);
         if !path.is_file() {
             anyhow::bail!(
                 "the base this build starts from is missing: \"{}\"\n\

@@ -283,15 +283,9 @@ impl ClusterNode {
                 compiled_key: format!("compiled/{artifact}/{fingerprint}.cwasm.zst"),
             });
         };
+        // `meta` checks the base is a name (hex digits only), whoever wrote it.
         let base = snapshot.meta()?.base;
-        // A base names a folder here: hex digits only, whoever wrote it.
-        if base.is_empty() || !base.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(anyhow!("{base:?} is not the name of a base"));
-        }
-        let wasm = self
-            .bases
-            .join(&base)
-            .join(taipan_guest::snapshot::BASE_COMPONENT_FILE);
+        let wasm = taipan_guest::snapshot::base_component(&self.bases, &base);
         Ok(Code {
             compiled: wasm.with_extension("cwasm"),
             wasm,
