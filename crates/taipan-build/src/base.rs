@@ -20,6 +20,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::path::Path;
+use std::time::Instant;
 
 use anyhow::{Context, Result};
 use componentize_py::{Captured, CapturedValue};
@@ -45,6 +46,8 @@ pub(crate) struct BaseHooks<'a> {
     makes_component: Cell<bool>,
     /// Keep the build's own initialized component too.
     standalone: bool,
+    /// When the current phase began (debug timings: where a build's time goes).
+    phase: Cell<Instant>,
 }
 
 impl<'a> BaseHooks<'a> {
@@ -56,12 +59,21 @@ impl<'a> BaseHooks<'a> {
             snapshot_dir,
             base: RefCell::new(None),
             makes_component: Cell::new(false),
+            phase: Cell::new(Instant::now()),
         }
+    }
+
+    /// Log how long the phase that ends now took, and start the next.
+    fn phase_done(&self, what: &str) {
+        let now = Instant::now();
+        let took = now - self.phase.replace(now);
+        tracing::debug!("{what} in {}ms", took.as_millis());
     }
 
     /// The instrumented component compiled for `engine`: the base's copy, or
     /// compiled now and kept in the base.
     pub(crate) fn compile_instrumented(&self, engine: &Engine, bytes: &[u8]) -> Result<Component> {
+        self.phase_done("linked and instrumented");
         let mut hasher = Sha256::new();
         hasher.update(BASE_FORMAT);
         hasher.update(bytes);
@@ -74,7 +86,10 @@ impl<'a> BaseHooks<'a> {
             // of the same configuration; wasmtime checks the configuration
             // and version on load and refuses a mismatch (then we compile).
             match unsafe { Component::deserialize_file(engine, &path) } {
-                Ok(component) => return Ok(component),
+                Ok(component) => {
+                    self.phase_done("loaded the base's instrumented component");
+                    return Ok(component);
+                }
                 Err(e) => tracing::debug!("recompiling \"{}\": {e:#}", path.display()),
             }
         }
@@ -85,12 +100,15 @@ impl<'a> BaseHooks<'a> {
         std::fs::create_dir_all(&dir).with_context(|| format!("creating \"{}\"", dir.display()))?;
         persist(&dir, &path, &compiled)?;
         // SAFETY: as above; just written by this engine.
-        unsafe { Component::deserialize_file(engine, &path) }.map_err(anyhow::Error::from)
+        let component = unsafe { Component::deserialize_file(engine, &path) }?;
+        self.phase_done("compiled the instrumented component");
+        Ok(component)
     }
 
     /// Keep the captured state as the build's snapshot; ask componentize-py
     /// for the initialized component only if the base has none yet.
     pub(crate) fn captured(&self, state: &mut Captured) -> Result<bool> {
+        self.phase_done("ran the imports and captured their state");
         let base = self
             .base
             .borrow()
@@ -120,6 +138,7 @@ impl<'a> BaseHooks<'a> {
         };
         let memory = state.memory.as_ref().map(|(_, bytes)| bytes.as_slice());
         Snapshot::write(self.snapshot_dir, &meta, memory)?;
+        self.phase_done("wrote the snapshot");
         // A standalone build's component keeps its own bytes (see below),
         // so it never becomes the base's.
         let makes = !self.standalone && !base_component(self.bases, &base).is_file();
@@ -149,6 +168,9 @@ impl<'a> BaseHooks<'a> {
     /// asked to) into the base. A build that made one when another build
     /// had just stored its own drops it (both are the same code).
     pub(crate) fn finish(&self, output: &Path) -> Result<()> {
+        if self.makes_component.get() || self.standalone {
+            self.phase_done("made an initialized component");
+        }
         if !self.makes_component.get() {
             // Nothing made, or a standalone build's own component: it stays.
             return Ok(());

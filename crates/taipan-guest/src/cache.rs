@@ -36,8 +36,15 @@ impl CacheDirs {
         self.root.join("bases")
     }
 
-    /// Cranelift's per-function compilation cache (see taipan-runtime's engine).
+    /// Cranelift's per-function compilation cache, a SQLite file (see
+    /// taipan-runtime's `compile_cache`).
     pub fn compile_cache(&self) -> PathBuf {
+        self.root.join("compile.sqlite3")
+    }
+
+    /// Where versions before the SQLite file kept that cache, one file per
+    /// function: removed when found.
+    pub fn legacy_compile_cache(&self) -> PathBuf {
         self.root.join("compile")
     }
 }

@@ -1,9 +1,7 @@
 //! The process-wide wasmtime engine and everything that must match it.
 
-use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -15,6 +13,7 @@ use taipan_guest::snapshot::{GlobalValue, base_component};
 use wasmtime::component::{Component, Snapshot, SnapshotGlobal, SnapshotMemory, SnapshotValue};
 use wasmtime::{CacheStore, Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
+use crate::compile_cache::CompileCache;
 use crate::limits::{EPOCH_TICK, MIB};
 
 /// Process-lifetime state: one engine for every worker.
@@ -76,8 +75,8 @@ impl Runtime {
         config.epoch_interruption(true);
         config.memory_init_cow(true);
         config.cranelift_opt_level(wasmtime::OptLevel::Speed);
-        std::fs::create_dir_all(cache.compile_cache())?;
-        let compile_cache = Arc::new(CompileCache::new(cache.compile_cache()));
+        let compile_cache = Arc::new(CompileCache::open(&cache.compile_cache())?);
+        remove_in_background(cache.legacy_compile_cache());
         config.enable_incremental_compilation(compile_cache.clone())?;
 
         // A componentize-py component is a handful of core modules (libc,
@@ -283,6 +282,18 @@ pub fn release_freed_memory() {
     }
 }
 
+/// Remove a folder Taipan no longer uses, without delaying start-up (the
+/// per-function cache of earlier versions held ~15,000 files).
+fn remove_in_background(dir: PathBuf) {
+    if dir.is_dir() {
+        std::thread::spawn(move || {
+            if let Err(e) = std::fs::remove_dir_all(&dir) {
+                tracing::debug!("removing \"{}\": {e}", dir.display());
+            }
+        });
+    }
+}
+
 /// Advance the epoch every tick while the engine lives: a running request
 /// whose deadline (in ticks) passes traps at its next loop or call.
 fn spawn_epoch_ticker(engine: wasmtime::EngineWeak) {
@@ -296,53 +307,6 @@ fn spawn_epoch_ticker(engine: wasmtime::EngineWeak) {
             }
         })
         .expect("spawning the epoch thread");
-}
-
-/// Cranelift's per-function cache, one file per function. Every worker
-/// links the same CPython, so compiling a second worker mostly hits here.
-#[derive(Debug)]
-struct CompileCache {
-    dir: PathBuf,
-}
-
-impl CompileCache {
-    fn new(dir: PathBuf) -> Self {
-        Self { dir }
-    }
-
-    fn path(&self, key: &[u8]) -> PathBuf {
-        use sha2::Digest;
-        let digest = sha2::Sha256::digest(key);
-        let name = taipan_guest::hex(&digest[..16]);
-        self.dir.join(&name[..2]).join(name)
-    }
-}
-
-impl CacheStore for CompileCache {
-    fn get(&self, key: &[u8]) -> Option<Cow<'_, [u8]>> {
-        std::fs::read(self.path(key)).ok().map(Cow::Owned)
-    }
-
-    fn insert(&self, key: &[u8], value: Vec<u8>) -> bool {
-        let path = self.path(key);
-        let Some(parent) = path.parent() else {
-            return false;
-        };
-        if std::fs::create_dir_all(parent).is_err() {
-            return false;
-        }
-        // A name of its own per insert: compile threads (and the build's
-        // engine beside the runtime's) can insert the same key at once, and
-        // two writers truncating one temporary file could leave it short.
-        static NEXT: AtomicU64 = AtomicU64::new(0);
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let tmp = path.with_extension(format!("tmp{}-{n}", std::process::id()));
-        if std::fs::write(&tmp, value).is_ok() && std::fs::rename(&tmp, &path).is_ok() {
-            return true;
-        }
-        let _ = std::fs::remove_file(&tmp);
-        false
-    }
 }
 
 /// How long compiling took, for progress reports.

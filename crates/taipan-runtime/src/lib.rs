@@ -8,6 +8,7 @@
 
 pub mod body;
 pub mod call;
+mod compile_cache;
 pub mod engine;
 pub mod host;
 pub mod limits;
