@@ -2,9 +2,10 @@
 `wasi:http` export that runs for every request.
 
 At build time (before the snapshot) this compiles the worker's source tree,
-then executes the worker's imports (snapshot "imports", the default) or the
-worker's main module itself (snapshot "full"). Everything imported here is in
-the memory snapshot every sandbox starts from.
+executes the worker's imports, then (snapshot "full", the default) runs the
+worker's main module itself, refusing randomness in its top-level code
+(`_taipan.entropy`). Everything imported here is in the memory snapshot every
+sandbox starts from.
 """
 
 import sys
@@ -16,6 +17,7 @@ import pyodide.ffi  # noqa: F401 - part of the snapshot
 import workers  # noqa: F401 - part of the snapshot
 from _taipan import clients, contract, httpclient, loop, sockets, threads  # noqa: F401 - part of the snapshot
 from _taipan.dispatch import Dispatcher
+from _taipan.entropy import TopLevelEntropy
 from _taipan.loader import WorkerBuildError, WorkerModules, execute_imports
 from wit_world import exports
 
@@ -33,13 +35,13 @@ def _prepare() -> WorkerModules:
         worker.compile_tree()
         worker.check(build.MAIN)
         worker.install()
+        execute_imports(worker, build.MAIN)
         if build.SNAPSHOT == "full":
             try:
-                __import__(build.MAIN)
+                with TopLevelEntropy(worker.is_worker_module):
+                    __import__(build.MAIN)
             except Exception:
                 raise WorkerBuildError("running the worker's main module failed:\n" + traceback.format_exc()) from None
-        else:
-            execute_imports(worker, build.MAIN)
     except WorkerBuildError as e:
         cause = e.__cause__
         detail = "".join(traceback.format_exception(cause)) if cause is not None else ""

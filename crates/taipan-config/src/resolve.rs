@@ -17,10 +17,12 @@ use crate::runtimes::{self, PythonRuntime, RUNTIMES};
 /// What the deploy-time snapshot contains.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum SnapshotMode {
-    /// Execute the worker's imports, then snapshot (Cloudflare's behaviour).
-    #[default]
+    /// Execute the worker's imports, then snapshot; the main module's top
+    /// level runs in each sandbox, at its first request.
     Imports,
-    /// Also run the worker's main module top level before the snapshot.
+    /// Also run the worker's main module top level before the snapshot (its
+    /// randomness refused), so a fresh sandbox does not run it again.
+    #[default]
     Full,
 }
 
@@ -362,13 +364,19 @@ mod tests {
 
     #[test]
     fn snapshot_mode() {
+        let dir = project("wrangler.toml", "main = \"src/entry.py\"\n");
+        assert_eq!(
+            load_at(dir.path(), TODAY).unwrap().snapshot,
+            SnapshotMode::Full,
+            "the main module runs at build time unless the config says otherwise"
+        );
         let dir = project(
             "wrangler.toml",
-            "main = \"src/entry.py\"\nsnapshot = \"full\"\n",
+            "main = \"src/entry.py\"\nsnapshot = \"imports\"\n",
         );
         assert_eq!(
             load_at(dir.path(), TODAY).unwrap().snapshot,
-            SnapshotMode::Full
+            SnapshotMode::Imports
         );
         let dir = project(
             "wrangler.toml",

@@ -7,7 +7,17 @@ snapshot already holds them: a fresh sandbox does not import Django again.
 from workers import WorkerEntrypoint
 from workers.wsgi import fetch
 
-from site_app.wsgi import application
+from site_app.wsgi import application  # first: it configures Django
+
+from django.urls import get_resolver  # noqa: E402
+from site_app import views  # noqa: E402
+
+# Django loads the URLconf, the number formats and the translation catalogs
+# on its first request. Doing that here puts them in the snapshot too: a
+# fresh sandbox's first response went from 30 ms to 1.5 ms (`taipan bench`).
+# This runs at build time, so nothing here may need a request or `env`.
+get_resolver().resolve("/")
+views.PAGE.render({"site": "", "name": "", "count": 1234567})
 
 
 class Default(WorkerEntrypoint):

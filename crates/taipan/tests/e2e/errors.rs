@@ -122,11 +122,34 @@ fn exception_at_import_time_with_full_snapshot_shows_traceback() {
     assert!(err.contains("src/entry.py\", line 2"), "{err}");
 }
 
+/// The main module runs at build time by default: randomness its top-level
+/// code asks for would be the same in every sandbox, so the build refuses it
+/// with file:line and a hint; with `snapshot = "imports"` the top level runs
+/// in each sandbox, at its first request, where randomness is fine.
+#[test]
+fn top_level_randomness_fails_the_build_unless_the_top_level_runs_per_sandbox() {
+    let entry = "import uuid\nfrom js import Response\n\nINSTANCE = str(uuid.uuid4())\n\n\ndef on_fetch(request):\n    return Response.new(INSTANCE)\n";
+    let dir = project(&[("wrangler.toml", CONFIG), ("src/entry.py", entry)]);
+    let err = dev_fails(dir.path());
+    assert!(err.contains("src/entry.py\", line 4"), "{err}");
+    assert!(
+        err.contains("os.urandom() was called by the worker's top-level code"),
+        "{err}"
+    );
+    assert!(err.contains("snapshot = \"imports\""), "{err}");
+
+    let config = format!("{CONFIG}snapshot = \"imports\"\n");
+    let dir = project(&[("wrangler.toml", &config), ("src/entry.py", entry)]);
+    let server = Server::dev(dir.path(), &["--no-watch"]);
+    let (status, body) = server.text("/");
+    assert_eq!((status, body.len()), (200, 36), "{body}");
+}
+
 #[test]
 fn a_start_up_that_failed_runs_again_with_the_vars() {
     // The main module raises the first time a sandbox imports it (the
-    // default snapshot runs only its imports at build time), then imports.
-    let config = format!("{CONFIG}\n[vars]\nGREETING = \"hello again\"\n");
+    // "imports" snapshot runs only its imports at build time), then imports.
+    let config = format!("{CONFIG}snapshot = \"imports\"\n\n[vars]\nGREETING = \"hello again\"\n");
     let dir = project(&[
         ("wrangler.toml", &config),
         (
