@@ -75,7 +75,7 @@ impl Runtime {
         config.epoch_interruption(true);
         config.memory_init_cow(true);
         config.cranelift_opt_level(wasmtime::OptLevel::Speed);
-        let compile_cache = Arc::new(CompileCache::open(&cache.compile_cache())?);
+        let compile_cache = Arc::new(CompileCache::open(&cache.compile_cache()));
         remove_in_background(cache.legacy_compile_cache());
         config.enable_incremental_compilation(compile_cache.clone())?;
 
