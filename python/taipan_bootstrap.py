@@ -2,9 +2,9 @@
 `wasi:http` export that runs for every request.
 
 At build time (before the snapshot) this compiles the worker's source tree,
-executes the worker's imports, then (snapshot "full", the default) runs the
-worker's main module itself, refusing randomness in its top-level code
-(`_taipan.entropy`). Everything imported here is in the memory snapshot every
+runs the worker's main module (snapshot "full", the default), refusing
+randomness in its top-level code (`_taipan.entropy`), and executes the
+imports of the worker's modules. Everything imported here is in the memory snapshot every
 sandbox starts from.
 """
 
@@ -35,13 +35,16 @@ def _prepare() -> WorkerModules:
         worker.compile_tree()
         worker.check(build.MAIN)
         worker.install()
-        execute_imports(worker, build.MAIN)
         if build.SNAPSHOT == "full":
             try:
                 with TopLevelEntropy(worker.is_worker_module):
                     __import__(build.MAIN)
             except Exception:
                 raise WorkerBuildError("running the worker's main module failed:\n" + traceback.format_exc()) from None
+        # After the main module (which may configure what packages read as
+        # they are imported, e.g. os.environ): what the worker's other
+        # modules import (Django's views, loaded by name) joins the snapshot.
+        execute_imports(worker, build.MAIN)
     except WorkerBuildError as e:
         cause = e.__cause__
         detail = "".join(traceback.format_exception(cause)) if cause is not None else ""

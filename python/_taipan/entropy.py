@@ -7,9 +7,10 @@ sandbox of the deploy, so, as Cloudflare does, asking for one raises instead,
 with a hint. Packages may still seed themselves while they are imported
 (`random`, numpy): every sandbox reseeds `random` before its first request.
 
-Not caught: generators created at the top level without a seed
-(`random.Random()`, numpy's `default_rng()`) seed themselves in C; they are the
-same in every sandbox.
+Not caught: a `random.Random()` created at the top level without a seed seeds
+itself in C; it is the same in every sandbox. (numpy's `default_rng()` asks
+`secrets`, so it is caught.) Vendored packages under the worker's source
+folder count as the worker's own code.
 """
 
 import os
@@ -39,12 +40,17 @@ class TopLevelEntropy:
         self.is_worker_module = is_worker_module
         self.seeded = False  # the worker seeded `random` itself: its draws are its choice
         self.saved = []
+        # Cleared on exit: a module that copied a wrapper while the guard was
+        # on (`from os import urandom`) keeps working afterwards.
+        self.active = False
 
     def __enter__(self):
+        self.active = True
         self._patch(os, "urandom", self._refusing("os.urandom()", os.urandom))
         if hasattr(os, "getrandom"):
             self._patch(os, "getrandom", self._refusing("os.getrandom()", os.getrandom))
-        # `secrets`, `random.SystemRandom` and `uuid.uuid4` read this name.
+        # `secrets` and `random.SystemRandom` read this name (`uuid.uuid4`
+        # reads `os.urandom`).
         self._patch(random, "_urandom", self._refusing("a system random source (secrets, SystemRandom)", random._urandom))
         for name in _DRAWS:
             if hasattr(random, name):
@@ -53,6 +59,7 @@ class TopLevelEntropy:
         return self
 
     def __exit__(self, *exc):
+        self.active = False
         for module, name, original in reversed(self.saved):
             setattr(module, name, original)
         self.saved.clear()
@@ -65,7 +72,7 @@ class TopLevelEntropy:
     def _seed(self, original):
         def seed(*args, **kwargs):
             value = args[0] if args else kwargs.get("a")
-            if value is not None and self._from_worker_top_level():
+            if self.active and value is not None and self._from_worker_top_level():
                 self.seeded = True
             return original(*args, **kwargs)
 
@@ -73,7 +80,7 @@ class TopLevelEntropy:
 
     def _refusing(self, what, original, seedable=False):
         def refusing(*args, **kwargs):
-            if not (seedable and self.seeded) and self._from_worker_top_level():
+            if self.active and not (seedable and self.seeded) and self._from_worker_top_level():
                 raise RuntimeError(f"{what} was called by the worker's top-level code while the snapshot was taken.\n{HINT}")
             return original(*args, **kwargs)
 

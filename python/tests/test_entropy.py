@@ -31,6 +31,7 @@ class TopLevelEntropyTest(unittest.TestCase):
             "import random\nrandom.random()",
             "import random\nrandom.choice([1, 2])",
             "import random\nrandom.SystemRandom().random()",
+            "import random\nrandom.seed()\nrandom.random()",
         ):
             with self.subTest(source=source), _guard():
                 with self.assertRaises(RuntimeError) as caught:
@@ -54,6 +55,13 @@ class TopLevelEntropyTest(unittest.TestCase):
             ns = _run_module(WORKER, "import random\nrandom.seed(7)\nx = random.random()")
         random.seed(7)
         self.assertEqual(ns["x"], random.random())
+
+    def test_a_wrapper_copied_while_the_guard_was_on_works_after_it(self):
+        with _guard():
+            ns = _run_module(PACKAGE, "from os import urandom\nfrom random import choice\n")
+        # A worker module imported lazily at request time calls them at its top level.
+        out = _run_module(WORKER, "key = urandom(4)\npick = choice([1, 2])", ns)
+        self.assertEqual(len(out["key"]), 4)
 
     def test_everything_is_restored_and_handlers_are_not_affected(self):
         urandom, draw = os.urandom, random.random

@@ -94,14 +94,25 @@ fn python_syntax_error_names_file_and_line() {
 
 #[test]
 fn failing_import_names_the_module_and_line() {
-    let dir = project(&[
-        ("wrangler.toml", CONFIG),
-        (
-            "src/entry.py",
-            "import json\nfrom helper import thing\n\ndef on_fetch(request):\n    pass\n",
-        ),
-        ("src/helper.py", "import not_a_real_module_xyz\nthing = 1\n"),
-    ]);
+    let files = |config: &str| {
+        project(&[
+            ("wrangler.toml", config),
+            (
+                "src/entry.py",
+                "import json\nfrom helper import thing\n\ndef on_fetch(request):\n    pass\n",
+            ),
+            ("src/helper.py", "import not_a_real_module_xyz\nthing = 1\n"),
+        ])
+    };
+    // The default snapshot runs the main module: the traceback leads there.
+    let err = dev_fails(files(CONFIG).path());
+    assert!(err.contains("File \"src/helper.py\", line 1"), "{err}");
+    assert!(
+        err.contains("No module named 'not_a_real_module_xyz'"),
+        "{err}"
+    );
+    // "imports" executes the import statements it finds, and says which.
+    let dir = files(&format!("{CONFIG}snapshot = \"imports\"\n"));
     let err = dev_fails(dir.path());
     assert!(err.contains("src/helper.py:1"), "{err}");
     assert!(err.contains("not_a_real_module_xyz"), "{err}");

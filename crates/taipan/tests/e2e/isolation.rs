@@ -140,7 +140,7 @@ async def on_fetch(request):
     let imports = project(&[
         (
             "wrangler.toml",
-            &CONFIG.replace("name = \"t\"", "name = \"imports\""),
+            &(CONFIG.replace("name = \"t\"", "name = \"imports\"") + "snapshot = \"imports\"\n"),
         ),
         ("src/entry.py", body),
     ]);
