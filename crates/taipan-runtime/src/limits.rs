@@ -21,7 +21,8 @@ pub struct Limits {
     pub max_queue: usize,
     /// Requests a sandbox serves before it is replaced by a fresh one.
     pub max_requests_per_sandbox: u64,
-    /// A warm sandbox unused this long is dropped.
+    /// A warm sandbox unused this long is dropped; a worker with no request
+    /// for this long gives up its standby sandboxes and their memory too.
     pub idle_timeout: Duration,
     /// WebSockets one worker may hold open at once (each one accepted
     /// outside a Durable Object also holds a sandbox).
@@ -55,7 +56,7 @@ impl Default for Limits {
             max_sandboxes: 16,
             max_queue: 256,
             max_requests_per_sandbox: 10_000,
-            idle_timeout: Duration::from_secs(300),
+            idle_timeout: Duration::from_secs(60),
             max_websockets: 256,
             max_socket_sandboxes: 32,
             websocket_max_message: MIB,

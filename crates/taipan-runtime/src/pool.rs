@@ -20,7 +20,9 @@ pub struct PoolLimits {
     pub max_queue: usize,
     /// Keep items between uses (off: each use gets a fresh one).
     pub reuse: bool,
-    /// An idle item unused this long is dropped.
+    /// An idle item unused this long is dropped; a pool not used for this
+    /// long gives its standby items up too, and starts no more until it is
+    /// used again (it is dormant).
     pub idle_timeout: Duration,
     /// Uses an item serves before it is dropped.
     pub max_uses: u64,
@@ -53,6 +55,18 @@ pub struct Pool<T> {
     /// Set when starting a standby item fails (e.g. the worker's top level
     /// raises): requests then start items themselves and report the error.
     standby_failed: AtomicBool,
+    /// When an item was last asked for (`take`).
+    last_use: Mutex<Instant>,
+    /// Unused for `idle_timeout`: no standby items are kept or started.
+    dormant: AtomicBool,
+}
+
+/// What a sweep took out of the pool, for the caller to drop outside its locks.
+pub struct Swept<T> {
+    pub items: Vec<T>,
+    /// This sweep found the pool unused for `idle_timeout` (it was not
+    /// dormant before): everything it held is in `items`.
+    pub went_dormant: bool,
 }
 
 /// A use of the pool: hold it while the item is in use.
@@ -77,6 +91,8 @@ impl<T> Pool<T> {
             standby: Mutex::default(),
             standby_starting: AtomicUsize::new(0),
             standby_failed: AtomicBool::new(false),
+            last_use: Mutex::new(Instant::now()),
+            dormant: AtomicBool::new(false),
             limits,
         }
     }
@@ -100,6 +116,8 @@ impl<T> Pool<T> {
     /// The most recently used idle item (its cache is warmest), else a
     /// standby one; `None`: the caller starts a fresh one.
     pub fn take(&self) -> Option<Taken<T>> {
+        *lock(&self.last_use) = Instant::now();
+        self.dormant.store(false, Ordering::Release);
         let idle = {
             let mut idle = lock(&self.idle);
             let timeout = self.limits.idle_timeout;
@@ -132,7 +150,7 @@ impl<T> Pool<T> {
     /// below the target); the caller starts the item and reports with
     /// [`Pool::standby_started`]. False once a start has failed.
     pub fn claim_standby_start(&self) -> bool {
-        if self.standby_failed.load(Ordering::Acquire) {
+        if self.standby_failed.load(Ordering::Acquire) || self.dormant.load(Ordering::Acquire) {
             return false;
         }
         loop {
@@ -176,6 +194,35 @@ impl<T> Pool<T> {
     }
 
     /// Drop every idle and standby item (e.g. before the worker is replaced).
+    /// Take out the idle items unused for `idle_timeout`; once the pool
+    /// itself has not been used for that long, its standby items too (and
+    /// any started since, at later sweeps).
+    pub fn sweep(&self) -> Swept<T> {
+        let timeout = self.limits.idle_timeout;
+        let mut items = Vec::new();
+        {
+            let mut idle = lock(&self.idle);
+            let mut i = 0;
+            while i < idle.len() {
+                if idle[i].last_used.elapsed() >= timeout {
+                    items.push(idle.swap_remove(i).item);
+                } else {
+                    i += 1;
+                }
+            }
+        }
+        let unused = lock(&self.last_use).elapsed() >= timeout;
+        let mut went_dormant = false;
+        if unused {
+            went_dormant = !self.dormant.swap(true, Ordering::AcqRel);
+            items.append(&mut lock(&self.standby));
+        }
+        Swept {
+            items,
+            went_dormant,
+        }
+    }
+
     pub fn drain(&self) {
         lock(&self.idle).clear();
         lock(&self.standby).clear();
@@ -222,6 +269,53 @@ mod tests {
             max_uses: 3,
             standby: 2,
         }
+    }
+
+    #[test]
+    fn an_unused_pool_gives_everything_up_once_and_wakes_on_use() {
+        let pool = Pool::new(PoolLimits {
+            idle_timeout: Duration::from_millis(50),
+            ..limits()
+        });
+        assert!(pool.claim_standby_start());
+        pool.standby_started::<()>(Ok("standby")).unwrap();
+        pool.give_back(Taken::fresh("warm"));
+        let swept = pool.sweep();
+        assert!(swept.items.is_empty() && !swept.went_dormant);
+
+        std::thread::sleep(Duration::from_millis(60));
+        let mut swept = pool.sweep();
+        swept.items.sort();
+        assert_eq!(swept.items, ["standby", "warm"]);
+        assert!(swept.went_dormant);
+        assert_eq!((pool.idle_count(), pool.standby_count()), (0, 0));
+        // Dormant: no standby is started, and a later sweep reports nothing new.
+        assert!(!pool.claim_standby_start());
+        let swept = pool.sweep();
+        assert!(swept.items.is_empty() && !swept.went_dormant);
+
+        // A request wakes it: standby items are started again.
+        assert!(pool.take().is_none());
+        assert!(pool.claim_standby_start());
+    }
+
+    #[test]
+    fn a_used_pool_drops_only_its_stale_idle_items() {
+        let pool = Pool::new(PoolLimits {
+            idle_timeout: Duration::from_millis(200),
+            ..limits()
+        });
+        pool.give_back(Taken::fresh("stale"));
+        std::thread::sleep(Duration::from_millis(120));
+        pool.give_back(Taken::fresh("recent"));
+        assert!(pool.take().is_some_and(|t| t.item == "recent"));
+        pool.give_back(Taken::fresh("recent"));
+        // "stale" is now past the timeout, the pool itself is not.
+        std::thread::sleep(Duration::from_millis(100));
+        let swept = pool.sweep();
+        assert_eq!(swept.items, ["stale"]);
+        assert!(!swept.went_dormant);
+        assert_eq!(pool.idle_count(), 1);
     }
 
     #[test]

@@ -131,9 +131,39 @@ impl Worker {
         Sandbox::new(&self.pre, &self.template).await
     }
 
-    /// Start filling the standby (call from inside the tokio runtime).
+    /// Start filling the standby and sweeping idle sandboxes (call once,
+    /// from inside the tokio runtime).
     pub fn start_standby(self: &Arc<Self>) {
         self.refill_standby();
+        self.start_idle_sweep();
+    }
+
+    /// Every so often, drop warm sandboxes unused for `idle_timeout`; once
+    /// the worker has had no request for that long, its standby sandboxes
+    /// too, and the memory their pooled slots kept
+    /// (`Component::release_pooled_memory`): an idle worker holds its
+    /// compiled code and snapshot, no sandbox. Its next request starts a
+    /// fresh sandbox and refills the standby.
+    fn start_idle_sweep(self: &Arc<Self>) {
+        if tokio::runtime::Handle::try_current().is_err() {
+            return;
+        }
+        let worker = Arc::downgrade(self);
+        let tick = (self.limits().idle_timeout / 4)
+            .clamp(Duration::from_millis(10), Duration::from_secs(15));
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(tick).await;
+                let Some(this) = worker.upgrade() else { return };
+                let swept = this.pool.sweep();
+                let dropped = swept.items.len();
+                drop(swept.items);
+                if swept.went_dormant {
+                    this.pre.instance_pre().component().release_pooled_memory();
+                    tracing::debug!(worker = %this.name, "idle: released {dropped} sandboxes and their memory");
+                }
+            }
+        });
     }
 
     /// Top the standby up. Called when a request's guest call is done, not

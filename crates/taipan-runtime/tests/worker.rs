@@ -195,6 +195,40 @@ async fn standby_sandboxes_are_warmed_ahead_and_refilled() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn an_idle_worker_gives_its_sandboxes_up() {
+    let guest = Guest::new();
+    let mut limits = limits();
+    limits.idle_timeout = Duration::from_millis(300);
+    let worker = guest.worker(
+        COUNT,
+        taipan_runtime::WorkerSettings::new("test", limits.clone()),
+    );
+    worker.start_standby();
+    assert_eq!(get(&worker).await.1.unwrap(), "1");
+    assert_eq!(get(&worker).await.1.unwrap(), "2");
+    // No request for the idle timeout: the warm sandbox is dropped (and its
+    // slot's memory released); the next request starts from the snapshot.
+    wait_for(|| worker.idle_count() == 0).await;
+    assert_eq!(get(&worker).await.1.unwrap(), "1");
+
+    // Standby sandboxes go too, and a dormant worker starts no more.
+    let body = "(if (i32.eqz (i32.load8_u (i32.const 0)))
+        (then (i32.store8 (i32.const 0) (i32.const 1)))
+        (else (call $count (local.get $out) (i32.const 200))))";
+    let settings = taipan_runtime::WorkerSettings::new("test", limits).standby(1);
+    let worker = guest.worker(body, settings);
+    worker.start_standby();
+    wait_for(|| worker.standby_count() == 1).await;
+    wait_for(|| worker.standby_count() == 0).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        worker.standby_count(),
+        0,
+        "a dormant worker starts no standby"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_failed_warm_up_leaves_no_standby_and_requests_still_run() {
     let guest = Guest::new();
     // Answers 200 where the warm-up wants no response.

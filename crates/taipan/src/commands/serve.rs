@@ -53,6 +53,12 @@ pub struct ServeArgs {
     /// Largest upload accepted by `deploy`, in MB.
     #[arg(long, default_value_t = 100)]
     max_bundle_mb: u64,
+    /// A worker with no request for this many seconds gives its sandboxes
+    /// (warm and standby) and their memory back; its next request starts a
+    /// fresh sandbox from the snapshot. Warm sandboxes unused this long are
+    /// dropped even while the worker is busy.
+    #[arg(long, default_value_t = 60)]
+    idle_seconds: u64,
     /// On SIGTERM, answer `/readyz` 503 for this many seconds while still
     /// serving (a load balancer stops sending), then stop accepting and let
     /// requests in flight finish.
@@ -110,6 +116,12 @@ impl ServeArgs {
         }
         if self.cpu_ms == 0 || self.max_sandboxes == 0 || self.max_bundle_mb == 0 {
             bail!("--cpu-ms, --max-sandboxes and --max-bundle-mb must be at least 1");
+        }
+        if !(1..=86_400).contains(&self.idle_seconds) {
+            bail!(
+                "--idle-seconds {} is out of range\nhint: give 1 to 86400 seconds",
+                self.idle_seconds
+            );
         }
         if self.drain_seconds > 3600 {
             bail!("--drain-seconds must be at most 3600");
@@ -172,6 +184,7 @@ impl ServeArgs {
             cpu_time: Duration::from_millis(self.cpu_ms),
             max_sandboxes: self.max_sandboxes,
             max_queue: self.max_queue,
+            idle_timeout: Duration::from_secs(self.idle_seconds),
             ..Limits::default()
         };
         let packages = self

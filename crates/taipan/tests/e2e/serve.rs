@@ -349,6 +349,43 @@ async def on_fetch(request):
     assert!(text.contains("GET /loop 503"), "{text}");
 }
 
+/// A worker with no request for `--idle-seconds` gives its sandboxes up:
+/// its next request starts from the snapshot (module state starts over).
+#[test]
+fn an_idle_worker_releases_its_sandboxes_and_serves_again() {
+    let bad = taipan()
+        .args(["serve", "--insecure-local", "--idle-seconds", "0"])
+        .output()
+        .unwrap();
+    let text = crate::harness::text_of(&bad);
+    assert!(!bad.status.success(), "{text}");
+    assert!(text.contains("--idle-seconds 0 is out of range"), "{text}");
+    assert!(text.contains("hint: give 1 to 86400 seconds"), "{text}");
+
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::serve(data.path(), &["--insecure-local", "--idle-seconds", "1"]);
+    let body = "from workers import Response\n\nhits = 0\n\nasync def on_fetch(request):\n    global hits\n    hits += 1\n    return Response(str(hits))\n";
+    let app = worker("sleepy", "", body);
+    ok(cli(
+        &server.admin,
+        &["deploy", app.path().to_str().unwrap()],
+        "",
+    ));
+    assert_eq!(server.host_text("sleepy.localhost", "/"), (200, "1".into()));
+    assert_eq!(
+        server.host_text("sleepy.localhost", "/"),
+        (200, "2".into()),
+        "warm"
+    );
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    assert_eq!(
+        server.host_text("sleepy.localhost", "/"),
+        (200, "1".into()),
+        "after idling, a fresh sandbox"
+    );
+    assert_eq!(server.host_text("sleepy.localhost", "/"), (200, "2".into()));
+}
+
 #[test]
 fn admin_access_rules() {
     let data = tempfile::tempdir().unwrap();
