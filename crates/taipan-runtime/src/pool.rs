@@ -67,6 +67,9 @@ pub struct Swept<T> {
     /// This sweep found the pool unused for `idle_timeout` (it was not
     /// dormant before): everything it held is in `items`.
     pub went_dormant: bool,
+    /// The pool is dormant after this sweep (what it releases is released
+    /// for good: nothing of the pool is in use).
+    pub dormant: bool,
 }
 
 /// A use of the pool: hold it while the item is in use.
@@ -97,6 +100,13 @@ impl<T> Pool<T> {
         }
     }
 
+    /// The pool is in use now: it is not idle, and wakes if dormant.
+    fn mark_use(&self) {
+        let mut last_use = lock(&self.last_use);
+        *last_use = Instant::now();
+        self.dormant.store(false, Ordering::Release);
+    }
+
     /// A permit now, or after waiting in the queue; refused when the queue
     /// is full too.
     pub async fn permit(&self) -> Result<Permit, Refused> {
@@ -116,8 +126,7 @@ impl<T> Pool<T> {
     /// The most recently used idle item (its cache is warmest), else a
     /// standby one; `None`: the caller starts a fresh one.
     pub fn take(&self) -> Option<Taken<T>> {
-        *lock(&self.last_use) = Instant::now();
-        self.dormant.store(false, Ordering::Release);
+        self.mark_use();
         let idle = {
             let mut idle = lock(&self.idle);
             let timeout = self.limits.idle_timeout;
@@ -136,6 +145,7 @@ impl<T> Pool<T> {
     /// Give an item back after a successful use: kept for the next request
     /// unless reuse is off or it has served `max_uses`.
     pub fn give_back(&self, taken: Taken<T>) {
+        self.mark_use();
         let uses = taken.uses + 1;
         if self.limits.reuse && uses < self.limits.max_uses {
             lock(&self.idle).push(Idle {
@@ -193,10 +203,10 @@ impl<T> Pool<T> {
         lock(&self.idle).len()
     }
 
-    /// Drop every idle and standby item (e.g. before the worker is replaced).
     /// Take out the idle items unused for `idle_timeout`; once the pool
-    /// itself has not been used for that long, its standby items too (and
-    /// any started since, at later sweeps).
+    /// itself has not been used for that long (no item asked for or given
+    /// back, none in use), its standby items too, and any started since at
+    /// later sweeps.
     pub fn sweep(&self) -> Swept<T> {
         let timeout = self.limits.idle_timeout;
         let mut items = Vec::new();
@@ -211,18 +221,25 @@ impl<T> Pool<T> {
                 }
             }
         }
-        let unused = lock(&self.last_use).elapsed() >= timeout;
-        let mut went_dormant = false;
-        if unused {
-            went_dormant = !self.dormant.swap(true, Ordering::AcqRel);
+        let in_use = self.permits.available_permits() < self.limits.max_active;
+        let went_dormant = {
+            // Under `last_use`'s lock: a `take` either comes before (and the
+            // pool stays awake) or after (and wakes it).
+            let last_use = lock(&self.last_use);
+            !in_use && last_use.elapsed() >= timeout && !self.dormant.swap(true, Ordering::AcqRel)
+        };
+        let dormant = self.dormant.load(Ordering::Acquire);
+        if dormant {
             items.append(&mut lock(&self.standby));
         }
         Swept {
             items,
             went_dormant,
+            dormant,
         }
     }
 
+    /// Drop every idle and standby item (e.g. before the worker is replaced).
     pub fn drain(&self) {
         lock(&self.idle).clear();
         lock(&self.standby).clear();
@@ -274,44 +291,57 @@ mod tests {
     #[test]
     fn an_unused_pool_gives_everything_up_once_and_wakes_on_use() {
         let pool = Pool::new(PoolLimits {
-            idle_timeout: Duration::from_millis(50),
+            idle_timeout: Duration::from_secs(1),
             ..limits()
         });
         assert!(pool.claim_standby_start());
         pool.standby_started::<()>(Ok("standby")).unwrap();
         pool.give_back(Taken::fresh("warm"));
         let swept = pool.sweep();
-        assert!(swept.items.is_empty() && !swept.went_dormant);
+        assert!(swept.items.is_empty() && !swept.went_dormant && !swept.dormant);
 
-        std::thread::sleep(Duration::from_millis(60));
+        std::thread::sleep(Duration::from_millis(1100));
         let mut swept = pool.sweep();
         swept.items.sort();
         assert_eq!(swept.items, ["standby", "warm"]);
-        assert!(swept.went_dormant);
+        assert!(swept.went_dormant && swept.dormant);
         assert_eq!((pool.idle_count(), pool.standby_count()), (0, 0));
         // Dormant: no standby is started, and a later sweep reports nothing new.
         assert!(!pool.claim_standby_start());
         let swept = pool.sweep();
-        assert!(swept.items.is_empty() && !swept.went_dormant);
+        assert!(swept.items.is_empty() && !swept.went_dormant && swept.dormant);
 
         // A request wakes it: standby items are started again.
         assert!(pool.take().is_none());
         assert!(pool.claim_standby_start());
     }
 
+    #[tokio::test]
+    async fn a_pool_with_an_item_in_use_does_not_go_dormant() {
+        let pool: Pool<&str> = Pool::new(PoolLimits {
+            idle_timeout: Duration::from_millis(100),
+            ..limits()
+        });
+        let _permit = pool.permit().await.unwrap();
+        std::thread::sleep(Duration::from_millis(150));
+        let swept = pool.sweep();
+        assert!(!swept.went_dormant && !swept.dormant);
+        assert!(pool.claim_standby_start());
+    }
+
     #[test]
     fn a_used_pool_drops_only_its_stale_idle_items() {
         let pool = Pool::new(PoolLimits {
-            idle_timeout: Duration::from_millis(200),
+            idle_timeout: Duration::from_secs(1),
             ..limits()
         });
         pool.give_back(Taken::fresh("stale"));
-        std::thread::sleep(Duration::from_millis(120));
+        std::thread::sleep(Duration::from_millis(600));
         pool.give_back(Taken::fresh("recent"));
         assert!(pool.take().is_some_and(|t| t.item == "recent"));
         pool.give_back(Taken::fresh("recent"));
         // "stale" is now past the timeout, the pool itself is not.
-        std::thread::sleep(Duration::from_millis(100));
+        std::thread::sleep(Duration::from_millis(500));
         let swept = pool.sweep();
         assert_eq!(swept.items, ["stale"]);
         assert!(!swept.went_dormant);

@@ -156,12 +156,24 @@ impl Worker {
                 tokio::time::sleep(tick).await;
                 let Some(this) = worker.upgrade() else { return };
                 let swept = this.pool.sweep();
-                let dropped = swept.items.len();
-                drop(swept.items);
-                if swept.went_dormant {
-                    this.pre.instance_pre().component().release_pooled_memory();
-                    tracing::debug!(worker = %this.name, "idle: released {dropped} sandboxes and their memory");
+                let release = swept.dormant && (swept.went_dormant || !swept.items.is_empty());
+                if swept.items.is_empty() && !release {
+                    continue;
                 }
+                // Dropping sandboxes resets their slots (copying pages back)
+                // and releasing remaps them: not on a request thread.
+                let component = this.pre.instance_pre().component().clone();
+                let name = this.name.clone();
+                drop(this);
+                let _ = tokio::task::spawn_blocking(move || {
+                    let dropped = swept.items.len();
+                    drop(swept.items);
+                    if release {
+                        component.release_pooled_memory();
+                        tracing::debug!(worker = %name, "idle: released {dropped} sandboxes and their memory");
+                    }
+                })
+                .await;
             }
         });
     }

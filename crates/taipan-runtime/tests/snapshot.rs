@@ -61,26 +61,58 @@ fn image(bytes: &[(usize, u8)], len: usize) -> std::fs::File {
     file
 }
 
+/// Memory grown to two pages, with data in the second; `get` gives 2 + 40 + 9.
+fn grown_snapshot() -> Snapshot {
+    Snapshot {
+        memory: Some(SnapshotMemory {
+            module: 0,
+            image: image(&[(0, 40), (70_000, 9)], 72 * 1024),
+            pages: 2,
+        }),
+        globals: vec![SnapshotGlobal {
+            module: 0,
+            global: 0,
+            value: SnapshotValue::I32(2),
+        }],
+    }
+}
+
+/// `Component::release_pooled_memory` (an idle worker's): an instance in
+/// use keeps its memory, and every later instance starts from the snapshot
+/// again, not from a zeroed slot; the base is not affected.
+#[test]
+fn released_slots_start_the_next_instance_from_the_snapshot() {
+    for (name, engine) in engines() {
+        let base = Component::new(&engine, BASE).unwrap();
+        let worker = base.with_snapshot(&grown_snapshot()).unwrap();
+        assert_eq!(call_get(&engine, &worker), 51, "{name}: before");
+        assert_eq!(call_get(&engine, &base), 6, "{name}: the base");
+
+        let mut store = Store::new(&engine, ());
+        let live = Linker::new(&engine)
+            .instantiate(&mut store, &worker)
+            .unwrap();
+        let get = live
+            .get_typed_func::<(), (u32,)>(&mut store, "get")
+            .unwrap();
+        worker.release_pooled_memory();
+        assert_eq!(get.call(&mut store, ()).unwrap().0, 51, "{name}: in use");
+        for round in 0..2 {
+            assert_eq!(call_get(&engine, &worker), 51, "{name}: after {round}");
+            worker.release_pooled_memory();
+        }
+        base.release_pooled_memory();
+        assert_eq!(call_get(&engine, &base), 6, "{name}: the base after");
+    }
+}
+
 #[test]
 fn a_snapshot_runs_on_the_base_code_and_leaves_the_base_alone() {
     for (name, engine) in engines() {
         let base = Component::new(&engine, BASE).unwrap();
         assert_eq!(call_get(&engine, &base), 1 + 5, "{name}: the base");
 
-        // Memory grown to two pages, with data in the second.
-        let snapshot = Snapshot {
-            memory: Some(SnapshotMemory {
-                module: 0,
-                image: image(&[(0, 40), (70_000, 9)], 72 * 1024),
-                pages: 2,
-            }),
-            globals: vec![SnapshotGlobal {
-                module: 0,
-                global: 0,
-                value: SnapshotValue::I32(2),
-            }],
-        };
-        let worker = base.with_snapshot(&snapshot).unwrap();
+        let worker = base.with_snapshot(&grown_snapshot()).unwrap();
         for _ in 0..3 {
             // Each instance starts from the snapshot, pooled slots included.
             assert_eq!(

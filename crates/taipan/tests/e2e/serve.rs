@@ -363,7 +363,7 @@ fn an_idle_worker_releases_its_sandboxes_and_serves_again() {
     assert!(text.contains("hint: give 1 to 86400 seconds"), "{text}");
 
     let data = tempfile::tempdir().unwrap();
-    let server = Server::serve(data.path(), &["--insecure-local", "--idle-seconds", "1"]);
+    let server = Server::serve(data.path(), &["--insecure-local", "--idle-seconds", "2"]);
     let body = "from workers import Response\n\nhits = 0\n\nasync def on_fetch(request):\n    global hits\n    hits += 1\n    return Response(str(hits))\n";
     let app = worker("sleepy", "", body);
     ok(cli(
@@ -377,7 +377,7 @@ fn an_idle_worker_releases_its_sandboxes_and_serves_again() {
         (200, "2".into()),
         "warm"
     );
-    std::thread::sleep(std::time::Duration::from_millis(2500));
+    std::thread::sleep(std::time::Duration::from_secs(5));
     assert_eq!(
         server.host_text("sleepy.localhost", "/"),
         (200, "1".into()),

@@ -161,12 +161,16 @@ impl Component {
     /// that memory is better returned: its slots are remapped as zeros, as
     /// when the component is dropped, and the pages of a snapshot's image
     /// that resets read are unmapped. Slots in use are not touched; a later
-    /// instance maps its image again. Without a pooling allocator only the
+    /// instance maps its image again. Only modules the snapshot gave data
+    /// of their own are released. Without a pooling allocator only the
     /// snapshot's pages are released.
     pub fn release_pooled_memory(&self) {
+        // Only the modules a snapshot gave their own data: the others are
+        // the base's own (same id), and purging them would reach the slots
+        // of every other component on that base.
         for module in self.static_modules_map().values() {
-            module.engine().allocator().purge_module(module.id());
             if let Some(snapshot) = module.snapshot_data() {
+                module.engine().allocator().purge_module(module.id());
                 snapshot.release_pages();
             }
         }
