@@ -4,8 +4,8 @@
 At build time (before the snapshot) this compiles the worker's source tree,
 runs the worker's main module (snapshot "full", the default), refusing
 randomness in its top-level code (`_taipan.entropy`), and executes the
-imports of the worker's modules. Everything imported here is in the memory snapshot every
-sandbox starts from.
+imports of the worker's modules. Everything imported here is in the memory
+snapshot every sandbox starts from.
 """
 
 import sys

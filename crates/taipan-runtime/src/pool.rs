@@ -55,7 +55,7 @@ pub struct Pool<T> {
     /// Set when starting a standby item fails (e.g. the worker's top level
     /// raises): requests then start items themselves and report the error.
     standby_failed: AtomicBool,
-    /// When an item was last asked for (`take`).
+    /// When an item was last asked for or given back (`take`, `give_back`).
     last_use: Mutex<Instant>,
     /// Unused for `idle_timeout`: no standby items are kept or started.
     dormant: AtomicBool,
@@ -209,18 +209,10 @@ impl<T> Pool<T> {
     /// later sweeps.
     pub fn sweep(&self) -> Swept<T> {
         let timeout = self.limits.idle_timeout;
-        let mut items = Vec::new();
-        {
-            let mut idle = lock(&self.idle);
-            let mut i = 0;
-            while i < idle.len() {
-                if idle[i].last_used.elapsed() >= timeout {
-                    items.push(idle.swap_remove(i).item);
-                } else {
-                    i += 1;
-                }
-            }
-        }
+        let mut items: Vec<T> = lock(&self.idle)
+            .extract_if(.., |i| i.last_used.elapsed() >= timeout)
+            .map(|i| i.item)
+            .collect();
         let in_use = self.permits.available_permits() < self.limits.max_active;
         let went_dormant = {
             // Under `last_use`'s lock: a `take` either comes before (and the
