@@ -36,6 +36,19 @@ WORKFLOW_PREFIX = f"http://{contract.AUTHORITY_WORKFLOW}/"
 DURABLE_PREFIX = f"http://{contract.AUTHORITY_DURABLE}/"
 SERVICE_PREFIX = f"http://{contract.AUTHORITY_SERVICE}/"
 WEBSOCKET_PREFIX = f"http://{contract.AUTHORITY_WEBSOCKET}/"
+# Checked first: a request from the network (whose authority the host never
+# lets be one of these) skips the prefix checks, and its URL stays unbuilt
+# until the worker reads it.
+INTERNAL_AUTHORITIES = frozenset(
+    (
+        contract.AUTHORITY_SCHEDULED,
+        contract.AUTHORITY_QUEUE,
+        contract.AUTHORITY_WORKFLOW,
+        contract.AUTHORITY_DURABLE,
+        contract.AUTHORITY_SERVICE,
+        contract.AUTHORITY_WEBSOCKET,
+    )
+)
 
 
 class Dispatcher:
@@ -110,23 +123,7 @@ class Dispatcher:
             # (contract: AUTHORITY_WARMUP).
             return
         request = to_request(incoming, authority)
-        if request.url.startswith(SCHEDULED_PREFIX):
-            self._scheduled(request, ctx, out)
-            return
-        if request.url.startswith(QUEUE_PREFIX):
-            self._queue(request, ctx, out)
-            return
-        if request.url.startswith(WORKFLOW_PREFIX):
-            self._workflow(request, ctx, out)
-            return
-        if request.url.startswith(DURABLE_PREFIX):
-            self._durable(request, ctx, out)
-            return
-        if request.url.startswith(SERVICE_PREFIX):
-            self._service(request, ctx, out)
-            return
-        if request.url.startswith(WEBSOCKET_PREFIX):
-            self._websocket(request, out, None)
+        if authority in INTERNAL_AUTHORITIES and self._internal(request, ctx, out):
             return
         response = self.call(request, self.env, ctx)
         if inspect.isawaitable(response):
@@ -134,6 +131,25 @@ class Dispatcher:
         if not isinstance(response, Response):
             raise TypeError(f"the handler returned {type(response).__name__}, expected a Response")
         send_response(response, out, head_only=request.method == "HEAD")
+
+    def _internal(self, request, ctx: ExecutionContext, out: Outparam) -> bool:
+        """A call from the host (contract.py); False if the URL is none of them."""
+        url = request.url
+        if url.startswith(SCHEDULED_PREFIX):
+            self._scheduled(request, ctx, out)
+        elif url.startswith(QUEUE_PREFIX):
+            self._queue(request, ctx, out)
+        elif url.startswith(WORKFLOW_PREFIX):
+            self._workflow(request, ctx, out)
+        elif url.startswith(DURABLE_PREFIX):
+            self._durable(request, ctx, out)
+        elif url.startswith(SERVICE_PREFIX):
+            self._service(request, ctx, out)
+        elif url.startswith(WEBSOCKET_PREFIX):
+            self._websocket(request, out, None)
+        else:
+            return False
+        return True
 
     def _scheduled(self, request, ctx: ExecutionContext, out: Outparam) -> None:
         query = parse_qs(urlsplit(request.url).query)

@@ -6,10 +6,20 @@ from componentize_py_types import Err, Ok
 from wit_world.imports import streams, types
 from workers import Headers, Request, Response
 
+try:
+    # Taipan's one-call response (wit/world.wit); a standalone build, made
+    # for any wasi:http host, has wasi:http alone.
+    from wit_world.imports import response as whole_response
+except ImportError:
+    whole_response = None
+
 READ_CHUNK = 1 << 20
 NO_BODY_STATUSES = (101, 204, 205, 304)
 # wasi:io allows up to 4096 bytes in one blocking write-and-flush: one host call.
 SMALL_WRITE = 4096
+# Bodies up to this size go to the host in the one-call response; larger
+# ones stream through wasi:http, so the host never copies a large body at once.
+WHOLE_BODY_MAX = 1 << 20
 
 
 class IncomingBodyReader:
@@ -40,17 +50,35 @@ class IncomingBodyReader:
 
 
 class IncomingRequest(Request):
-    """A request from the host. Headers are fetched on first use: many
-    handlers never read them, and each host call costs."""
+    """A request from the host. The URL and headers are fetched on first use:
+    many handlers never read them, and each host call costs."""
 
-    def __init__(self, incoming: "types.IncomingRequest", url: str, method: str):
+    def __init__(self, incoming: "types.IncomingRequest", authority: str | None, method: str):
         # Request.__init__ would build an empty Headers first; set fields directly.
-        self.url = url
+        self._authority = authority
+        self._url = None
         self.method = method
         self.cf = {}
         self._incoming = incoming
         self._headers = None
         self._body_source = IncomingBodyReader(incoming)
+
+    @property
+    def url(self) -> str:
+        if self._url is None:
+            scheme = self._incoming.scheme()
+            if scheme is None or type(scheme).__name__ == "Scheme_Http":
+                scheme = "http"
+            elif type(scheme).__name__ == "Scheme_Https":
+                scheme = "https"
+            else:
+                scheme = scheme.value
+            self._url = f"{scheme}://{self._authority or 'localhost'}{self._incoming.path_with_query() or '/'}"
+        return self._url
+
+    @url.setter
+    def url(self, value) -> None:
+        self._url = str(value)
 
     @property
     def headers(self) -> Headers:
@@ -79,16 +107,7 @@ def to_request(incoming: "types.IncomingRequest", authority: str | None) -> Requ
     method = incoming.method()
     name = type(method).__name__
     method = method.value if name == "Method_Other" else _METHODS.get(name) or name[len("Method_") :].upper()
-
-    scheme = incoming.scheme()
-    if scheme is None or type(scheme).__name__ == "Scheme_Http":
-        scheme = "http"
-    elif type(scheme).__name__ == "Scheme_Https":
-        scheme = "https"
-    else:
-        scheme = scheme.value
-    url = f"{scheme}://{authority or 'localhost'}{incoming.path_with_query() or '/'}"
-    return IncomingRequest(incoming, url, method)
+    return IncomingRequest(incoming, authority, method)
 
 
 _METHODS = {f"Method_{m.title()}": m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH")}
@@ -128,6 +147,13 @@ def send_response(response: Response, out: Outparam, head_only: bool) -> None:
                 "(or ctx.acceptWebSocket(server)) before returning the client end"
             )
         pairs.append((contract.HEADER_WEBSOCKET, socket_id.encode("ascii")))
+    if whole_response is not None and not head_only and (body is None or (isinstance(body, bytes) and len(body) <= WHOLE_BODY_MAX)):
+        out.used = True
+        try:
+            whole_response.respond(out.out, response.status, pairs, body or b"")
+        except Err as e:
+            raise RuntimeError(f"the host refused the response: {e.value}") from None
+        return
     outgoing = types.OutgoingResponse(types.Fields.from_list(pairs))
     outgoing.set_status_code(response.status)
     outgoing_body = outgoing.body()

@@ -22,7 +22,10 @@ use taipan_packages::{Installed, SourceOptions};
 
 /// The module componentize-py runs at build time (python/taipan_bootstrap.py).
 const APP_MODULE: &str = "taipan_bootstrap";
+/// The world Taipan's own runtime runs: wasi:http plus Taipan's host calls.
 const WORLD: &str = "taipan:worker/worker";
+/// A standalone build's world: wasi:http alone, for any wasi:http host.
+const PORTABLE_WORLD: &str = "taipan:worker/portable";
 /// Where a build's guest sees the bytecode folder (crate::bytecode).
 const BYTECODE_MOUNT: &str = "pycache";
 
@@ -361,7 +364,11 @@ pub(crate) fn componentize(
     };
     let generator = componentize_py::ComponentGenerator {
         wit_paths: &[wit],
-        worlds: &[WORLD],
+        worlds: &[if options.standalone {
+            PORTABLE_WORLD
+        } else {
+            WORLD
+        }],
         features: &[],
         all_features: false,
         world_module: None,

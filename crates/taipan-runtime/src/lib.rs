@@ -21,6 +21,7 @@ pub mod sandbox;
 mod settings;
 mod tcp;
 pub mod websocket;
+mod whole_response;
 pub mod worker;
 
 pub use engine::Runtime;

@@ -26,8 +26,11 @@ use crate::log::{LogSink, LogStream, RequestTag};
 pub struct SandboxState {
     wasi: WasiCtx,
     http: WasiHttpCtx,
-    hooks: RequestView,
-    table: ResourceTable,
+    pub(crate) hooks: RequestView,
+    pub(crate) table: ResourceTable,
+    /// wasi-http's limit on a response's headers, also applied by
+    /// `taipan:worker/response` (crate::whole_response).
+    pub(crate) field_size_limit: usize,
     limits: StoreLimits,
     /// TCP connections opened in the current request (`max_tcp_connections`).
     tcp_connections: Arc<AtomicU32>,
@@ -130,16 +133,18 @@ impl Sandbox {
                 }
                 _ => Box::pin(async { false }),
             });
+        // Room for a WebSocket message in a call's arguments (base64 in
+        // `HEADER_ARGS`), beyond wasi-http's 128 KiB default.
+        let field_size_limit =
+            (template.limits.websocket_max_message / 3 * 4 + (64 << 10)).max(128 << 10);
         let state = SandboxState {
             wasi: wasi.build(),
             http: {
-                // Room for a WebSocket message in a call's arguments (base64
-                // in `HEADER_ARGS`), beyond wasi-http's 128 KiB default.
                 let mut http = WasiHttpCtx::new();
-                let room = template.limits.websocket_max_message / 3 * 4 + (64 << 10);
-                http.set_field_size_limit(room.max(128 << 10));
+                http.set_field_size_limit(field_size_limit);
                 http
             },
+            field_size_limit,
             hooks: RequestView::new(
                 template.host.clone(),
                 template.host_limits,

@@ -76,6 +76,7 @@ impl Worker {
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
         crate::tcp::count_bytes(&mut linker)?;
+        crate::whole_response::add_to_linker(&mut linker)?;
         let pre = linker
             .instantiate_pre(&component)
             .map_err(anyhow::Error::from)

@@ -137,4 +137,12 @@ fn build_keeps_a_snapshot_and_standalone_also_a_component() {
     // A component binary: the wasm magic, then version 0x0d and layer 1.
     assert_eq!(component[..8], *b"\0asm\x0d\0\x01\0");
     assert!(standalone[0].join("snapshot/snapshot.json").is_file());
+    // Made for any wasi:http host: none of Taipan's own host calls.
+    let taipan_call = b"taipan:worker/response";
+    assert!(
+        !component
+            .windows(taipan_call.len())
+            .any(|w| w == taipan_call),
+        "a standalone component imports taipan:worker/response"
+    );
 }

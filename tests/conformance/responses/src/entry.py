@@ -39,6 +39,16 @@ class Default(WorkerEntrypoint):
             return Response("not allowed", status=204)
         if path == "/stream":
             return Response((f"chunk{i};" for i in range(3)))
+        if path == "/large":
+            # Past the one-call response's limit: streamed through wasi:http.
+            return Response(b"x" * (2 << 20) + b"end")
+        if path == "/one-mib":
+            return Response(b"y" * (1 << 20))
+        if path == "/refused-header":
+            # A name wasi:http refuses (not a token): a 500, not a crash.
+            return Response("never sent", headers={"bad(name": "1"})
+        if path == "/wrong-length":
+            return Response("abc", headers={"content-length": "5"})
         if path == "/unicode":
             return Response("héllo ✓")
         return Response("not found", status=404)
