@@ -120,6 +120,7 @@ impl<'a> BaseHooks<'a> {
                 module: *module,
                 // As component-init sizes the initialized component's memory.
                 pages: (bytes.len() / 65536) as u64 + 1,
+                compressed: None,
             }),
             globals: state
                 .globals
@@ -137,7 +138,7 @@ impl<'a> BaseHooks<'a> {
                 .collect(),
         };
         let memory = state.memory.as_ref().map(|(_, bytes)| bytes.as_slice());
-        Snapshot::write(self.snapshot_dir, &meta, memory)?;
+        Snapshot::write(self.snapshot_dir, meta, memory, Some(self.bases))?;
         self.phase_done("wrote the snapshot");
         // A standalone build's component keeps its own bytes (see below),
         // so it never becomes the base's.

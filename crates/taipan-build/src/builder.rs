@@ -223,13 +223,20 @@ pub fn build(
     })
 }
 
-/// Whether the base `artifact` starts from is there (or it needs none: a
-/// build with a component of its own).
+/// Whether the base `artifact` starts from is there, with the reference
+/// image its memory image is compressed against (or it needs none: a build
+/// with a component of its own).
 fn has_base(artifact: &Artifact, options: &BuildOptions) -> bool {
+    let bases = &options.caches.bases;
     artifact.component().is_file()
         || artifact.snapshot().is_none_or(|snapshot| {
             snapshot.meta().is_ok_and(|meta| {
-                taipan_guest::snapshot::base_component(&options.caches.bases, &meta.base).is_file()
+                let reference = meta.memory.as_ref().and_then(|m| m.compressed.as_ref());
+                taipan_guest::snapshot::base_component(bases, &meta.base).is_file()
+                    && reference.is_none_or(|r| {
+                        taipan_guest::image::reference_path(bases, &meta.base, &r.reference)
+                            .is_file()
+                    })
             })
         })
 }

@@ -7,6 +7,7 @@
 pub mod artifact;
 pub mod cache;
 pub mod contract;
+pub mod image;
 pub mod snapshot;
 
 pub use artifact::{Artifact, Mount, PythonFiles};

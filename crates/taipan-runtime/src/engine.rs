@@ -172,9 +172,7 @@ impl Runtime {
         let memory = match &meta.memory {
             None => None,
             Some(memory) => {
-                let path = snapshot.memory_image();
-                let image = std::fs::File::open(&path)
-                    .with_context(|| format!("opening \"{}\"", path.display()))?;
+                let image = snapshot.memory_file(&meta, &self.bases_dir)?;
                 Some(SnapshotMemory {
                     module: memory.module,
                     image,

@@ -89,6 +89,20 @@ impl ClusterNode {
                 .await
                 .context("sharing the build's base")?;
         }
+        if let Some((path, key)) = &code.reference
+            && !objects.exists(key).await?
+        {
+            let image = tokio::fs::read(path)
+                .await
+                .with_context(|| format!("reading \"{}\"", path.display()))?;
+            let bytes = tokio::task::spawn_blocking(move || zstd::encode_all(&image[..], 3))
+                .await
+                .context("the compression task failed")??;
+            objects
+                .put_new(key, bytes)
+                .await
+                .context("sharing the base's reference image")?;
+        }
         objects
             .put_tree(
                 &artifact_key(&record.artifact),
@@ -192,6 +206,24 @@ impl ClusterNode {
                 return Err(e.into());
             }
         }
+        if let Some((path, key)) = &code.reference
+            && !path.exists()
+        {
+            let Some(bytes) = objects.get(key).await? else {
+                return Err(anyhow!(
+                    "the build {artifact} needs {key}, which is not in the object storage"
+                ));
+            };
+            let image = tokio::task::spawn_blocking(move || zstd::decode_all(&bytes[..]))
+                .await
+                .context("the decompression task failed")??;
+            // Named by its digest, which `store` does not check: the
+            // runtime does, when it expands an image against it.
+            let path = path.clone();
+            tokio::task::spawn_blocking(move || taipan_guest::image::store(&path, &image))
+                .await
+                .context("the storing task failed")??;
+        }
         let (compiled, key) = (code.compiled, code.compiled_key);
         if !compiled.exists()
             && let Some(bytes) = objects.get(&key).await?
@@ -268,6 +300,9 @@ struct Code {
     wasm_key: Option<String>,
     compiled: std::path::PathBuf,
     compiled_key: String,
+    /// The base's reference image its memory image is compressed against
+    /// (`taipan_guest::image`), here and in object storage.
+    reference: Option<(std::path::PathBuf, String)>,
 }
 
 impl ClusterNode {
@@ -281,16 +316,30 @@ impl ClusterNode {
                 wasm,
                 wasm_key: None,
                 compiled_key: format!("compiled/{artifact}/{fingerprint}.cwasm.zst"),
+                reference: None,
             });
         };
         // `meta` checks the base is a name (hex digits only), whoever wrote it.
-        let base = snapshot.meta()?.base;
-        let wasm = taipan_guest::snapshot::base_component(&self.bases, &base);
+        let meta = snapshot.meta()?;
+        let base = &meta.base;
+        let wasm = taipan_guest::snapshot::base_component(&self.bases, base);
+        let reference = match meta.memory.as_ref().and_then(|m| m.compressed.as_ref()) {
+            Some(compressed) => {
+                // Checked by `meta` to be a name, as the base is.
+                let digest = &compressed.reference;
+                Some((
+                    taipan_guest::image::reference_path(&self.bases, base, digest),
+                    format!("bases/{base}/reference-{digest}.img.zst"),
+                ))
+            }
+            None => None,
+        };
         Ok(Code {
             compiled: wasm.with_extension("cwasm"),
             wasm,
             wasm_key: Some(format!("bases/{base}.wasm.zst")),
             compiled_key: format!("compiled/base-{base}/{fingerprint}.cwasm.zst"),
+            reference,
         })
     }
 }

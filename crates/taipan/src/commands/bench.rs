@@ -345,12 +345,16 @@ fn minor_faults() -> u64 {
         .unwrap_or(0)
 }
 
-/// Disk the build takes of its own: its snapshot's memory image (a sparse
-/// file: the blocks it holds) on a shared base, or its own component.
+/// Disk the build takes of its own: its snapshot's memory image as stored
+/// (compressed, or a sparse file: the blocks it holds) on a shared base, or
+/// its own component.
 fn own_bytes(artifact: &taipan_build::Artifact) -> u64 {
     use std::os::unix::fs::MetadataExt as _;
     let path = match artifact.snapshot() {
-        Some(snapshot) => snapshot.memory_image(),
+        Some(snapshot) => match snapshot.meta() {
+            Ok(meta) => snapshot.stored_image(&meta),
+            Err(_) => return 0,
+        },
         None => artifact.component(),
     };
     std::fs::metadata(path).map_or(0, |m| m.blocks() * 512)

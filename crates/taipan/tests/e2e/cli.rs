@@ -122,7 +122,7 @@ fn build_keeps_a_snapshot_and_standalone_also_a_component() {
     );
     let plain = folders();
     assert_eq!(plain.len(), 1);
-    assert!(plain[0].join("snapshot/memory.img").is_file());
+    assert!(plain[0].join("snapshot/memory.img.zst").is_file());
     assert!(!plain[0].join("component.wasm").exists());
 
     let output = run(&["build", "--standalone", dir]);

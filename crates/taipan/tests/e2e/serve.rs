@@ -121,6 +121,16 @@ fn assert_one_base_and_snapshots(data: &Path, builds: usize) {
         .collect();
     assert_eq!(bases.len(), 1, "{bases:?}");
     assert!(bases[0].join("component.wasm").is_file());
+    // The image the builds' memory images are compressed against.
+    let references = std::fs::read_dir(&bases[0])
+        .unwrap()
+        .filter(|e| {
+            let name = e.as_ref().unwrap().file_name();
+            let name = name.to_string_lossy();
+            name.starts_with("reference-") && name.ends_with(".img")
+        })
+        .count();
+    assert_eq!(references, 1, "{:?}", bases[0]);
     let artifacts: Vec<_> = std::fs::read_dir(data.join("artifacts"))
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -129,7 +139,7 @@ fn assert_one_base_and_snapshots(data: &Path, builds: usize) {
     assert_eq!(artifacts.len(), builds, "{artifacts:?}");
     for artifact in artifacts {
         assert!(artifact.join("snapshot/snapshot.json").is_file());
-        assert!(artifact.join("snapshot/memory.img").is_file());
+        assert!(artifact.join("snapshot/memory.img.zst").is_file());
         assert!(!artifact.join("component.wasm").exists());
     }
 }
@@ -163,6 +173,28 @@ fn a_build_whose_base_is_gone_says_so_and_a_deploy_rebuilds_it() {
     assert_ne!(server.host_text("app.localhost", "/").0, 200);
 
     // The same source again: the build is rebuilt, not reused without a base.
+    ok(cli(&server.admin, &["deploy", dir], TOKEN));
+    assert_eq!(server.host_text("app.localhost", "/"), (200, "one".into()));
+    assert_one_base_and_snapshots(data.path(), 1);
+    server.stop();
+
+    // Only the reference image its memory image is compressed against gone:
+    // the same, from the other check.
+    for base in std::fs::read_dir(data.path().join("bases")).unwrap() {
+        for file in std::fs::read_dir(base.unwrap().path()).unwrap() {
+            let path = file.unwrap().path();
+            if path.to_string_lossy().ends_with(".img") {
+                std::fs::remove_file(path).unwrap();
+            }
+        }
+    }
+    let server = Server::serve(data.path(), &["--admin-token", TOKEN]);
+    assert!(
+        server.wait_for("reference image", 1, Duration::from_secs(30)),
+        "{}",
+        server.output()
+    );
+    assert_ne!(server.host_text("app.localhost", "/").0, 200);
     ok(cli(&server.admin, &["deploy", dir], TOKEN));
     assert_eq!(server.host_text("app.localhost", "/"), (200, "one".into()));
     assert_one_base_and_snapshots(data.path(), 1);
