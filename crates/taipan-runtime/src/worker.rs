@@ -32,7 +32,17 @@ use taipan_guest::contract::{
 pub struct Worker {
     pub name: Arc<str>,
     pub artifact_id: String,
-    pre: ProxyPre<SandboxState>,
+    /// The linked component its sandboxes start from: its base's code and
+    /// its snapshot, the memory image mapped from a file. `None` once the
+    /// worker is dormant (`start_idle_sweep` drops it, and with it the
+    /// image and the slots its sandboxes used); the next sandbox links it
+    /// again (`linked`).
+    pre: std::sync::Mutex<Option<ProxyPre<SandboxState>>>,
+    /// What linking it again needs.
+    runtime: Runtime,
+    artifact: Artifact,
+    /// Held while linking: one at a time.
+    linking: tokio::sync::Mutex<()>,
     pub(crate) template: SandboxTemplate,
     /// Warm and standby sandboxes, permits and the wait queue.
     pool: Pool<Sandbox>,
@@ -48,6 +58,24 @@ pub struct Worker {
 }
 
 pub type Body = HyperOutgoingBody;
+
+/// Load `artifact`'s component (its base's code with its snapshot) and
+/// link it with the host's interfaces. Blocking.
+fn link(runtime: &Runtime, artifact: &Artifact) -> Result<ProxyPre<SandboxState>> {
+    let component = runtime.load_artifact(artifact)?;
+    let mut linker = Linker::<SandboxState>::new(&runtime.engine);
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+    wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
+    crate::tcp::count_bytes(&mut linker)?;
+    crate::whole_response::add_to_linker(&mut linker)?;
+    let pre = linker
+        .instantiate_pre(&component)
+        .map_err(anyhow::Error::from)
+        .context("linking the worker")?;
+    ProxyPre::new(pre)
+        .map_err(anyhow::Error::from)
+        .context("the component does not export wasi:http/incoming-handler")
+}
 
 /// Where a sandbox goes after a request.
 pub(crate) enum Home {
@@ -71,19 +99,7 @@ impl Worker {
         artifact: &Artifact,
         settings: WorkerSettings,
     ) -> Result<Arc<Self>> {
-        let component = runtime.load_artifact(artifact)?;
-        let mut linker = Linker::<SandboxState>::new(&runtime.engine);
-        wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
-        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
-        crate::tcp::count_bytes(&mut linker)?;
-        crate::whole_response::add_to_linker(&mut linker)?;
-        let pre = linker
-            .instantiate_pre(&component)
-            .map_err(anyhow::Error::from)
-            .context("linking the worker")?;
-        let pre = ProxyPre::new(pre)
-            .map_err(anyhow::Error::from)
-            .context("the component does not export wasi:http/incoming-handler")?;
+        let pre = link(runtime, artifact)?;
         let mut env = vec![
             (contract::ENV_VARS.to_string(), settings.vars_json.clone()),
             (
@@ -98,7 +114,10 @@ impl Worker {
         Ok(Arc::new_cyclic(|me| Self {
             name: name.clone(),
             artifact_id: artifact.id.clone(),
-            pre,
+            pre: std::sync::Mutex::new(Some(pre)),
+            runtime: runtime.clone(),
+            artifact: artifact.clone(),
+            linking: tokio::sync::Mutex::new(()),
             template: SandboxTemplate {
                 name,
                 mounts: artifact.mounts(&runtime.python),
@@ -129,7 +148,33 @@ impl Worker {
 
     /// A sandbox straight from the snapshot, unused.
     pub async fn fresh_sandbox(&self) -> wasmtime::Result<Sandbox> {
-        Sandbox::new(&self.pre, &self.template).await
+        let pre = self
+            .linked()
+            .await
+            .map_err(|e| wasmtime::Error::msg(format!("{e:#}")))?;
+        Sandbox::new(&pre, &self.template).await
+    }
+
+    /// The linked component, linked again if the worker was dormant.
+    async fn linked(&self) -> Result<ProxyPre<SandboxState>> {
+        if let Some(pre) = self.current_pre() {
+            return Ok(pre);
+        }
+        let _linking = self.linking.lock().await;
+        if let Some(pre) = self.current_pre() {
+            return Ok(pre);
+        }
+        // Expanding the memory image reads and writes ~10 MiB: not on a
+        // request thread.
+        let (runtime, artifact) = (self.runtime.clone(), self.artifact.clone());
+        let pre = tokio::task::spawn_blocking(move || link(&runtime, &artifact)).await??;
+        *self.pre.lock().unwrap_or_else(|e| e.into_inner()) = Some(pre.clone());
+        tracing::debug!(worker = %self.name, "linked again after being dormant");
+        Ok(pre)
+    }
+
+    fn current_pre(&self) -> Option<ProxyPre<SandboxState>> {
+        self.pre.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// Start filling the standby and sweeping idle sandboxes (call once,
@@ -141,9 +186,10 @@ impl Worker {
 
     /// Every so often, drop warm sandboxes unused for `idle_timeout`; once
     /// the worker has had no request for that long, its standby sandboxes
-    /// too, and the memory their pooled slots kept
-    /// (`Component::release_pooled_memory`): an idle worker holds its
-    /// compiled code and snapshot, no sandbox. Its next request starts a
+    /// too, and its linked component: the memory image it mapped and the
+    /// memory its pooled slots kept go with it (wasmtime purges a dropped
+    /// module's slots). An idle worker holds no sandbox and no image; its
+    /// next request links the component again (`linked`, ~10 ms), starts a
     /// fresh sandbox and refills the standby.
     fn start_idle_sweep(self: &Arc<Self>) {
         if tokio::runtime::Handle::try_current().is_err() {
@@ -161,17 +207,24 @@ impl Worker {
                 if swept.items.is_empty() && !release {
                     continue;
                 }
+                // A sandbox taken meanwhile holds its own reference: the
+                // component stays until it is dropped too.
+                let pre = if release {
+                    this.pre.lock().unwrap_or_else(|e| e.into_inner()).take()
+                } else {
+                    None
+                };
                 // Dropping sandboxes resets their slots (copying pages back)
-                // and releasing remaps them: not on a request thread.
-                let component = this.pre.instance_pre().component().clone();
+                // and dropping the component remaps them: not on a request
+                // thread.
                 let name = this.name.clone();
                 drop(this);
                 let _ = tokio::task::spawn_blocking(move || {
                     let dropped = swept.items.len();
                     drop(swept.items);
                     if release {
-                        component.release_pooled_memory();
-                        tracing::debug!(worker = %name, "idle: released {dropped} sandboxes and their memory");
+                        drop(pre);
+                        tracing::debug!(worker = %name, "idle: released {dropped} sandboxes, the component and their memory");
                     }
                 })
                 .await;

@@ -77,11 +77,13 @@ fn grown_snapshot() -> Snapshot {
     }
 }
 
-/// `Component::release_pooled_memory` (an idle worker's): an instance in
-/// use keeps its memory, and every later instance starts from the snapshot
-/// again, not from a zeroed slot; the base is not affected.
+/// An idle worker drops its component and makes it again from the base
+/// later: the slots its instances used (kept resident for the next
+/// instance) are purged with it, and every later instance starts from the
+/// snapshot, not from a zeroed or stale slot; an instance still in use keeps
+/// its memory, and the base is not affected.
 #[test]
-fn released_slots_start_the_next_instance_from_the_snapshot() {
+fn a_dropped_snapshot_component_starts_again_from_the_snapshot() {
     for (name, engine) in engines() {
         let base = Component::new(&engine, BASE).unwrap();
         let worker = base.with_snapshot(&grown_snapshot()).unwrap();
@@ -95,13 +97,12 @@ fn released_slots_start_the_next_instance_from_the_snapshot() {
         let get = live
             .get_typed_func::<(), (u32,)>(&mut store, "get")
             .unwrap();
-        worker.release_pooled_memory();
+        drop(worker);
         assert_eq!(get.call(&mut store, ()).unwrap().0, 51, "{name}: in use");
         for round in 0..2 {
+            let worker = base.with_snapshot(&grown_snapshot()).unwrap();
             assert_eq!(call_get(&engine, &worker), 51, "{name}: after {round}");
-            worker.release_pooled_memory();
         }
-        base.release_pooled_memory();
         assert_eq!(call_get(&engine, &base), 6, "{name}: the base after");
     }
 }

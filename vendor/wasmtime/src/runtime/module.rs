@@ -602,12 +602,6 @@ impl Module {
         })
     }
 
-    /// Taipan's patch: the snapshot this module's memory starts from, if any.
-    #[cfg(feature = "component-model")]
-    pub(crate) fn snapshot_data(&self) -> Option<&Arc<crate::component::SnapshotData>> {
-        self.inner.snapshot.as_ref()
-    }
-
     /// The data this module's memory initialization refers to: the compiled
     /// artifact's, or a snapshot's (Taipan's patch).
     pub(crate) fn wasm_data(&self) -> &[u8] {

@@ -91,26 +91,6 @@ impl SnapshotData {
     pub(crate) fn bytes(&self) -> &[u8] {
         &self.mmap
     }
-
-    /// Drop this process's mapping of the image's pages (resetting a pooled
-    /// slot reads them from here); the next read maps them again from the
-    /// page cache. Nothing writes to this private file mapping, so no
-    /// contents are lost.
-    fn release_pages(&self) {
-        #[cfg(target_os = "linux")]
-        if !self.mmap.is_empty() {
-            // SAFETY: the range is this mapping's own, and advising the
-            // kernel to drop unmodified pages of a private file mapping
-            // changes no byte anyone reads.
-            let _ = unsafe {
-                rustix::mm::madvise(
-                    self.mmap.as_ptr() as *mut core::ffi::c_void,
-                    self.mmap.len(),
-                    rustix::mm::Advice::LinuxDontNeed,
-                )
-            };
-        }
-    }
 }
 
 impl Component {
@@ -147,33 +127,6 @@ impl Component {
             );
         }
         Ok(self.with_static_modules(modules))
-    }
-}
-
-impl Component {
-    /// Taipan's patch: give back the memory of the pooling allocator's unused
-    /// slots that last held an instance of this component's modules.
-    ///
-    /// A slot keeps the pages its last instance touched (up to
-    /// `linear_memory_keep_resident`, and the memory image it mapped) so the
-    /// next instance of the same module starts without page faults. For a
-    /// component that will not be instantiated for a while (an idle worker)
-    /// that memory is better returned: its slots are remapped as zeros, as
-    /// when the component is dropped, and the pages of a snapshot's image
-    /// that resets read are unmapped. Slots in use are not touched; a later
-    /// instance maps its image again. Only modules the snapshot gave data
-    /// of their own are released. Without a pooling allocator only the
-    /// snapshot's pages are released.
-    pub fn release_pooled_memory(&self) {
-        // Only the modules a snapshot gave their own data: the others are
-        // the base's own (same id), and purging them would reach the slots
-        // of every other component on that base.
-        for module in self.static_modules_map().values() {
-            if let Some(snapshot) = module.snapshot_data() {
-                module.engine().allocator().purge_module(module.id());
-                snapshot.release_pages();
-            }
-        }
     }
 }
 
