@@ -66,6 +66,7 @@ class IncomingRequest(Request):
     @property
     def url(self) -> str:
         if self._url is None:
+            self._check_open("url")
             scheme = self._incoming.scheme()
             if scheme is None or type(scheme).__name__ == "Scheme_Http":
                 scheme = "http"
@@ -80,9 +81,18 @@ class IncomingRequest(Request):
     def url(self, value) -> None:
         self._url = str(value)
 
+    def _check_open(self, what: str) -> None:
+        # The host's request is dropped once its call is over (after any
+        # waitUntil work); what was not read by then cannot be.
+        if getattr(self._incoming, "handle", None) is None:
+            raise RuntimeError(
+                f"request.{what} was first read after the request ended; read it while handling the request"
+            )
+
     @property
     def headers(self) -> Headers:
         if self._headers is None:
+            self._check_open("headers")
             fields = self._incoming.headers()
             headers = Headers()
             for name, value in fields.entries():
@@ -148,11 +158,12 @@ def send_response(response: Response, out: Outparam, head_only: bool) -> None:
             )
         pairs.append((contract.HEADER_WEBSOCKET, socket_id.encode("ascii")))
     if whole_response is not None and not head_only and (body is None or (isinstance(body, bytes) and len(body) <= WHOLE_BODY_MAX)):
-        out.used = True
         try:
             whole_response.respond(out.out, response.status, pairs, body or b"")
         except Err as e:
+            out.used = True  # the host answered the client with a 500
             raise RuntimeError(f"the host refused the response: {e.value}") from None
+        out.used = True
         return
     outgoing = types.OutgoingResponse(types.Fields.from_list(pairs))
     outgoing.set_status_code(response.status)

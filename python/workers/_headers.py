@@ -115,6 +115,7 @@ class Headers:
 # request (the check was ~5% of a warm hello request). Bounded.
 _CHECKED_NAMES = {}
 _CHECKED_NAMES_MAX = 512
+_CHECKED_NAME_LEN = 64
 
 
 def _name(name) -> str:
@@ -127,7 +128,9 @@ def _name(name) -> str:
     if not name or any(c in name for c in " \t\r\n:"):
         raise ValueError(f"invalid header name {name!r}")
     lowered = name.lower()
-    if type(name) is str and len(_CHECKED_NAMES) < _CHECKED_NAMES_MAX:
+    # Request headers come from clients: only names of a usual length are
+    # kept, so junk cannot fill the cache with large keys.
+    if type(name) is str and len(name) <= _CHECKED_NAME_LEN and len(_CHECKED_NAMES) < _CHECKED_NAMES_MAX:
         _CHECKED_NAMES[name] = lowered
     return lowered
 

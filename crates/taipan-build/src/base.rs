@@ -138,7 +138,10 @@ impl<'a> BaseHooks<'a> {
                 .collect(),
         };
         let memory = state.memory.as_ref().map(|(_, bytes)| bytes.as_slice());
-        Snapshot::write(self.snapshot_dir, meta, memory, Some(self.bases))?;
+        // A standalone build keeps its image whole: it is made to be
+        // carried elsewhere, where this base's reference is not.
+        let reference_bases = (!self.standalone).then_some(self.bases);
+        Snapshot::write(self.snapshot_dir, meta, memory, reference_bases)?;
         self.phase_done("wrote the snapshot");
         // A standalone build's component keeps its own bytes (see below),
         // so it never becomes the base's.

@@ -82,6 +82,8 @@ pub fn store(path: &Path, bytes: &[u8]) -> Result<()> {
         .prefix(".reference-")
         .tempfile_in(dir)?;
     crate::snapshot::write_sparse(tmp.as_file_mut(), bytes, bytes.len())?;
+    // Whole on disk before it has its name: a reference is never replaced.
+    tmp.as_file().sync_all()?;
     if let Err(e) = tmp.persist_noclobber(path)
         && !path.exists()
     {
@@ -148,25 +150,38 @@ fn zstd_error(code: usize) -> anyhow::Error {
     anyhow::anyhow!("zstd: {}", zstd::zstd_safe::get_error_name(code))
 }
 
-/// The reference named `digest` (its bytes are checked against the name).
+/// The reference named `digest`. Its bytes are not hashed here (19 MiB for
+/// hello: longer than expanding an image against it): an image expanded
+/// against other bytes fails zstd's checksum, and then [`check_reference`]
+/// says whether the reference is the cause.
 pub fn read_reference(bases: &Path, base: &str, digest: &str) -> Result<Vec<u8>> {
     let path = reference_path(bases, base, digest);
-    let hint = "hint: build the worker again (`taipan deploy`, `taipan build`)";
-    let bytes = std::fs::read(&path).with_context(|| {
+    std::fs::read(&path).with_context(|| {
         format!(
-            "reading the base's reference image \"{}\"\n{hint}",
+            "reading the base's reference image \"{}\"\n{REBUILD_HINT}",
             path.display()
         )
-    })?;
-    let found = self::digest(&bytes);
+    })
+}
+
+/// After an image failed to expand against `reference`: if the reference's
+/// bytes are not its name, it is removed (so that building the worker again
+/// makes a new one: a build reuses its artifact only while its reference is
+/// there) and the error says so.
+pub fn check_reference(bases: &Path, base: &str, digest: &str, reference: &[u8]) -> Result<()> {
+    let found = self::digest(reference);
     if found != digest {
+        let path = reference_path(bases, base, digest);
+        std::fs::remove_file(&path).ok();
         bail!(
-            "the reference image \"{}\" is damaged (its digest is {found})\n{hint}",
+            "the reference image \"{}\" was damaged (its digest was {found}) and is removed\n{REBUILD_HINT}",
             path.display()
         );
     }
-    Ok(bytes)
+    Ok(())
 }
+
+const REBUILD_HINT: &str = "hint: build the worker again (`taipan deploy`, `taipan build`)";
 
 #[cfg(test)]
 mod tests {
@@ -210,12 +225,18 @@ mod tests {
             read_reference(bases.path(), "ab", &first).unwrap(),
             b"first"
         );
-        // A damaged one says so, and is not handed to new builds.
+        check_reference(bases.path(), "ab", &first, b"first").unwrap();
+        // A damaged one is not handed to new builds; checked, it is removed.
         std::fs::write(reference_path(bases.path(), "ab", &first), b"firs").unwrap();
-        let error = read_reference(bases.path(), "ab", &first).unwrap_err();
-        assert!(format!("{error:#}").contains("damaged"), "{error:#}");
         let (third, _) = reference_for(bases.path(), "ab", b"third").unwrap();
         assert_eq!(third, digest(b"third"));
+        let damaged = read_reference(bases.path(), "ab", &first).unwrap();
+        let error = check_reference(bases.path(), "ab", &first, &damaged).unwrap_err();
+        assert!(format!("{error:#}").contains("damaged"), "{error:#}");
+        assert!(
+            !reference_path(bases.path(), "ab", &first).exists(),
+            "removed"
+        );
         let error = read_reference(bases.path(), "cd", &first).unwrap_err();
         assert!(
             format!("{error:#}").contains("hint: build the worker again"),

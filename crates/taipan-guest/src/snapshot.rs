@@ -43,6 +43,8 @@ const IMAGE_PAGE: usize = 4096;
 /// copy-on-write must be whole host pages, and no host's are larger than a
 /// WebAssembly page.
 const IMAGE_ALIGN: usize = 65536;
+/// A 32-bit memory's most WebAssembly pages (4 GiB).
+const MAX_WASM_PAGES: u64 = 65536;
 
 /// Where a base's initialized component is: `<bases>/<base>/component.wasm`.
 pub fn base_component(bases: &Path, base: &str) -> PathBuf {
@@ -125,14 +127,29 @@ impl Snapshot {
                 meta.base
             );
         }
-        if let Some(compressed) = meta.memory.as_ref().and_then(|m| m.compressed.as_ref())
-            && !is_name(&compressed.reference)
+        if let Some(memory) = &meta.memory
+            && let Some(compressed) = &memory.compressed
         {
-            bail!(
-                "\"{}\": {:?} is not the name of a reference image",
-                path.display(),
-                compressed.reference
-            );
+            if !is_name(&compressed.reference) {
+                bail!(
+                    "\"{}\": {:?} is not the name of a reference image",
+                    path.display(),
+                    compressed.reference
+                );
+            }
+            // What expanding it allocates: whole pages within the memory
+            // (at most 4 GiB), whoever wrote the file.
+            if compressed.len % IMAGE_ALIGN as u64 != 0
+                || memory.pages > MAX_WASM_PAGES
+                || compressed.len > memory.pages * IMAGE_ALIGN as u64
+            {
+                bail!(
+                    "\"{}\": an image of {} bytes does not fit a memory of {} pages",
+                    path.display(),
+                    compressed.len,
+                    memory.pages
+                );
+            }
         }
         Ok(meta)
     }
@@ -156,8 +173,13 @@ impl Snapshot {
         let bytes =
             std::fs::read(&path).with_context(|| format!("reading \"{}\"", path.display()))?;
         let len = usize::try_from(compressed.len).context("an image too large for this machine")?;
-        let expanded = image::expand(&bytes, &reference, len)
-            .with_context(|| format!("expanding \"{}\"", path.display()))?;
+        let expanded = match image::expand(&bytes, &reference, len) {
+            Ok(expanded) => expanded,
+            Err(e) => {
+                image::check_reference(bases, &meta.base, &compressed.reference, &reference)?;
+                return Err(e.context(format!("expanding \"{}\"", path.display())));
+            }
+        };
         image::temporary_file(&bases.join(&meta.base), &expanded)
     }
 
@@ -294,7 +316,8 @@ mod tests {
     fn an_image_needs_the_reference_it_was_compressed_against() {
         let (first, second) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
         let bases = first.path().join("bases");
-        let memory = vec![1u8; IMAGE_ALIGN];
+        // Not one repeated byte: zstd would store that without the reference.
+        let memory: Vec<u8> = (0..IMAGE_ALIGN).map(|i| (i * 7 % 251) as u8 + 1).collect();
         let snapshot =
             Snapshot::write(&first.path().join("a"), meta(), Some(&memory), Some(&bases)).unwrap();
         let meta = snapshot.meta().unwrap();
@@ -315,7 +338,8 @@ mod tests {
             .reference;
         let other = image::reference_path(second.path(), "ab", digest);
         std::fs::create_dir_all(other.parent().unwrap()).unwrap();
-        std::fs::write(&other, [2u8; IMAGE_ALIGN]).unwrap();
+        let wrong: Vec<u8> = (0..IMAGE_ALIGN).map(|i| (i * 5 % 241) as u8).collect();
+        std::fs::write(&other, wrong).unwrap();
         let error = snapshot.memory_file(&meta, second.path()).unwrap_err();
         assert!(format!("{error:#}").contains("damaged"), "{error:#}");
         assert!(read(snapshot.memory_file(&meta, &bases).unwrap()) == memory);

@@ -48,6 +48,82 @@ pub const KEEP_RESIDENT_SCANNED: usize = 16 * MIB;
 /// of a slot whether they were written or not: keep that small.
 pub const KEEP_RESIDENT_UNSCANNED: usize = MIB;
 
+/// A build's compiled code: what a worker keeps to make its component
+/// again (after it was dormant) without going through the runtime's bases.
+#[derive(Clone)]
+pub enum Code {
+    /// A build with a component of its own.
+    Own(Component),
+    /// A base's machine code and the build's snapshot.
+    OnBase {
+        base: Component,
+        snapshot: taipan_guest::snapshot::Snapshot,
+        meta: taipan_guest::snapshot::SnapshotMeta,
+        bases_dir: PathBuf,
+        artifact_dir: PathBuf,
+    },
+}
+
+impl Code {
+    pub fn engine(&self) -> &Engine {
+        match self {
+            Code::Own(component)
+            | Code::OnBase {
+                base: component, ..
+            } => component.engine(),
+        }
+    }
+
+    /// The component the sandboxes run: the base's code with the snapshot's
+    /// memory image (expanded into an unnamed file) and globals. Blocking.
+    pub fn component(&self) -> Result<Component> {
+        let (base, snapshot, meta, bases_dir, artifact_dir) = match self {
+            Code::Own(component) => return Ok(component.clone()),
+            Code::OnBase {
+                base,
+                snapshot,
+                meta,
+                bases_dir,
+                artifact_dir,
+            } => (base, snapshot, meta, bases_dir, artifact_dir),
+        };
+        let memory = match &meta.memory {
+            None => None,
+            Some(memory) => {
+                let image = snapshot.memory_file(meta, bases_dir)?;
+                Some(SnapshotMemory {
+                    module: memory.module,
+                    image,
+                    pages: memory.pages,
+                })
+            }
+        };
+        let globals = meta
+            .globals
+            .iter()
+            .map(|g| SnapshotGlobal {
+                module: g.module,
+                global: g.global,
+                value: match g.value {
+                    GlobalValue::I32(v) => SnapshotValue::I32(v),
+                    GlobalValue::I64(v) => SnapshotValue::I64(v),
+                    GlobalValue::F32(v) => SnapshotValue::F32(v),
+                    GlobalValue::F64(v) => SnapshotValue::F64(v),
+                },
+            })
+            .collect();
+        base.with_snapshot(&Snapshot { memory, globals })
+            .map_err(anyhow::Error::from)
+            .with_context(|| {
+                format!(
+                    "starting the build \"{}\" from its base {}",
+                    artifact_dir.display(),
+                    meta.base
+                )
+            })
+    }
+}
+
 /// Sizing of the pooling allocator: slots are reserved address space, not memory.
 #[derive(Debug, Clone)]
 pub struct PoolSize {
@@ -158,51 +234,30 @@ impl Runtime {
     /// from its snapshot (`taipan_guest::snapshot`), or, for a build made
     /// before bases, its own component.
     pub fn load_artifact(&self, artifact: &Artifact) -> Result<Component> {
+        self.artifact_code(artifact)?.component()
+    }
+
+    /// `artifact`'s compiled code (compiled once per machine, loaded once
+    /// per process), from which [`Code::component`] makes what its
+    /// sandboxes run.
+    pub fn artifact_code(&self, artifact: &Artifact) -> Result<Code> {
         let Some(snapshot) = artifact.snapshot() else {
-            return self.load_component(&artifact.component());
+            return Ok(Code::Own(self.load_component(&artifact.component())?));
         };
         let meta = snapshot.meta()?;
         let own = artifact.component();
         if own.is_file() && !base_component(&self.bases_dir, &meta.base).is_file() {
             // A standalone build (`taipan build --standalone`) whose base
             // was never made: its own component has the same snapshot.
-            return self.load_component(&own);
+            return Ok(Code::Own(self.load_component(&own)?));
         }
-        let base = self.base(&meta.base)?;
-        let memory = match &meta.memory {
-            None => None,
-            Some(memory) => {
-                let image = snapshot.memory_file(&meta, &self.bases_dir)?;
-                Some(SnapshotMemory {
-                    module: memory.module,
-                    image,
-                    pages: memory.pages,
-                })
-            }
-        };
-        let globals = meta
-            .globals
-            .iter()
-            .map(|g| SnapshotGlobal {
-                module: g.module,
-                global: g.global,
-                value: match g.value {
-                    GlobalValue::I32(v) => SnapshotValue::I32(v),
-                    GlobalValue::I64(v) => SnapshotValue::I64(v),
-                    GlobalValue::F32(v) => SnapshotValue::F32(v),
-                    GlobalValue::F64(v) => SnapshotValue::F64(v),
-                },
-            })
-            .collect();
-        base.with_snapshot(&Snapshot { memory, globals })
-            .map_err(anyhow::Error::from)
-            .with_context(|| {
-                format!(
-                    "starting the build \"{}\" from its base {}",
-                    artifact.dir.display(),
-                    meta.base
-                )
-            })
+        Ok(Code::OnBase {
+            base: self.base(&meta.base)?,
+            snapshot,
+            meta,
+            bases_dir: self.bases_dir.clone(),
+            artifact_dir: artifact.dir.clone(),
+        })
     }
 
     /// The base named `name` (checked by `Snapshot::meta`), compiled (once

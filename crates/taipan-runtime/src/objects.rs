@@ -40,6 +40,14 @@ impl Worker {
         };
         let mut guard = slot.lock_owned().await;
         let mut sandbox = guard.take();
+        if sandbox.is_none() && self.linked().await.is_err() {
+            // Logged by `linked`. Not a full pool: evicting another object
+            // would lose its state for nothing.
+            return text_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the worker could not be started, retry shortly\n",
+            );
+        }
         if sandbox.is_none() {
             sandbox = self.fresh_sandbox().await.ok();
             if sandbox.is_none() {

@@ -195,6 +195,12 @@ impl<T> Pool<T> {
         }
     }
 
+    /// A claimed standby start given up for a reason that may pass (the
+    /// worker could not be linked again): later starts are still tried.
+    pub fn standby_abandoned(&self) {
+        self.standby_starting.fetch_sub(1, Ordering::AcqRel);
+    }
+
     pub fn standby_count(&self) -> usize {
         lock(&self.standby).len()
     }
@@ -278,6 +284,19 @@ mod tests {
             max_uses: 3,
             standby: 2,
         }
+    }
+
+    #[test]
+    fn a_failed_standby_start_stops_them_an_abandoned_one_does_not() {
+        let pool: Pool<&str> = Pool::new(limits());
+        assert!(pool.claim_standby_start());
+        pool.standby_abandoned();
+        assert!(pool.claim_standby_start() && pool.claim_standby_start());
+        assert!(!pool.claim_standby_start(), "two at most");
+        pool.standby_abandoned();
+        pool.standby_started(Err("the top level raised"))
+            .unwrap_err();
+        assert!(!pool.claim_standby_start());
     }
 
     #[test]

@@ -94,7 +94,12 @@ fn build(
     }
     let headers: http::HeaderMap = fields.into();
     if let Some(declared) = headers.get(http::header::CONTENT_LENGTH) {
-        let declared = declared.to_str().ok().and_then(|v| v.parse::<u64>().ok());
+        // Digits only, as wasi:http reads it (`parse` would take "+3").
+        let declared = declared
+            .to_str()
+            .ok()
+            .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
+            .and_then(|v| v.parse::<u64>().ok());
         if declared != Some(body.len() as u64) {
             return Err(format!(
                 "the content-length header ({}) does not match the body's {} bytes",
@@ -160,5 +165,6 @@ mod tests {
         assert!(refused(200, &[("x-big", &"v".repeat(300))], b"").contains("headers"));
         assert!(refused(200, &[("content-length", "3")], b"four").contains("content-length"));
         assert!(refused(200, &[("content-length", "x")], b"").contains("not a number"));
+        assert!(refused(200, &[("content-length", "+4")], b"four").contains("not a number"));
     }
 }

@@ -15,7 +15,7 @@ use wasmtime_wasi_http::p2::bindings::http::types::ErrorCode;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
 use crate::call::{Detached, WAIT_GRACE, WaitedPastLimit};
-use crate::engine::Runtime;
+use crate::engine::{Code, Runtime};
 use crate::host::Place;
 use crate::limits::Limits;
 use crate::pinned::{self, Pinned};
@@ -38,11 +38,12 @@ pub struct Worker {
     /// image and the slots its sandboxes used); the next sandbox links it
     /// again (`linked`).
     pre: std::sync::Mutex<Option<ProxyPre<SandboxState>>>,
-    /// What linking it again needs.
-    runtime: Runtime,
-    artifact: Artifact,
-    /// Held while linking: one at a time.
-    linking: tokio::sync::Mutex<()>,
+    /// What linking it again needs: the compiled code, held here (not
+    /// looked up in the runtime's bases, which may be busy compiling).
+    code: Code,
+    /// Held while linking: one at a time. Holds the last failure: requests
+    /// within `RELINK_BACKOFF` of it get it too rather than link again.
+    linking: tokio::sync::Mutex<Option<(std::time::Instant, String)>>,
     pub(crate) template: SandboxTemplate,
     /// Warm and standby sandboxes, permits and the wait queue.
     pool: Pool<Sandbox>,
@@ -59,11 +60,17 @@ pub struct Worker {
 
 pub type Body = HyperOutgoingBody;
 
-/// Load `artifact`'s component (its base's code with its snapshot) and
+/// How long a failure to link a dormant worker again is answered without
+/// trying again (every waiting request would otherwise try in turn).
+const RELINK_BACKOFF: Duration = Duration::from_secs(1);
+
+/// Make the component from `code` (its base's code with its snapshot) and
 /// link it with the host's interfaces. Blocking.
-fn link(runtime: &Runtime, artifact: &Artifact) -> Result<ProxyPre<SandboxState>> {
-    let component = runtime.load_artifact(artifact)?;
-    let mut linker = Linker::<SandboxState>::new(&runtime.engine);
+fn link(code: &Code) -> Result<ProxyPre<SandboxState>> {
+    let started = std::time::Instant::now();
+    let component = code.component()?;
+    let made = started.elapsed();
+    let mut linker = Linker::<SandboxState>::new(code.engine());
     wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
     wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
     crate::tcp::count_bytes(&mut linker)?;
@@ -72,9 +79,15 @@ fn link(runtime: &Runtime, artifact: &Artifact) -> Result<ProxyPre<SandboxState>
         .instantiate_pre(&component)
         .map_err(anyhow::Error::from)
         .context("linking the worker")?;
-    ProxyPre::new(pre)
+    let pre = ProxyPre::new(pre)
         .map_err(anyhow::Error::from)
-        .context("the component does not export wasi:http/incoming-handler")
+        .context("the component does not export wasi:http/incoming-handler")?;
+    tracing::debug!(
+        "component made in {} µs, linked in {} µs",
+        made.as_micros(),
+        (started.elapsed() - made).as_micros()
+    );
+    Ok(pre)
 }
 
 /// Where a sandbox goes after a request.
@@ -99,7 +112,8 @@ impl Worker {
         artifact: &Artifact,
         settings: WorkerSettings,
     ) -> Result<Arc<Self>> {
-        let pre = link(runtime, artifact)?;
+        let code = runtime.artifact_code(artifact)?;
+        let pre = link(&code)?;
         let mut env = vec![
             (contract::ENV_VARS.to_string(), settings.vars_json.clone()),
             (
@@ -115,9 +129,8 @@ impl Worker {
             name: name.clone(),
             artifact_id: artifact.id.clone(),
             pre: std::sync::Mutex::new(Some(pre)),
-            runtime: runtime.clone(),
-            artifact: artifact.clone(),
-            linking: tokio::sync::Mutex::new(()),
+            code,
+            linking: tokio::sync::Mutex::new(None),
             template: SandboxTemplate {
                 name,
                 mounts: artifact.mounts(&runtime.python),
@@ -156,21 +169,40 @@ impl Worker {
     }
 
     /// The linked component, linked again if the worker was dormant.
-    async fn linked(&self) -> Result<ProxyPre<SandboxState>> {
+    pub(crate) async fn linked(&self) -> Result<ProxyPre<SandboxState>> {
         if let Some(pre) = self.current_pre() {
             return Ok(pre);
         }
-        let _linking = self.linking.lock().await;
+        let mut last_failure = self.linking.lock().await;
         if let Some(pre) = self.current_pre() {
             return Ok(pre);
+        }
+        if let Some((at, error)) = &*last_failure
+            && at.elapsed() < RELINK_BACKOFF
+        {
+            anyhow::bail!("{error}");
         }
         // Expanding the memory image reads and writes ~10 MiB: not on a
         // request thread.
-        let (runtime, artifact) = (self.runtime.clone(), self.artifact.clone());
-        let pre = tokio::task::spawn_blocking(move || link(&runtime, &artifact)).await??;
-        *self.pre.lock().unwrap_or_else(|e| e.into_inner()) = Some(pre.clone());
-        tracing::debug!(worker = %self.name, "linked again after being dormant");
-        Ok(pre)
+        let code = self.code.clone();
+        let linked = tokio::task::spawn_blocking(move || link(&code))
+            .await
+            .map_err(anyhow::Error::from)
+            .and_then(|linked| linked);
+        match linked {
+            Ok(pre) => {
+                *self.pre.lock().unwrap_or_else(|e| e.into_inner()) = Some(pre.clone());
+                *last_failure = None;
+                tracing::debug!(worker = %self.name, "linked again after being dormant");
+                Ok(pre)
+            }
+            Err(e) => {
+                let error = format!("{e:#}");
+                tracing::error!(worker = %self.name, "linking the worker again failed: {error}");
+                *last_failure = Some((std::time::Instant::now(), error));
+                Err(e)
+            }
+        }
     }
 
     fn current_pre(&self) -> Option<ProxyPre<SandboxState>> {
@@ -203,17 +235,22 @@ impl Worker {
                 tokio::time::sleep(tick).await;
                 let Some(this) = worker.upgrade() else { return };
                 let swept = this.pool.sweep();
-                let release = swept.dormant && (swept.went_dormant || !swept.items.is_empty());
+                // Dormant: drop the component (once; the next sandbox links
+                // it again). A sandbox taken meanwhile holds its own
+                // reference: the component stays until it is dropped too.
+                // Durable Objects and WebSockets keep their sandboxes (and
+                // so the component) past dormancy: dropping it then would
+                // only make the next sandbox link a second copy.
+                let pre =
+                    if swept.dormant && this.objects.is_empty() && this.socket_slots.is_empty() {
+                        this.pre.lock().unwrap_or_else(|e| e.into_inner()).take()
+                    } else {
+                        None
+                    };
+                let release = pre.is_some();
                 if swept.items.is_empty() && !release {
                     continue;
                 }
-                // A sandbox taken meanwhile holds its own reference: the
-                // component stays until it is dropped too.
-                let pre = if release {
-                    this.pre.lock().unwrap_or_else(|e| e.into_inner()).take()
-                } else {
-                    None
-                };
                 // Dropping sandboxes resets their slots (copying pages back)
                 // and dropping the component remaps them: not on a request
                 // thread.
@@ -245,6 +282,11 @@ impl Worker {
             let worker = Arc::downgrade(self);
             tokio::spawn(async move {
                 let Some(this) = worker.upgrade() else { return };
+                if this.linked().await.is_err() {
+                    // Logged by `linked`; the next request tries again.
+                    this.pool.standby_abandoned();
+                    return;
+                }
                 let warmed = this.warmed_sandbox().await;
                 if let Err(e) = this.pool.standby_started(warmed) {
                     tracing::debug!(worker = %this.name, "warming a standby sandbox failed: {e:#}");

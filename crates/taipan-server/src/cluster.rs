@@ -217,8 +217,13 @@ impl ClusterNode {
             let image = tokio::task::spawn_blocking(move || zstd::decode_all(&bytes[..]))
                 .await
                 .context("the decompression task failed")??;
-            // Named by its digest, which `store` does not check: the
-            // runtime does, when it expands an image against it.
+            // Named by its digest: stored only if its bytes are that.
+            let digest = taipan_guest::image::digest(&image);
+            if !key.ends_with(&format!("reference-{digest}.img.zst")) {
+                return Err(anyhow!(
+                    "{key} in the object storage is damaged (its digest is {digest})"
+                ));
+            }
             let path = path.clone();
             tokio::task::spawn_blocking(move || taipan_guest::image::store(&path, &image))
                 .await
