@@ -30,6 +30,8 @@ class IncomingBodyReader:
 
     def __iter__(self):
         """The body chunk by chunk (e.g. streamed on into R2)."""
+        if getattr(self._request, "handle", None) is None:
+            raise RuntimeError("the request body was first read after the request ended; read it while handling the request")
         body = self._request.consume()
         stream = body.stream()
         try:
@@ -95,14 +97,18 @@ class IncomingRequest(Request):
             self._check_open("headers")
             fields = self._incoming.headers()
             headers = Headers()
+            # The host's names are valid and lowercase, its values valid:
+            # added as they are (not through `append`'s checks, whose name
+            # cache is for the worker's own names, not clients').
+            items = headers._items
             for name, value in fields.entries():
                 if name == contract.HEADER_UPGRADE:
                     # wasi:http hides hop-by-hop headers; the host marks an
                     # upgrade so handlers can check `Upgrade` as on Workers.
-                    headers.append("upgrade", value.decode("latin-1"))
-                    headers.append("connection", "Upgrade")
+                    items.append(("upgrade", value.decode("latin-1")))
+                    items.append(("connection", "Upgrade"))
                     continue
-                headers.append(name, value.decode("latin-1"))
+                items.append((name, value.decode("latin-1")))
             fields.__exit__(None, None, None)
             self._headers = headers
         return self._headers

@@ -52,8 +52,10 @@ pub const KEEP_RESIDENT_UNSCANNED: usize = MIB;
 /// again (after it was dormant) without going through the runtime's bases.
 #[derive(Clone)]
 pub enum Code {
-    /// A build with a component of its own.
-    Own(Component),
+    /// A build with a component of its own, loaded again from its
+    /// compiled file each time (so that dropping it, when the worker is
+    /// dormant, gives its pooled slots back).
+    Own { runtime: Runtime, path: PathBuf },
     /// A base's machine code and the build's snapshot.
     OnBase {
         base: Component,
@@ -67,10 +69,8 @@ pub enum Code {
 impl Code {
     pub fn engine(&self) -> &Engine {
         match self {
-            Code::Own(component)
-            | Code::OnBase {
-                base: component, ..
-            } => component.engine(),
+            Code::Own { runtime, .. } => &runtime.engine,
+            Code::OnBase { base, .. } => base.engine(),
         }
     }
 
@@ -78,7 +78,7 @@ impl Code {
     /// memory image (expanded into an unnamed file) and globals. Blocking.
     pub fn component(&self) -> Result<Component> {
         let (base, snapshot, meta, bases_dir, artifact_dir) = match self {
-            Code::Own(component) => return Ok(component.clone()),
+            Code::Own { runtime, path } => return runtime.load_component(path),
             Code::OnBase {
                 base,
                 snapshot,
@@ -242,14 +242,20 @@ impl Runtime {
     /// sandboxes run.
     pub fn artifact_code(&self, artifact: &Artifact) -> Result<Code> {
         let Some(snapshot) = artifact.snapshot() else {
-            return Ok(Code::Own(self.load_component(&artifact.component())?));
+            return Ok(Code::Own {
+                runtime: self.clone(),
+                path: artifact.component(),
+            });
         };
         let meta = snapshot.meta()?;
         let own = artifact.component();
         if own.is_file() && !base_component(&self.bases_dir, &meta.base).is_file() {
             // A standalone build (`taipan build --standalone`) whose base
             // was never made: its own component has the same snapshot.
-            return Ok(Code::Own(self.load_component(&own)?));
+            return Ok(Code::Own {
+                runtime: self.clone(),
+                path: own,
+            });
         }
         Ok(Code::OnBase {
             base: self.base(&meta.base)?,

@@ -42,7 +42,9 @@ impl Worker {
         let mut sandbox = guard.take();
         if sandbox.is_none() && self.linked().await.is_err() {
             // Logged by `linked`. Not a full pool: evicting another object
-            // would lose its state for nothing.
+            // would lose its state for nothing. The empty slot goes.
+            drop(guard);
+            self.objects.remove_if_idle(key);
             return text_response(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "the worker could not be started, retry shortly\n",

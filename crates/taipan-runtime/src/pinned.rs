@@ -100,6 +100,14 @@ impl<T> Pinned<T> {
         evict_idle(&mut self.slots.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
+    /// Whether any slot holds something (one a call is using counts).
+    pub fn holds_any(&self) -> bool {
+        let slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+        slots
+            .values()
+            .any(|kept| kept.slot.try_lock().map_or(true, |held| held.is_some()))
+    }
+
     pub fn len(&self) -> usize {
         self.slots.lock().unwrap_or_else(|e| e.into_inner()).len()
     }
@@ -126,6 +134,18 @@ fn evict_idle<T>(slots: &mut HashMap<String, Kept<T>>) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn only_a_slot_holding_something_or_in_use_counts_as_held() {
+        let pinned: Pinned<u32> = Pinned::with_max(2);
+        let slot = pinned.slot("a").unwrap();
+        assert!(!pinned.holds_any(), "an empty slot");
+        let guard = slot.clone().lock_owned().await;
+        assert!(pinned.holds_any(), "a call is using it");
+        drop(guard);
+        *slot.lock().await = Some(7);
+        assert!(pinned.holds_any());
+    }
 
     #[tokio::test]
     async fn a_key_keeps_its_value_and_runs_one_call_at_a_time() {

@@ -37,7 +37,7 @@ pub struct Worker {
     /// worker is dormant (`start_idle_sweep` drops it, and with it the
     /// image and the slots its sandboxes used); the next sandbox links it
     /// again (`linked`).
-    pre: std::sync::Mutex<Option<ProxyPre<SandboxState>>>,
+    pre: Arc<std::sync::Mutex<Option<ProxyPre<SandboxState>>>>,
     /// What linking it again needs: the compiled code, held here (not
     /// looked up in the runtime's bases, which may be busy compiling).
     code: Code,
@@ -128,7 +128,7 @@ impl Worker {
         Ok(Arc::new_cyclic(|me| Self {
             name: name.clone(),
             artifact_id: artifact.id.clone(),
-            pre: std::sync::Mutex::new(Some(pre)),
+            pre: Arc::new(std::sync::Mutex::new(Some(pre))),
             code,
             linking: tokio::sync::Mutex::new(None),
             template: SandboxTemplate {
@@ -183,15 +183,19 @@ impl Worker {
             anyhow::bail!("{error}");
         }
         // Expanding the memory image reads and writes ~10 MiB: not on a
-        // request thread.
-        let code = self.code.clone();
-        let linked = tokio::task::spawn_blocking(move || link(&code))
-            .await
-            .map_err(anyhow::Error::from)
-            .and_then(|linked| linked);
+        // request thread. The task stores what it links itself, so a
+        // request that gives up waiting does not throw the work away.
+        let (code, slot) = (self.code.clone(), self.pre.clone());
+        let linked = tokio::task::spawn_blocking(move || {
+            let pre = link(&code)?;
+            *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(pre.clone());
+            Ok(pre)
+        })
+        .await
+        .map_err(anyhow::Error::from)
+        .and_then(|linked| linked);
         match linked {
             Ok(pre) => {
-                *self.pre.lock().unwrap_or_else(|e| e.into_inner()) = Some(pre.clone());
                 *last_failure = None;
                 tracing::debug!(worker = %self.name, "linked again after being dormant");
                 Ok(pre)
@@ -242,7 +246,8 @@ impl Worker {
                 // so the component) past dormancy: dropping it then would
                 // only make the next sandbox link a second copy.
                 let pre =
-                    if swept.dormant && this.objects.is_empty() && this.socket_slots.is_empty() {
+                    if swept.dormant && !this.objects.holds_any() && !this.socket_slots.holds_any()
+                    {
                         this.pre.lock().unwrap_or_else(|e| e.into_inner()).take()
                     } else {
                         None
@@ -282,12 +287,12 @@ impl Worker {
             let worker = Arc::downgrade(self);
             tokio::spawn(async move {
                 let Some(this) = worker.upgrade() else { return };
-                if this.linked().await.is_err() {
+                let Ok(pre) = this.linked().await else {
                     // Logged by `linked`; the next request tries again.
                     this.pool.standby_abandoned();
                     return;
-                }
-                let warmed = this.warmed_sandbox().await;
+                };
+                let warmed = this.warm(&pre).await;
                 if let Err(e) = this.pool.standby_started(warmed) {
                     tracing::debug!(worker = %this.name, "warming a standby sandbox failed: {e:#}");
                 }
@@ -299,7 +304,15 @@ impl Worker {
     /// reading vars, importing the main module) through an internal request
     /// that no user handler sees.
     pub async fn warmed_sandbox(&self) -> anyhow::Result<Sandbox> {
-        let mut sandbox = self.fresh_sandbox().await.map_err(anyhow::Error::from)?;
+        let pre = self.linked().await?;
+        self.warm(&pre).await
+    }
+
+    /// A fresh sandbox of `pre`, warmed up (`warmed_sandbox`).
+    async fn warm(&self, pre: &ProxyPre<SandboxState>) -> anyhow::Result<Sandbox> {
+        let mut sandbox = Sandbox::new(pre, &self.template)
+            .await
+            .map_err(anyhow::Error::from)?;
         let request = http::Request::get(format!("http://{AUTHORITY_WARMUP}/"))
             .body(Full::new(Bytes::new()).map_err(|never| -> ErrorCode { match never {} }))?;
         let bound = sandbox
