@@ -75,31 +75,13 @@ impl ClusterNode {
         let objects = &self.cluster.objects;
         // The base first: a build in object storage always finds its base.
         let code = self.code(data, &record.artifact)?;
-        if let Some(key) = &code.wasm_key
-            && !objects.exists(key).await?
-        {
-            let wasm = tokio::fs::read(&code.wasm)
-                .await
-                .with_context(|| format!("reading \"{}\"", code.wasm.display()))?;
-            let bytes = tokio::task::spawn_blocking(move || zstd::encode_all(&wasm[..], 3))
-                .await
-                .context("the compression task failed")??;
-            objects
-                .put_new(key, bytes)
+        if let Some(key) = &code.wasm_key {
+            self.share_file(&code.wasm, key)
                 .await
                 .context("sharing the build's base")?;
         }
-        if let Some((path, key)) = &code.reference
-            && !objects.exists(key).await?
-        {
-            let image = tokio::fs::read(path)
-                .await
-                .with_context(|| format!("reading \"{}\"", path.display()))?;
-            let bytes = tokio::task::spawn_blocking(move || zstd::encode_all(&image[..], 3))
-                .await
-                .context("the compression task failed")??;
-            objects
-                .put_new(key, bytes)
+        if let Some((path, key)) = &code.reference {
+            self.share_file(path, key)
                 .await
                 .context("sharing the base's reference image")?;
         }
@@ -117,6 +99,22 @@ impl ClusterNode {
                 .context("sharing the assets")?;
         }
         Ok(())
+    }
+
+    /// Put `path` at `key`, compressed, unless something is there (the
+    /// same bytes: keys name their content).
+    async fn share_file(&self, path: &std::path::Path, key: &str) -> Result<()> {
+        let objects = &self.cluster.objects;
+        if objects.exists(key).await? {
+            return Ok(());
+        }
+        let bytes = tokio::fs::read(path)
+            .await
+            .with_context(|| format!("reading \"{}\"", path.display()))?;
+        let bytes = tokio::task::spawn_blocking(move || zstd::encode_all(&bytes[..], 3))
+            .await
+            .context("the compression task failed")??;
+        objects.put_new(key, bytes).await.map(|_| ())
     }
 
     /// Share the machine code this node compiled for a build with nodes of

@@ -155,28 +155,11 @@ fn a_build_whose_base_is_gone_says_so_and_a_deploy_rebuilds_it() {
     server.stop();
 
     std::fs::remove_dir_all(data.path().join("bases")).unwrap();
-    let server = Server::serve(data.path(), &["--admin-token", TOKEN]);
-    assert!(
-        server.wait_for(
-            "the base this build starts from is missing",
-            1,
-            Duration::from_secs(30)
-        ),
-        "{}",
-        server.output()
+    restart_says_then_a_deploy_rebuilds(
+        data.path(),
+        dir,
+        "the base this build starts from is missing",
     );
-    assert!(
-        server.output().contains("hint: build the worker again"),
-        "{}",
-        server.output()
-    );
-    assert_ne!(server.host_text("app.localhost", "/").0, 200);
-
-    // The same source again: the build is rebuilt, not reused without a base.
-    ok(cli(&server.admin, &["deploy", dir], TOKEN));
-    assert_eq!(server.host_text("app.localhost", "/"), (200, "one".into()));
-    assert_one_base_and_snapshots(data.path(), 1);
-    server.stop();
 
     // Only the reference image its memory image is compressed against gone:
     // the same, from the other check.
@@ -188,16 +171,27 @@ fn a_build_whose_base_is_gone_says_so_and_a_deploy_rebuilds_it() {
             }
         }
     }
-    let server = Server::serve(data.path(), &["--admin-token", TOKEN]);
+    restart_says_then_a_deploy_rebuilds(data.path(), dir, "reference image");
+}
+
+/// Start a server on `data`: it says `message` (with a hint) and does not
+/// serve `app`; deploying `dir` again rebuilds it, and it serves.
+fn restart_says_then_a_deploy_rebuilds(data: &Path, dir: &str, message: &str) {
+    let server = Server::serve(data, &["--admin-token", TOKEN]);
     assert!(
-        server.wait_for("reference image", 1, Duration::from_secs(30)),
+        server.wait_for(message, 1, Duration::from_secs(30)),
+        "{}",
+        server.output()
+    );
+    assert!(
+        server.output().contains("hint: build the worker again"),
         "{}",
         server.output()
     );
     assert_ne!(server.host_text("app.localhost", "/").0, 200);
     ok(cli(&server.admin, &["deploy", dir], TOKEN));
     assert_eq!(server.host_text("app.localhost", "/"), (200, "one".into()));
-    assert_one_base_and_snapshots(data.path(), 1);
+    assert_one_base_and_snapshots(data, 1);
 }
 
 #[test]
