@@ -100,6 +100,12 @@ impl<T> Pool<T> {
         }
     }
 
+    /// Dormant from the start (a worker loaded without its component): no
+    /// standby items until the next `take`.
+    pub fn set_dormant(&self) {
+        self.dormant.store(true, Ordering::Release);
+    }
+
     /// The pool is in use now: it is not idle, and wakes if dormant.
     fn mark_use(&self) {
         let mut last_use = lock(&self.last_use);

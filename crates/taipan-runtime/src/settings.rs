@@ -28,6 +28,10 @@ pub struct WorkerSettings {
     pub log: Arc<dyn LogSink>,
     /// Fresh sandboxes kept instantiated and warmed up ahead of demand.
     pub standby_sandboxes: usize,
+    /// Load dormant: the compiled code only, as an idle worker keeps it (no
+    /// memory image expanded, no standby) until the first request. For a
+    /// server bringing back every worker it serves at start-up.
+    pub start_dormant: bool,
 }
 
 impl WorkerSettings {
@@ -47,7 +51,14 @@ impl WorkerSettings {
             reuse_sandboxes: true,
             log: Arc::new(crate::log::TracingSink),
             standby_sandboxes: 0,
+            start_dormant: false,
         }
+    }
+
+    /// Load dormant (`start_dormant`).
+    pub fn start_dormant(mut self) -> Self {
+        self.start_dormant = true;
+        self
     }
 
     /// The worker's vars (JSON object), its bindings (`{name: kind}`) and

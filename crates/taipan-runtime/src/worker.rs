@@ -113,7 +113,11 @@ impl Worker {
         settings: WorkerSettings,
     ) -> Result<Arc<Self>> {
         let code = runtime.artifact_code(artifact)?;
-        let pre = link(&code)?;
+        let pre = if settings.start_dormant {
+            None
+        } else {
+            Some(link(&code)?)
+        };
         let mut env = vec![
             (contract::ENV_VARS.to_string(), settings.vars_json.clone()),
             (
@@ -125,10 +129,11 @@ impl Worker {
             env.push((contract::ENV_DEV.into(), contract::ENV_DEV_ON.into()));
         }
         let name: Arc<str> = settings.name.as_str().into();
-        Ok(Arc::new_cyclic(|me| Self {
+        let start_dormant = settings.start_dormant;
+        let worker = Arc::new_cyclic(|me| Self {
             name: name.clone(),
             artifact_id: artifact.id.clone(),
-            pre: Arc::new(std::sync::Mutex::new(Some(pre))),
+            pre: Arc::new(std::sync::Mutex::new(pre)),
             code,
             linking: tokio::sync::Mutex::new(None),
             template: SandboxTemplate {
@@ -152,7 +157,11 @@ impl Worker {
             objects: Pinned::default(),
             socket_slots: Pinned::with_max(usize::MAX),
             hibernation: AtomicBool::new(false),
-        }))
+        });
+        if start_dormant {
+            worker.pool.set_dormant();
+        }
+        Ok(worker)
     }
 
     pub fn limits(&self) -> &Limits {

@@ -158,7 +158,10 @@ impl ServeState {
             let Some(record) = self.control.current(&name).await? else {
                 continue;
             };
-            match self.load_async(&record).await {
+            // Dormant: thousands of workers come back without expanding
+            // their images or starting standby sandboxes; each links on
+            // its first request.
+            match self.load_in_background(&record, Start::Dormant).await {
                 Ok(deployed) => {
                     self.registry.insert(deployed);
                     count += 1;
@@ -174,9 +177,17 @@ impl ServeState {
     /// Load a version with the worker's current secrets (compiling it if
     /// this node has not yet), off the async threads.
     pub async fn load_async(self: &Arc<Self>, record: &VersionRecord) -> Result<Deployed> {
+        self.load_in_background(record, Start::Linked).await
+    }
+
+    async fn load_in_background(
+        self: &Arc<Self>,
+        record: &VersionRecord,
+        start: Start,
+    ) -> Result<Deployed> {
         let secrets = self.control.secrets(&record.worker).await?;
         let (state, record) = (self.clone(), record.clone());
-        tokio::task::spawn_blocking(move || state.load(&record, &secrets))
+        tokio::task::spawn_blocking(move || state.load(&record, &secrets, start))
             .await
             .map_err(|e| anyhow!("the loading task failed: {e}"))?
     }
@@ -185,6 +196,7 @@ impl ServeState {
         self: &Arc<Self>,
         record: &VersionRecord,
         secrets: &std::collections::BTreeMap<String, String>,
+        start: Start,
     ) -> Result<Deployed> {
         let artifact =
             Artifact::open(&self.data.artifacts().join(&record.artifact)).with_context(|| {
@@ -216,6 +228,10 @@ impl ServeState {
             .reuse_sandboxes(!self.options.fresh_sandbox_per_request)
             .standby(self.options.standby_sandboxes)
             .log(self.logs.sink(&record.worker));
+        let settings = match start {
+            Start::Linked => settings,
+            Start::Dormant => settings.start_dormant(),
+        };
         let worker = Worker::load(&self.runtime, &artifact, settings)?;
         let routes = record
             .routes
@@ -539,6 +555,14 @@ impl ServeState {
 }
 
 /// Service bindings in serve reach the workers deployed on this server.
+/// How a loaded version starts: linked (a deploy: a failure to link fails
+/// the deploy), or dormant (restoring every worker at start-up).
+#[derive(Clone, Copy)]
+enum Start {
+    Linked,
+    Dormant,
+}
+
 struct RegistryServices(std::sync::Weak<ServeState>);
 
 impl Services for RegistryServices {

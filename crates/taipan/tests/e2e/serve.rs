@@ -100,6 +100,20 @@ fn deploy_versions_rollback_failed_deploy_restart_and_delete() {
         "{}",
         server.output()
     );
+    // Restored dormant: no standby sandboxes (nor memory image) until its
+    // first request. (A linked worker's two standbys take milliseconds.)
+    std::thread::sleep(Duration::from_millis(500));
+    let metrics = Server::client()
+        .get(format!("{}/metrics", server.admin))
+        .bearer_auth(TOKEN)
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(
+        metrics.contains("taipan_sandboxes{worker=\"app\",state=\"standby\"} 0"),
+        "{metrics}"
+    );
     assert_eq!(server.host_text("app.localhost", "/"), (200, "one".into()));
     assert_eq!(
         std::fs::read_dir(data.path().join("artifacts"))
