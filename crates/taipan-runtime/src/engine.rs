@@ -241,21 +241,25 @@ impl Runtime {
     /// per process), from which [`Code::component`] makes what its
     /// sandboxes run.
     pub fn artifact_code(&self, artifact: &Artifact) -> Result<Code> {
-        let Some(snapshot) = artifact.snapshot() else {
-            return Ok(Code::Own {
+        // A build with its own component: compiled (or its machine code
+        // loaded) now, so that a compile, or its failure, happens here and
+        // not at a dormant worker's first request.
+        let own_code = |path: PathBuf| -> Result<Code> {
+            self.load_component(&path)?;
+            Ok(Code::Own {
                 runtime: self.clone(),
-                path: artifact.component(),
-            });
+                path,
+            })
+        };
+        let Some(snapshot) = artifact.snapshot() else {
+            return own_code(artifact.component());
         };
         let meta = snapshot.meta()?;
         let own = artifact.component();
         if own.is_file() && !base_component(&self.bases_dir, &meta.base).is_file() {
             // A standalone build (`taipan build --standalone`) whose base
             // was never made: its own component has the same snapshot.
-            return Ok(Code::Own {
-                runtime: self.clone(),
-                path: own,
-            });
+            return own_code(own);
         }
         let base = self.base(&meta.base)?;
         // Checked now (a stat), not when a dormant worker first links.

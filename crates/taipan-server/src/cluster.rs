@@ -14,7 +14,7 @@ use taipan_cluster::control::{CHANNEL, Control, DeployLock};
 use taipan_cluster::nodes::{self, NodeInfo};
 
 use crate::control::{ControlPlane, Revision};
-use crate::serve::ServeState;
+use crate::serve::{ServeState, Start};
 use crate::store::{DataDir, VersionRecord};
 
 /// The `NOTIFY` channel of builds (then their machine code) put in object
@@ -454,7 +454,7 @@ pub async fn follow(state: Arc<ServeState>, node: Arc<ClusterNode>) {
                 }
             };
         }
-        if let Err(e) = sync(&state, &node).await {
+        if let Err(e) = sync(&state, &node, Start::Linked).await {
             tracing::warn!("could not read the control plane: {e:#}");
         }
         // Wait for a change or the next poll; a build announced meanwhile is
@@ -527,8 +527,13 @@ async fn prefetch(state: &Arc<ServeState>, node: &Arc<ClusterNode>, artifact: &s
 }
 
 /// Load every worker whose revision changed, drop the deleted ones.
-/// Returns how many workers serve.
-pub async fn sync(state: &Arc<ServeState>, node: &Arc<ClusterNode>) -> Result<usize> {
+/// Returns how many workers serve. `start`: dormant when the node starts
+/// (`ServeState::restore`), linked when it follows a deploy.
+pub(crate) async fn sync(
+    state: &Arc<ServeState>,
+    node: &Arc<ClusterNode>,
+    start: Start,
+) -> Result<usize> {
     // Read under the lock a local deploy takes to record what it installed,
     // so a worker deployed here meanwhile is not taken for deleted.
     let (serving, gone) = {
@@ -571,7 +576,7 @@ pub async fn sync(state: &Arc<ServeState>, node: &Arc<ClusterNode>) -> Result<us
             let record = record_of(worker.record.clone())?;
             node.fetch_build(&state.data, &record).await?;
             let fetched = started.elapsed();
-            let deployed = state.load_async(&record).await?;
+            let deployed = state.load_in_background(&record, start).await?;
             let loaded = started.elapsed();
             node.share_compiled(&state.data, &record).await;
             if node.advance(&worker.name, worker.generation).await {

@@ -151,7 +151,7 @@ impl ServeState {
     /// rebuilds. A cluster node fetches what it lacks from object storage.
     pub async fn restore(self: &Arc<Self>) -> Result<usize> {
         if let Some(node) = &self.cluster {
-            return crate::cluster::sync(self, node).await;
+            return crate::cluster::sync(self, node, Start::Dormant).await;
         }
         let mut count = 0;
         for name in self.control.worker_names().await? {
@@ -180,7 +180,7 @@ impl ServeState {
         self.load_in_background(record, Start::Linked).await
     }
 
-    async fn load_in_background(
+    pub(crate) async fn load_in_background(
         self: &Arc<Self>,
         record: &VersionRecord,
         start: Start,
@@ -558,7 +558,7 @@ impl ServeState {
 /// How a loaded version starts: linked (a deploy: a failure to link fails
 /// the deploy), or dormant (restoring every worker at start-up).
 #[derive(Clone, Copy)]
-enum Start {
+pub(crate) enum Start {
     Linked,
     Dormant,
 }
