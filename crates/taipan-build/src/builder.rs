@@ -231,12 +231,8 @@ fn has_base(artifact: &Artifact, options: &BuildOptions) -> bool {
     artifact.component().is_file()
         || artifact.snapshot().is_none_or(|snapshot| {
             snapshot.meta().is_ok_and(|meta| {
-                let reference = meta.memory.as_ref().and_then(|m| m.compressed.as_ref());
                 taipan_guest::snapshot::base_component(bases, &meta.base).is_file()
-                    && reference.is_none_or(|r| {
-                        taipan_guest::image::reference_path(bases, &meta.base, &r.reference)
-                            .is_file()
-                    })
+                    && meta.reference_image(bases).is_none_or(|r| r.is_file())
             })
         })
 }

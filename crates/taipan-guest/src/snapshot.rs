@@ -62,6 +62,25 @@ pub struct SnapshotMeta {
     pub globals: Vec<GlobalMeta>,
 }
 
+impl SnapshotMeta {
+    /// How the memory image is compressed; `None` for a raw `memory.img`
+    /// (or no memory).
+    pub fn compressed(&self) -> Option<&CompressedImage> {
+        self.memory.as_ref()?.compressed.as_ref()
+    }
+
+    /// The base's reference image the memory image needs, if compressed
+    /// (`<bases>/<base>/reference-<digest>.img`).
+    pub fn reference_image(&self, bases: &Path) -> Option<PathBuf> {
+        let compressed = self.compressed()?;
+        Some(image::reference_path(
+            bases,
+            &self.base,
+            &compressed.reference,
+        ))
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MemoryMeta {
     pub module: u32,
@@ -156,7 +175,7 @@ impl Snapshot {
 
     /// The file holding the memory image, as stored (for its size on disk).
     pub fn stored_image(&self, meta: &SnapshotMeta) -> PathBuf {
-        match meta.memory.as_ref().and_then(|m| m.compressed.as_ref()) {
+        match meta.compressed() {
             Some(_) => self.dir.join(COMPRESSED_MEMORY_FILE),
             None => self.dir.join(MEMORY_FILE),
         }
@@ -166,7 +185,7 @@ impl Snapshot {
     /// expanded against the reference in `bases` into an unnamed file there.
     pub fn memory_file(&self, meta: &SnapshotMeta, bases: &Path) -> Result<File> {
         let path = self.stored_image(meta);
-        let Some(compressed) = meta.memory.as_ref().and_then(|m| m.compressed.as_ref()) else {
+        let Some(compressed) = meta.compressed() else {
             return File::open(&path).with_context(|| format!("opening \"{}\"", path.display()));
         };
         let reference = image::read_reference(bases, &meta.base, &compressed.reference)?;

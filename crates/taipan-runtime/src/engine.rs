@@ -263,19 +263,14 @@ impl Runtime {
         }
         let base = self.base(&meta.base)?;
         // Checked now (a stat), not when a dormant worker first links.
-        if let Some(compressed) = meta.memory.as_ref().and_then(|m| m.compressed.as_ref()) {
-            let reference = taipan_guest::image::reference_path(
-                &self.bases_dir,
-                &meta.base,
-                &compressed.reference,
+        if let Some(reference) = meta.reference_image(&self.bases_dir)
+            && !reference.is_file()
+        {
+            anyhow::bail!(
+                "the reference image this build's memory is compressed against is missing: \"{}\"\n\
+                 hint: build the worker again (`taipan deploy`, `taipan build`)",
+                reference.display()
             );
-            if !reference.is_file() {
-                anyhow::bail!(
-                    "the reference image this build's memory is compressed against is missing: \"{}\"\n\
-                     hint: build the worker again (`taipan deploy`, `taipan build`)",
-                    reference.display()
-                );
-            }
         }
         Ok(Code::OnBase {
             base,

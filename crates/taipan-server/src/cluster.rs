@@ -326,17 +326,11 @@ impl ClusterNode {
         let meta = snapshot.meta()?;
         let base = &meta.base;
         let wasm = taipan_guest::snapshot::base_component(&self.bases, base);
-        let reference = match meta.memory.as_ref().and_then(|m| m.compressed.as_ref()) {
-            Some(compressed) => {
-                // Checked by `meta` to be a name, as the base is.
-                let digest = &compressed.reference;
-                Some((
-                    taipan_guest::image::reference_path(&self.bases, base, digest),
-                    format!("bases/{base}/reference-{digest}.img.zst"),
-                ))
-            }
-            None => None,
-        };
+        // Its digest is checked by `meta` to be a name, as the base is.
+        let reference = meta.reference_image(&self.bases).zip(
+            meta.compressed()
+                .map(|c| format!("bases/{base}/reference-{}.img.zst", c.reference)),
+        );
         Ok(Code {
             compiled: wasm.with_extension("cwasm"),
             wasm,

@@ -554,7 +554,6 @@ impl ServeState {
     }
 }
 
-/// Service bindings in serve reach the workers deployed on this server.
 /// How a loaded version starts: linked (a deploy: a failure to link fails
 /// the deploy), or dormant (restoring every worker at start-up).
 #[derive(Clone, Copy)]
@@ -563,6 +562,7 @@ pub(crate) enum Start {
     Dormant,
 }
 
+/// Service bindings in serve reach the workers deployed on this server.
 struct RegistryServices(std::sync::Weak<ServeState>);
 
 impl Services for RegistryServices {
