@@ -190,6 +190,37 @@ impl Control<'_> {
         Ok(removed > 0)
     }
 
+    /// Forget `worker`'s versions but its `keep` most recent and its
+    /// serving one; how many were forgotten.
+    pub async fn forget_old_versions(&self, worker: &str, keep: usize) -> Result<usize> {
+        let client = self.db.client().await?;
+        let keep = i64::try_from(keep).unwrap_or(i64::MAX);
+        let forgotten = client
+            .execute(
+                "DELETE FROM versions WHERE worker = $1
+                   AND number NOT IN (SELECT number FROM versions WHERE worker = $1
+                                      ORDER BY number DESC LIMIT $2)
+                   AND number IS DISTINCT FROM (SELECT current FROM workers WHERE name = $1)",
+                &[&worker, &keep],
+            )
+            .await?;
+        Ok(forgotten as usize)
+    }
+
+    /// The build ids and the assets ids every remaining version names.
+    pub async fn kept(&self) -> Result<(Vec<String>, Vec<String>)> {
+        let client = self.db.client().await?;
+        let rows = client
+            .query(
+                "SELECT DISTINCT record->>'artifact', record->>'assets' FROM versions",
+                &[],
+            )
+            .await?;
+        let artifacts = rows.iter().filter_map(|r| r.get(0)).collect();
+        let assets = rows.iter().filter_map(|r| r.get(1)).collect();
+        Ok((artifacts, assets))
+    }
+
     pub async fn secrets(&self, worker: &str) -> Result<BTreeMap<String, String>> {
         let client = self.db.client().await?;
         let rows = client
@@ -265,4 +296,46 @@ async fn bump(
     tx.execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &worker])
         .await?;
     Ok(row.get(0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::TestDatabase;
+
+    #[tokio::test]
+    async fn old_versions_are_forgotten_but_the_serving_one() {
+        let database = TestDatabase::create().await;
+        let db = database.connect().await;
+        let secrets = SecretBox::new(&[7; 32]);
+        let control = Control {
+            db: &db,
+            secrets: &secrets,
+        };
+        let record = |worker: &str, n: i32| serde_json::json!({"worker": worker, "artifact": format!("a{worker}{n}"), "assets": (n == 1).then_some("s1")});
+        for n in 1..=5 {
+            control.publish("w", n, &record("w", n)).await.unwrap();
+        }
+        control
+            .publish("other", 1, &record("other", 1))
+            .await
+            .unwrap();
+        // Rolled back to v2.
+        control.set_current("w", 2).await.unwrap().unwrap();
+        assert_eq!(control.forget_old_versions("w", 2).await.unwrap(), 2);
+        let numbers: Vec<String> = control
+            .versions("w")
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r["artifact"].as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(numbers, ["aw2", "aw4", "aw5"]);
+        assert_eq!(control.next_number("w").await.unwrap(), 6);
+        assert_eq!(control.forget_old_versions("w", 2).await.unwrap(), 0);
+        let (mut artifacts, assets) = control.kept().await.unwrap();
+        artifacts.sort();
+        assert_eq!(artifacts, ["aother1", "aw2", "aw4", "aw5"]);
+        assert_eq!(assets, ["s1"]);
+    }
 }

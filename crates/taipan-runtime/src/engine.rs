@@ -281,6 +281,14 @@ impl Runtime {
         })
     }
 
+    /// Drop the loaded bases `keep` does not name (their folders were
+    /// removed: a worker still on one holds its own copy of its code).
+    /// The mapped machine code, and the disk it held, go with the last user.
+    pub fn forget_bases(&self, keep: &std::collections::HashSet<String>) {
+        let mut bases = self.bases.lock().unwrap_or_else(|e| e.into_inner());
+        bases.retain(|name, _| keep.contains(name));
+    }
+
     /// The base named `name` (checked by `Snapshot::meta`), compiled (once
     /// per machine) and loaded (once per process).
     fn base(&self, name: &str) -> Result<Component> {

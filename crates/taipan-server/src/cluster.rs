@@ -420,6 +420,18 @@ impl ControlPlane for ClusterNode {
         self.control().delete(worker).await
     }
 
+    async fn forget_old_versions(&self, worker: &str, keep: usize) -> Result<usize> {
+        self.control().forget_old_versions(worker, keep).await
+    }
+
+    async fn kept(&self) -> Result<crate::gc::Keep> {
+        let (artifacts, assets) = self.control().kept().await?;
+        Ok(crate::gc::Keep {
+            artifacts: artifacts.into_iter().collect(),
+            assets: assets.into_iter().collect(),
+        })
+    }
+
     async fn secrets(&self, worker: &str) -> Result<BTreeMap<String, String>> {
         self.control().secrets(worker).await
     }

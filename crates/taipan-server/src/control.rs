@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use anyhow::Result;
 use async_trait::async_trait;
 
+use crate::gc::Keep;
 use crate::store::{DataDir, VersionRecord};
 
 /// A change to what serves a worker: nodes serving it compare revisions to
@@ -34,6 +35,11 @@ pub trait ControlPlane: Send + Sync {
     async fn set_current(&self, worker: &str, id: &str) -> Result<Option<Revision>>;
     /// Remove a worker's records and secrets; false if it had none.
     async fn delete_worker(&self, worker: &str) -> Result<bool>;
+    /// Forget `worker`'s versions but its `keep` most recent and its serving
+    /// one; how many were forgotten.
+    async fn forget_old_versions(&self, worker: &str, keep: usize) -> Result<usize>;
+    /// What every remaining version of every worker names (`crate::gc`).
+    async fn kept(&self) -> Result<Keep>;
     async fn secrets(&self, worker: &str) -> Result<BTreeMap<String, String>>;
     /// Set (`Some`) or remove (`None`) a secret; the revision when it changed.
     async fn set_secret(
@@ -80,6 +86,18 @@ impl ControlPlane for DataDir {
 
     async fn delete_worker(&self, worker: &str) -> Result<bool> {
         DataDir::delete_worker(self, worker)
+    }
+
+    async fn forget_old_versions(&self, worker: &str, keep: usize) -> Result<usize> {
+        DataDir::forget_old_versions(self, worker, keep)
+    }
+
+    async fn kept(&self) -> Result<Keep> {
+        let mut keep = Keep::default();
+        for record in self.all_versions()? {
+            keep.version(&record);
+        }
+        Ok(keep)
     }
 
     async fn secrets(&self, worker: &str) -> Result<BTreeMap<String, String>> {

@@ -8,6 +8,7 @@ pub mod control;
 pub mod crons;
 pub mod dev;
 pub mod front;
+pub mod gc;
 pub mod host;
 pub mod internal;
 pub mod limits;

@@ -20,6 +20,7 @@ use crate::bundle::{self, BundleLimits};
 use crate::cluster::ClusterNode;
 use crate::control::{ControlPlane, Revision};
 use crate::front::{self, Handler};
+use crate::gc;
 use crate::host::{EnvSource, WorkerEnv};
 use crate::registry::{Deployed, Registry};
 use crate::report::{Event, OutputEvents, Reporter};
@@ -48,6 +49,9 @@ pub struct ServeOptions {
     /// Cluster mode: the URL other nodes reach `internal_listen` at
     /// (default: `http://<internal_listen>`).
     pub internal_url: Option<String>,
+    /// Versions each worker keeps to roll back to (its serving one too);
+    /// older ones, and the files only they used, are removed (crate::gc).
+    pub versions_kept: usize,
 }
 
 /// Process-lifetime state of the server.
@@ -278,7 +282,53 @@ impl ServeState {
         if let Some(lock) = cluster_lock {
             lock.release().await;
         }
+        // Also after a failed deploy: its build may be there, unused.
+        self.collect_garbage_later();
         result
+    }
+
+    /// [`Self::collect_garbage`] once this deploy, rollback or delete has
+    /// answered (it waits for the deploy lock).
+    pub fn collect_garbage_later(self: &Arc<Self>) {
+        let state = self.clone();
+        tokio::spawn(async move {
+            if let Err(e) = state.collect_garbage().await {
+                tracing::warn!("could not remove unused builds: {e:#}");
+            }
+        });
+    }
+
+    /// Remove the builds, bases, reference images and assets no kept
+    /// version and no loaded worker needs (crate::gc). Holds the deploy
+    /// lock: no build of this node is under way meanwhile.
+    pub async fn collect_garbage(self: &Arc<Self>) -> Result<gc::Swept> {
+        let _one_at_a_time = self.deploy_lock.lock().await;
+        let mut keep = self.control.kept().await?;
+        for deployed in self.registry.list() {
+            keep.version(&deployed.version);
+        }
+        let grace = match self.cluster {
+            Some(_) => gc::CLUSTER_GRACE,
+            None => Duration::ZERO,
+        };
+        let (data, bases) = (self.data.clone(), self.runtime.bases_dir().to_path_buf());
+        let swept = tokio::task::spawn_blocking(move || gc::sweep(&data, &bases, &keep, grace))
+            .await
+            .map_err(|e| anyhow!("the sweeping task failed: {e}"))?;
+        if let Some(kept) = &swept.kept_bases {
+            self.runtime.forget_bases(kept);
+        }
+        if swept.removed_any() {
+            tracing::info!(
+                "freed {:.1} MB no kept version uses: {} builds, {} bases, {} reference images, {} assets folders",
+                swept.bytes as f64 / 1e6,
+                swept.builds,
+                swept.bases,
+                swept.references,
+                swept.assets,
+            );
+        }
+        Ok(swept)
     }
 
     /// In a cluster: the worker's deploy lock, or 409 when another node (or
@@ -366,6 +416,15 @@ impl ServeState {
         }
         record.build_ms = started.elapsed().as_millis() as u64;
         let revision = self.control.publish(&record).await?;
+        match self
+            .control
+            .forget_old_versions(&record.worker, self.options.versions_kept)
+            .await
+        {
+            Ok(0) => {}
+            Ok(n) => tracing::info!("{}: forgot {n} old versions", record.worker),
+            Err(e) => tracing::warn!("{}: could not forget old versions: {e:#}", record.worker),
+        }
         let result = DeployResult {
             url: self.url_of(&record.worker, &record.routes),
             worker: record.worker.clone(),
@@ -484,6 +543,7 @@ impl ServeState {
             ));
         }
         self.registry.remove(name);
+        self.collect_garbage_later();
         Ok(())
     }
 
@@ -638,6 +698,8 @@ pub async fn run_serve(state: Arc<ServeState>) -> Result<()> {
         None => None,
     };
     let restored = state.restore().await?;
+    // What earlier runs left unused (deleted workers, forgotten versions).
+    state.collect_garbage_later();
     let public = TcpListener::bind(state.options.listen)
         .await
         .with_context(|| format!("could not listen on {}", state.options.listen))?;

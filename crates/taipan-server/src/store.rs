@@ -111,7 +111,12 @@ impl DataDir {
     }
 
     pub fn assets(&self, id: &str) -> PathBuf {
-        self.root.join("assets").join(id)
+        self.assets_root().join(id)
+    }
+
+    /// Where every assets folder is kept, by id.
+    pub fn assets_root(&self) -> PathBuf {
+        self.root.join("assets")
     }
 
     /// Keep a copy of an `[assets]` folder, by content: its id.
@@ -131,7 +136,7 @@ impl DataDir {
             if std::fs::rename(staging.keep(), &dest).is_err() && !dest.is_dir() {
                 bail!("could not store the assets in \"{}\"", dest.display());
             }
-            sync_dir(&self.root.join("assets"));
+            sync_dir(&self.assets_root());
         }
         Ok(id)
     }
@@ -236,6 +241,37 @@ impl DataDir {
         write_atomic(&self.worker_dir(name).join("current"), id.as_bytes())
     }
 
+    /// Forget a worker's versions but its `keep` most recent and its
+    /// serving one; how many were forgotten.
+    pub fn forget_old_versions(&self, name: &str, keep: usize) -> Result<usize> {
+        let versions = self.versions(name)?;
+        let current =
+            std::fs::read_to_string(self.worker_dir(name).join("current")).unwrap_or_default();
+        let dir = self.worker_dir(name).join("versions");
+        let old = versions.len().saturating_sub(keep);
+        let mut forgotten = 0;
+        for version in versions[..old].iter().filter(|v| v.id != current.trim()) {
+            std::fs::remove_file(dir.join(format!("{}.json", version.id)))
+                .with_context(|| format!("forgetting {name} {}", version.id))?;
+            forgotten += 1;
+        }
+        if forgotten > 0 {
+            sync_dir(&dir);
+        }
+        Ok(forgotten)
+    }
+
+    /// Every version of every worker (serving or not).
+    pub fn all_versions(&self) -> Result<Vec<VersionRecord>> {
+        let mut all = Vec::new();
+        for entry in std::fs::read_dir(self.root.join("workers"))?.flatten() {
+            if let Some(name) = entry.file_name().to_str() {
+                all.extend(self.versions(name)?);
+            }
+        }
+        Ok(all)
+    }
+
     /// Remove a worker's records (its builds stay: other workers may share them).
     pub fn delete_worker(&self, name: &str) -> Result<bool> {
         let dir = self.worker_dir(name);
@@ -315,6 +351,31 @@ mod tests {
         assert!(reopened.delete_worker("w").unwrap());
         assert!(reopened.worker_names().unwrap().is_empty());
         assert!(!reopened.delete_worker("w").unwrap());
+    }
+
+    #[test]
+    fn old_versions_are_forgotten_but_the_serving_one() {
+        let tmp = tempfile::tempdir().unwrap();
+        let data = DataDir::open(tmp.path()).unwrap();
+        for id in ["v1", "v2", "v3", "v4", "v5"] {
+            data.add_version(&record("w", id)).unwrap();
+        }
+        data.add_version(&record("other", "v1")).unwrap();
+        // Rolled back to v2.
+        data.set_current("w", "v2").unwrap();
+        assert_eq!(data.forget_old_versions("w", 2).unwrap(), 2);
+        let ids = |name| -> Vec<String> {
+            data.versions(name)
+                .unwrap()
+                .into_iter()
+                .map(|v| v.id)
+                .collect()
+        };
+        assert_eq!(ids("w"), ["v2", "v4", "v5"]);
+        assert_eq!(data.next_version_id("w").unwrap(), "v6");
+        assert_eq!(data.forget_old_versions("w", 2).unwrap(), 0);
+        assert_eq!(ids("other"), ["v1"]);
+        assert_eq!(data.all_versions().unwrap().len(), 4);
     }
 
     #[test]

@@ -59,6 +59,10 @@ pub struct ServeArgs {
     /// dropped even while the worker is busy.
     #[arg(long, default_value_t = 60)]
     idle_seconds: u64,
+    /// Versions each worker keeps to roll back to (besides its serving
+    /// one); older versions, and the builds only they used, are removed.
+    #[arg(long, default_value_t = 100)]
+    versions_kept: usize,
     /// On SIGTERM, answer `/readyz` 503 for this many seconds while still
     /// serving (a load balancer stops sending), then stop accepting and let
     /// requests in flight finish.
@@ -121,6 +125,12 @@ impl ServeArgs {
             bail!(
                 "--idle-seconds {} is out of range\nhint: give 1 to 86400 seconds",
                 self.idle_seconds
+            );
+        }
+        if !(1..=10_000).contains(&self.versions_kept) {
+            bail!(
+                "--versions-kept {} is out of range\nhint: give 1 to 10000 versions",
+                self.versions_kept
             );
         }
         if self.drain_seconds > 3600 {
@@ -203,6 +213,7 @@ impl ServeArgs {
             drain_delay: Duration::from_secs(self.drain_seconds),
             internal_listen: self.internal_listen,
             internal_url: self.internal_url,
+            versions_kept: self.versions_kept,
             bundle_limits: BundleLimits {
                 max_bytes: self.max_bundle_mb * 1_000_000,
                 ..BundleLimits::default()

@@ -126,6 +126,94 @@ fn deploy_versions_rollback_failed_deploy_restart_and_delete() {
     assert_eq!(server.host_text("app.localhost", "/").0, 404);
 }
 
+/// A worker keeps its last `--versions-kept` versions; the builds only
+/// forgotten versions and deleted workers used, and then their base, are
+/// removed from the data dir, and a later deploy makes the base again.
+#[test]
+fn forgotten_versions_and_deleted_workers_give_their_disk_back() {
+    let data = tempfile::tempdir().unwrap();
+    let args = ["--admin-token", TOKEN, "--versions-kept", "2"];
+    let server = Server::serve(data.path(), &args);
+    let app = worker("app", "", &saying("one"));
+    let dir = app.path().to_str().unwrap();
+    for text in ["one", "two", "three"] {
+        std::fs::write(app.path().join("src/entry.py"), saying(text)).unwrap();
+        ok(cli(&server.admin, &["deploy", dir], TOKEN));
+    }
+    let versions = ok(cli(&server.admin, &["versions", "--name", "app"], TOKEN));
+    assert!(
+        !versions.contains("v1") && versions.contains("v2") && versions.contains("v3"),
+        "{versions}"
+    );
+    settles(|| builds(data.path()) == 2, "v1's build is removed");
+    let refused = cli(&server.admin, &["rollback", "v1", "--name", "app"], TOKEN);
+    assert!(!refused.status.success());
+    ok(cli(
+        &server.admin,
+        &["rollback", "v2", "--name", "app"],
+        TOKEN,
+    ));
+    assert_eq!(server.host_text("app.localhost", "/"), (200, "two".into()));
+
+    // A second worker on the same base; deleting the first keeps the base.
+    let other = worker("other", "", &saying("other"));
+    ok(cli(
+        &server.admin,
+        &["deploy", other.path().to_str().unwrap()],
+        TOKEN,
+    ));
+    ok(cli(&server.admin, &["delete", "--name", "app"], TOKEN));
+    settles(|| builds(data.path()) == 1, "app's builds are removed");
+    assert_one_base_and_snapshots(data.path(), 1);
+    assert_eq!(
+        server.host_text("other.localhost", "/"),
+        (200, "other".into())
+    );
+
+    // The last worker gone: its base and reference image go too.
+    ok(cli(&server.admin, &["delete", "--name", "other"], TOKEN));
+    let bases = data.path().join("bases");
+    settles(
+        || builds(data.path()) == 0 && std::fs::read_dir(&bases).unwrap().count() == 0,
+        "the base is removed",
+    );
+    assert!(
+        server
+            .output()
+            .contains("builds, 1 bases, 0 reference images"),
+        "{}",
+        server.output()
+    );
+
+    // And comes back with the next deploy.
+    ok(cli(&server.admin, &["deploy", dir], TOKEN));
+    assert_eq!(
+        server.host_text("app.localhost", "/"),
+        (200, "three".into())
+    );
+    assert_one_base_and_snapshots(data.path(), 1);
+}
+
+/// Complete builds in the data dir.
+fn builds(data: &Path) -> usize {
+    std::fs::read_dir(data.join("artifacts"))
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().path().join("complete").exists())
+        .count()
+}
+
+/// Wait (up to 30 s) until `done`: the sweep runs after the admin call answers.
+fn settles(done: impl Fn() -> bool, what: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !done() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never happened: {what}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// The data dir holds one base (its initialized component) and `builds`
 /// builds, each with a snapshot and no component of its own.
 fn assert_one_base_and_snapshots(data: &Path, builds: usize) {
