@@ -501,6 +501,8 @@ pub async fn follow(state: Arc<ServeState>, node: Arc<ClusterNode>) {
 /// this node is already there), in parallel with the deploying node's own
 /// compile, so that when the version is published this node only loads it.
 async fn prefetch(state: &Arc<ServeState>, node: &Arc<ClusterNode>, artifact: &str) -> Result<()> {
+    // No sweep removes what this fetches while it compiles it.
+    let _loading = state.files.read().await;
     if !node.fetch_artifact(&state.data, artifact).await? {
         return Ok(());
     }
@@ -557,9 +559,12 @@ pub(crate) async fn sync(
         }
         (serving, gone)
     };
-    for name in gone {
-        state.registry.remove(&name);
+    for name in &gone {
+        state.registry.remove(name);
         tracing::info!("{name}: deleted");
+    }
+    if !gone.is_empty() {
+        state.collect_garbage_later();
     }
     for worker in &serving {
         let stale = node
@@ -578,6 +583,8 @@ pub(crate) async fn sync(
             continue;
         }
         let switch = async {
+            // No sweep removes what this fetches before it serves.
+            let _loading = state.files.read().await;
             let started = Instant::now();
             let record = record_of(worker.record.clone())?;
             node.fetch_build(&state.data, &record).await?;

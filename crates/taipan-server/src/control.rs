@@ -93,9 +93,14 @@ impl ControlPlane for DataDir {
     }
 
     async fn kept(&self) -> Result<Keep> {
+        // Every version file of every worker: off the async threads.
+        let data = self.clone();
+        let all = tokio::task::spawn_blocking(move || data.all_versions())
+            .await
+            .map_err(|e| anyhow::anyhow!("the reading task failed: {e}"))??;
         let mut keep = Keep::default();
-        for record in self.all_versions()? {
-            keep.version(&record);
+        for record in &all {
+            keep.version(record);
         }
         Ok(keep)
     }

@@ -1,17 +1,19 @@
 //! What a server's data dir keeps, and removing the rest.
 //!
-//! Each worker keeps its last `ServeOptions::versions_kept` versions and
+//! Each worker keeps its newest `ServeOptions::versions_kept` versions and
 //! its serving one (the versions it can roll back to; Workers keeps 100).
 //! Their builds, the assets they name, and the bases and reference images
 //! those builds start from stay. Anything else under `artifacts/`, `bases/`
-//! and `assets/` is removed after a deploy, a delete, and at start-up, so
-//! deleting workers and redeploying them gives disk back.
+//! and `assets/` is removed after a deploy, a delete, at start-up and every
+//! [`SWEEP_EVERY`], so deleting workers and redeploying them gives disk back.
 //!
-//! Nothing a loaded worker uses is removed: a dormant worker links again
-//! from its build's files and its base's reference image. On a cluster node
-//! the data dir is a copy of object storage that other nodes' deploys add to
-//! while this one sweeps (a build is fetched before its version is
-//! published): there, only what has not changed for [`CLUSTER_GRACE`] goes.
+//! Nothing a version in service, or one still finishing requests, uses is
+//! removed (`Registry::in_use`): a dormant worker links again from its
+//! build's files and its base's reference image. On a cluster node the data
+//! dir is a copy of object storage that other nodes' deploys add to: a sweep
+//! excludes this node's fetching and loading (`ServeState::files`), and
+//! spares what changed in the last [`CLUSTER_GRACE`] (a build is prefetched
+//! before its version is published).
 
 use std::collections::HashSet;
 use std::os::unix::fs::MetadataExt;
@@ -26,6 +28,10 @@ use crate::store::DataDir;
 /// On a cluster node, how long a build, base or assets folder stays after it
 /// last changed even when no version names it yet.
 pub const CLUSTER_GRACE: Duration = Duration::from_secs(3600);
+
+/// Sweeps also run this often (and at start-up): a cluster node serves
+/// versions other nodes deploy, forget and delete.
+pub const SWEEP_EVERY: Duration = Duration::from_secs(3600);
 
 /// What the remaining versions name.
 #[derive(Debug, Default)]

@@ -19,12 +19,15 @@ pub struct Registry {
     workers: RwLock<BTreeMap<String, Arc<Deployed>>>,
     /// Workers without routes answer at `<name>.<base_domain>`.
     base_domain: String,
+    /// Versions taken out of service, while requests may still hold them.
+    retired: std::sync::Mutex<Vec<std::sync::Weak<Deployed>>>,
 }
 
 impl Registry {
     pub fn new(base_domain: &str) -> Self {
         Self {
             workers: RwLock::default(),
+            retired: std::sync::Mutex::default(),
             base_domain: base_domain
                 .trim_start_matches("*.")
                 .trim_start_matches('.')
@@ -63,7 +66,7 @@ impl Registry {
             .unwrap_or_else(|e| e.into_inner())
             .insert(name, Arc::new(deployed));
         if let Some(old) = old {
-            old.worker.drain_idle();
+            self.retire(&old);
         }
     }
 
@@ -73,7 +76,25 @@ impl Registry {
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .remove(name);
-        old.inspect(|d| d.worker.drain_idle()).is_some()
+        old.inspect(|d| self.retire(d)).is_some()
+    }
+
+    /// A version taken out of service: it finishes the requests it has.
+    fn retire(&self, old: &Arc<Deployed>) {
+        old.worker.drain_idle();
+        let mut retired = self.retired.lock().unwrap_or_else(|e| e.into_inner());
+        retired.retain(|d| d.strong_count() > 0);
+        retired.push(Arc::downgrade(old));
+    }
+
+    /// The versions in service, and those taken out of it that still
+    /// finish requests: the files they use must stay (crate::gc).
+    pub fn in_use(&self) -> Vec<Arc<Deployed>> {
+        let mut in_use = self.list();
+        let mut retired = self.retired.lock().unwrap_or_else(|e| e.into_inner());
+        retired.retain(|d| d.strong_count() > 0);
+        in_use.extend(retired.iter().filter_map(std::sync::Weak::upgrade));
+        in_use
     }
 
     pub fn get(&self, name: &str) -> Option<Arc<Deployed>> {

@@ -49,8 +49,9 @@ pub struct ServeOptions {
     /// Cluster mode: the URL other nodes reach `internal_listen` at
     /// (default: `http://<internal_listen>`).
     pub internal_url: Option<String>,
-    /// Versions each worker keeps to roll back to (its serving one too);
-    /// older ones, and the files only they used, are removed (crate::gc).
+    /// Versions each worker keeps to roll back to: its newest this many,
+    /// and its serving one; older ones, and the files only they used, are
+    /// removed (crate::gc).
     pub versions_kept: usize,
 }
 
@@ -70,6 +71,13 @@ pub struct ServeState {
     pub stores: Arc<Stores>,
     logs: crate::tail::Logs,
     deploy_lock: tokio::sync::Mutex<()>,
+    /// Held shared while a cluster node fetches and loads a version outside
+    /// the deploy lock (`cluster::sync`, `prefetch`), exclusively by a
+    /// sweep of the data dir (crate::gc): a sweep never removes files a
+    /// version is being loaded from.
+    pub(crate) files: tokio::sync::RwLock<()>,
+    /// A sweep is waiting to run: deploys and deletes meanwhile need no other.
+    sweep_pending: std::sync::atomic::AtomicBool,
     /// Where the operator's messages go (the CLI prints them).
     reporter: Arc<dyn Reporter>,
     /// What `/metrics` reports.
@@ -140,6 +148,8 @@ impl ServeState {
             stores,
             logs: crate::tail::Logs::new(Arc::new(OutputEvents(reporter.clone()))),
             deploy_lock: tokio::sync::Mutex::new(()),
+            files: tokio::sync::RwLock::new(()),
+            sweep_pending: std::sync::atomic::AtomicBool::new(false),
             reporter,
             metrics: crate::metrics::Metrics::default(),
             ready: std::sync::atomic::AtomicBool::new(false),
@@ -287,9 +297,14 @@ impl ServeState {
         result
     }
 
-    /// [`Self::collect_garbage`] once this deploy, rollback or delete has
-    /// answered (it waits for the deploy lock).
+    /// [`Self::collect_garbage`] once the deploy or delete that calls this
+    /// has answered (it waits for the deploy lock). Calls while one waits
+    /// to run share it: it reads the state after them.
     pub fn collect_garbage_later(self: &Arc<Self>) {
+        use std::sync::atomic::Ordering;
+        if self.sweep_pending.swap(true, Ordering::AcqRel) {
+            return;
+        }
         let state = self.clone();
         tokio::spawn(async move {
             if let Err(e) = state.collect_garbage().await {
@@ -299,25 +314,34 @@ impl ServeState {
     }
 
     /// Remove the builds, bases, reference images and assets no kept
-    /// version and no loaded worker needs (crate::gc). Holds the deploy
-    /// lock: no build of this node is under way meanwhile.
+    /// version and no version still finishing requests needs (crate::gc).
+    /// Holds the deploy lock (no build of this node is under way) and
+    /// `files` (no version is being fetched or loaded).
     pub async fn collect_garbage(self: &Arc<Self>) -> Result<gc::Swept> {
         let _one_at_a_time = self.deploy_lock.lock().await;
+        let _no_loads = self.files.write().await;
+        // A deploy or delete from here on needs a sweep of its own.
+        self.sweep_pending
+            .store(false, std::sync::atomic::Ordering::Release);
         let mut keep = self.control.kept().await?;
-        for deployed in self.registry.list() {
+        for deployed in self.registry.in_use() {
             keep.version(&deployed.version);
         }
         let grace = match self.cluster {
             Some(_) => gc::CLUSTER_GRACE,
             None => Duration::ZERO,
         };
-        let (data, bases) = (self.data.clone(), self.runtime.bases_dir().to_path_buf());
-        let swept = tokio::task::spawn_blocking(move || gc::sweep(&data, &bases, &keep, grace))
-            .await
-            .map_err(|e| anyhow!("the sweeping task failed: {e}"))?;
-        if let Some(kept) = &swept.kept_bases {
-            self.runtime.forget_bases(kept);
-        }
+        let state = self.clone();
+        let swept = tokio::task::spawn_blocking(move || {
+            let swept = gc::sweep(&state.data, state.runtime.bases_dir(), &keep, grace);
+            // Blocking: the runtime holds this lock while it compiles a base.
+            if let Some(kept) = &swept.kept_bases {
+                state.runtime.forget_bases(kept);
+            }
+            swept
+        })
+        .await
+        .map_err(|e| anyhow!("the sweeping task failed: {e}"))?;
         if swept.removed_any() {
             tracing::info!(
                 "freed {:.1} MB no kept version uses: {} builds, {} bases, {} reference images, {} assets folders",
@@ -698,8 +722,19 @@ pub async fn run_serve(state: Arc<ServeState>) -> Result<()> {
         None => None,
     };
     let restored = state.restore().await?;
-    // What earlier runs left unused (deleted workers, forgotten versions).
-    state.collect_garbage_later();
+    // What earlier runs left unused (deleted workers, forgotten versions),
+    // then every hour: a cluster node also serves what other nodes deploy
+    // and delete.
+    let sweeping = {
+        let state = state.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(gc::SWEEP_EVERY);
+            loop {
+                every.tick().await;
+                state.collect_garbage_later();
+            }
+        })
+    };
     let public = TcpListener::bind(state.options.listen)
         .await
         .with_context(|| format!("could not listen on {}", state.options.listen))?;
@@ -767,6 +802,7 @@ pub async fn run_serve(state: Arc<ServeState>) -> Result<()> {
     reporter.report(Event::ShuttingDown);
     tokio::time::sleep(state.options.drain_delay).await;
     crons.abort();
+    sweeping.abort();
     let _ = stop.send(true);
     let _ = tokio::join!(public_task, admin_task);
     if let Some(task) = internal_task {

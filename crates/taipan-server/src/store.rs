@@ -272,7 +272,8 @@ impl DataDir {
         Ok(all)
     }
 
-    /// Remove a worker's records (its builds stay: other workers may share them).
+    /// Remove a worker's records (its builds go with the next sweep,
+    /// crate::gc, unless another worker's versions name them too).
     pub fn delete_worker(&self, name: &str) -> Result<bool> {
         let dir = self.worker_dir(name);
         if !dir.exists() {

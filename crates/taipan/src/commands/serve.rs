@@ -59,8 +59,9 @@ pub struct ServeArgs {
     /// dropped even while the worker is busy.
     #[arg(long, default_value_t = 60)]
     idle_seconds: u64,
-    /// Versions each worker keeps to roll back to (besides its serving
-    /// one); older versions, and the builds only they used, are removed.
+    /// Versions each worker keeps to roll back to: its newest N (the
+    /// serving one among them, or kept besides them after a rollback);
+    /// older versions, and the builds only they used, are removed.
     #[arg(long, default_value_t = 100)]
     versions_kept: usize,
     /// On SIGTERM, answer `/readyz` 503 for this many seconds while still

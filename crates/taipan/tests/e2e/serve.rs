@@ -194,6 +194,60 @@ fn forgotten_versions_and_deleted_workers_give_their_disk_back() {
     assert_one_base_and_snapshots(data.path(), 1);
 }
 
+/// A request in flight when its worker is deleted finishes from the
+/// build's files (a module it imports only then), which the sweep after the
+/// delete spares; the next sweep removes them.
+#[test]
+fn a_deleted_workers_request_in_flight_finishes_from_its_build() {
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::serve(data.path(), &["--admin-token", TOKEN]);
+    let handler = "import asyncio\nfrom workers import Response\n\n\
+        async def on_fetch(request):\n    await asyncio.sleep(1.5)\n    \
+        import later\n    return Response(later.TEXT)\n";
+    let app = worker("app", "", handler);
+    std::fs::write(app.path().join("src/later.py"), "TEXT = 'imported late'\n").unwrap();
+    ok(cli(
+        &server.admin,
+        &["deploy", app.path().to_str().unwrap()],
+        TOKEN,
+    ));
+    let url = server.url.clone();
+    let in_flight = std::thread::spawn(move || {
+        let response = Server::client()
+            .get(format!("{url}/"))
+            .header("host", "app.localhost")
+            .send()
+            .unwrap();
+        (response.status().as_u16(), response.text().unwrap())
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    ok(cli(&server.admin, &["delete", "--name", "app"], TOKEN));
+    assert_eq!(in_flight.join().unwrap(), (200, "imported late".into()));
+    assert_eq!(
+        builds(data.path()),
+        1,
+        "the sweep after the delete spared it"
+    );
+
+    let other = worker("other", "", &saying("other"));
+    ok(cli(
+        &server.admin,
+        &["deploy", other.path().to_str().unwrap()],
+        TOKEN,
+    ));
+    settles(
+        || builds(data.path()) == 1 && !any_build_says(data.path(), "later"),
+        "app's build goes",
+    );
+}
+
+/// Whether a build in the data dir has a module named `module` in its source.
+fn any_build_says(data: &Path, module: &str) -> bool {
+    std::fs::read_dir(data.join("artifacts"))
+        .unwrap()
+        .any(|e| e.unwrap().path().join(format!("src/{module}.py")).exists())
+}
+
 /// Complete builds in the data dir.
 fn builds(data: &Path) -> usize {
     std::fs::read_dir(data.join("artifacts"))
