@@ -23,7 +23,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use componentize_py::{Captured, CapturedValue};
+use componentize_py::{Captured, CapturedValue, Plan};
 use sha2::{Digest, Sha256};
 use taipan_guest::snapshot::{
     GlobalMeta, GlobalValue, MemoryMeta, Snapshot, SnapshotMeta, base_component,
@@ -32,6 +32,10 @@ use wasmtime::Engine;
 use wasmtime::component::Component;
 
 const INSTRUMENTED_FILE: &str = "instrumented.cwasm";
+/// Hashed into a link's name with the libraries: a change to how
+/// componentize-py links or instruments them must change this (then builds
+/// link again, and find or make their base by the instrumented bytes).
+const LINK_FORMAT: &[u8] = b"taipan-link-1";
 /// Hashed into a base's name with the instrumented component: a new layout
 /// or rule for what a base holds makes new bases.
 const BASE_FORMAT: &[u8] = b"taipan-base-3";
@@ -40,8 +44,10 @@ const BASE_FORMAT: &[u8] = b"taipan-base-3";
 pub(crate) struct BaseHooks<'a> {
     bases: &'a Path,
     snapshot_dir: &'a Path,
-    /// Set by `compile_instrumented`, read by `captured`.
+    /// Set by `compile_instrumented` or `reuse`, read by `captured`.
     base: RefCell<Option<String>>,
+    /// The libraries' hash (`reuse`), naming the link's plan in the base.
+    link: RefCell<Option<String>>,
     /// Whether this build made the base's initialized component.
     makes_component: Cell<bool>,
     /// Keep the build's own initialized component too.
@@ -58,6 +64,7 @@ impl<'a> BaseHooks<'a> {
             bases,
             snapshot_dir,
             base: RefCell::new(None),
+            link: RefCell::new(None),
             makes_component: Cell::new(false),
             phase: Cell::new(Instant::now()),
         }
@@ -68,6 +75,70 @@ impl<'a> BaseHooks<'a> {
         let now = Instant::now();
         let took = now - self.phase.replace(now);
         tracing::debug!("{what} in {}ms", took.as_millis());
+    }
+
+    /// A base's instrumented component linked before from these libraries
+    /// (`<base>/link-<hash>.plan`, written by `captured`), with the plan its
+    /// state is captured by: the build skips linking, instrumenting and
+    /// validating (~250 ms of a changed hello build). Only from a base
+    /// that has its initialized component (this build will not make it).
+    pub(crate) fn reuse(
+        &self,
+        engine: &Engine,
+        libraries: &[(&str, bool, &[u8])],
+    ) -> Result<Option<(Component, Plan)>> {
+        let mut hasher = Sha256::new();
+        hasher.update(LINK_FORMAT);
+        hasher.update(env!("CARGO_PKG_VERSION"));
+        for (name, dl_openable, bytes) in libraries {
+            hasher.update((name.len() as u64).to_le_bytes());
+            hasher.update(name.as_bytes());
+            hasher.update([u8::from(*dl_openable)]);
+            hasher.update((bytes.len() as u64).to_le_bytes());
+            hasher.update(bytes);
+        }
+        let link = taipan_guest::hex(&hasher.finalize()[..16]);
+        *self.link.borrow_mut() = Some(link.clone());
+        if self.standalone {
+            return Ok(None);
+        }
+        let plan_file = format!("link-{link}.plan");
+        let entries = std::fs::read_dir(self.bases)
+            .into_iter()
+            .flatten()
+            .flatten();
+        for dir in entries.map(|e| e.path()) {
+            let Ok(text) = std::fs::read_to_string(dir.join(&plan_file)) else {
+                continue;
+            };
+            let Some(base) = dir.file_name().and_then(|n| n.to_str()) else {
+                continue;
+            };
+            if !base_component(self.bases, base).is_file() {
+                continue;
+            }
+            let plan = match Plan::decode(&text) {
+                Ok(plan) => plan,
+                Err(e) => {
+                    // Written again by this build (`keep_plan`).
+                    let path = dir.join(&plan_file);
+                    tracing::debug!("linking again: \"{}\": {e:#}", path.display());
+                    std::fs::remove_file(&path).ok();
+                    continue;
+                }
+            };
+            // SAFETY: as in `compile_instrumented`: written by this engine's
+            // configuration, checked on load.
+            match unsafe { Component::deserialize_file(engine, dir.join(INSTRUMENTED_FILE)) } {
+                Ok(component) => {
+                    *self.base.borrow_mut() = Some(base.to_string());
+                    self.phase_done("reused the base's instrumented component");
+                    return Ok(Some((component, plan)));
+                }
+                Err(e) => tracing::debug!("linking again: {e:#}"),
+            }
+        }
+        Ok(None)
     }
 
     /// The instrumented component compiled for `engine`: the base's copy, or
@@ -107,13 +178,14 @@ impl<'a> BaseHooks<'a> {
 
     /// Keep the captured state as the build's snapshot; ask componentize-py
     /// for the initialized component only if the base has none yet.
-    pub(crate) fn captured(&self, state: &mut Captured) -> Result<bool> {
+    pub(crate) fn captured(&self, state: &mut Captured, plan: &Plan) -> Result<bool> {
         self.phase_done("ran the imports and captured their state");
         let base = self
             .base
             .borrow()
             .clone()
             .context("the instrumented component was not compiled through the base")?;
+        self.keep_plan(&base, plan);
         let meta = SnapshotMeta {
             base: base.clone(),
             memory: state.memory.as_ref().map(|(module, bytes)| MemoryMeta {
@@ -166,6 +238,25 @@ impl<'a> BaseHooks<'a> {
             }
         }
         Ok(makes || self.standalone)
+    }
+
+    /// Remember which base these libraries link to, and the plan (for
+    /// `reuse`). A failure only costs later builds the link.
+    fn keep_plan(&self, base: &str, plan: &Plan) {
+        let Some(link) = self.link.borrow().clone() else {
+            return;
+        };
+        let dir = self.bases.join(base);
+        let path = dir.join(format!("link-{link}.plan"));
+        if path.is_file() {
+            return;
+        }
+        let kept = std::fs::create_dir_all(&dir)
+            .map_err(anyhow::Error::from)
+            .and_then(|()| persist(&dir, &path, plan.encode().as_bytes()));
+        if let Err(e) = kept {
+            tracing::debug!("not keeping the link's plan \"{}\": {e:#}", path.display());
+        }
     }
 
     /// After the build: move the initialized component it made (if it was

@@ -338,7 +338,12 @@ pub(crate) fn componentize(
     let bases = BaseHooks::new(&options.caches.bases, &snapshot_dir, options.standalone);
     let compile_instrumented =
         |engine: &wasmtime::Engine, bytes: &[u8]| bases.compile_instrumented(engine, bytes);
-    let captured = |state: &mut componentize_py::Captured| bases.captured(state);
+    let captured = |state: &mut componentize_py::Captured, plan: &componentize_py::Plan| {
+        bases.captured(state, plan)
+    };
+    let reuse = |engine: &wasmtime::Engine, libraries: &[(&str, bool, &[u8])]| {
+        bases.reuse(engine, libraries)
+    };
     let python_path: Vec<String> = python_path
         .iter()
         .map(|p| p.to_string_lossy().into_owned())
@@ -394,6 +399,7 @@ pub(crate) fn componentize(
         configure_wasi: Some(&configure_wasi),
         compile_instrumented: Some(&compile_instrumented),
         captured: Some(&captured),
+        reuse_instrumented: Some(&reuse),
     };
     // The generator's future is not Send: drive it on this thread.
     let runtime = tokio::runtime::Builder::new_current_thread()

@@ -59,7 +59,7 @@ pub async fn initialize_staged(
         component_stage1,
         component_stage2_and_map_module_index,
         initialize,
-        |_| Ok(true),
+        |_, _| Ok(true),
     )
     .await
     .map(|component| component.expect("asked for the initialized component"))
@@ -87,6 +87,105 @@ pub enum CapturedValue {
     F64(u64),
 }
 
+/// Taipan's patch: what capturing an instrumented component's state reads
+/// (the memory's module, and each mutable global with its type). A caller
+/// that keeps an instrumented component (instrumentation is deterministic)
+/// keeps its plan with it, and captures the state of another run of it with
+/// [`capture_planned`], without instrumenting and validating it again.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Plan {
+    pub memory_module: Option<u32>,
+    /// (module, global, type) of every mutable global, in order.
+    pub globals: Vec<(u32, u32, PlannedType)>,
+}
+
+/// A planned global's type.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum PlannedType {
+    I32,
+    I64,
+    F32,
+    F64,
+}
+
+impl Plan {
+    /// One line per item: `memory M`, `global M G TYPE`.
+    pub fn encode(&self) -> String {
+        let mut text = String::new();
+        if let Some(module) = self.memory_module {
+            text.push_str(&format!("memory {module}\n"));
+        }
+        for (module, global, ty) in &self.globals {
+            let ty = match ty {
+                PlannedType::I32 => "i32",
+                PlannedType::I64 => "i64",
+                PlannedType::F32 => "f32",
+                PlannedType::F64 => "f64",
+            };
+            text.push_str(&format!("global {module} {global} {ty}\n"));
+        }
+        text
+    }
+
+    pub fn decode(text: &str) -> Result<Self> {
+        let mut plan = Plan::default();
+        for line in text.lines() {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            match fields.as_slice() {
+                ["memory", module] if plan.memory_module.is_none() => {
+                    plan.memory_module = Some(module.parse()?)
+                }
+                ["global", module, global, ty] => {
+                    let ty = match *ty {
+                        "i32" => PlannedType::I32,
+                        "i64" => PlannedType::I64,
+                        "f32" => PlannedType::F32,
+                        "f64" => PlannedType::F64,
+                        other => bail!("a plan names an unknown type {other:?}"),
+                    };
+                    plan.globals.push((module.parse()?, global.parse()?, ty));
+                }
+                _ => bail!("a plan has a line it does not know: {line:?}"),
+            }
+        }
+        Ok(plan)
+    }
+}
+
+/// Taipan's patch: capture the state of a component instrumented before,
+/// whose init function `invoker` has run, as its `plan` says.
+pub async fn capture_planned(plan: &Plan, invoker: &mut Box<dyn Invoker>) -> Result<Captured> {
+    let mut globals = Vec::with_capacity(plan.globals.len());
+    for &(module, global, ty) in &plan.globals {
+        let name = format!("component-init-get-module{module}-global{global}");
+        let context = || format!("retrieving global value {name}");
+        let value = match ty {
+            PlannedType::I32 => CapturedValue::I32(invoker.call_s32(&name).await.with_context(context)?),
+            PlannedType::I64 => CapturedValue::I64(invoker.call_s64(&name).await.with_context(context)?),
+            PlannedType::F32 => CapturedValue::F32(
+                invoker.call_f32(&name).await.with_context(context)?.to_bits(),
+            ),
+            PlannedType::F64 => CapturedValue::F64(
+                invoker.call_f64(&name).await.with_context(context)?.to_bits(),
+            ),
+        };
+        globals.push((module, global, value));
+    }
+    let memory = match plan.memory_module {
+        Some(module) => {
+            let name = "component-init-get-memory";
+            let bytes = invoker
+                .call_list_u8(name)
+                .await
+                .with_context(|| format!("retrieving memory with {name}"))?;
+            Some((module, bytes))
+        }
+        None => None,
+    };
+    globals.sort_by_key(|(module, global, _)| (*module, *global));
+    Ok(Captured { memory, globals })
+}
+
 /// Taipan's patch: as `initialize_staged`, but hands the captured state to
 /// `captured` first (which may change it: the initialized component is built
 /// from what it leaves), which says whether to build the initialized component
@@ -97,7 +196,7 @@ pub async fn initialize_staged_with(
     component_stage1: &[u8],
     component_stage2_and_map_module_index: Stage2Map<'_>,
     initialize: impl FnOnce(Vec<u8>) -> BoxFuture<'static, Result<Box<dyn Invoker>>>,
-    captured: impl FnOnce(&mut Captured) -> Result<bool>,
+    captured: impl FnOnce(&mut Captured, &Plan) -> Result<bool>,
 ) -> Result<Option<Vec<u8>>> {
     // First, instrument the input component, validating that it conforms to certain rules and exposing the memory
     // and all mutable globals via synthesized function exports.
@@ -123,12 +222,14 @@ pub async fn initialize_staged_with(
 
     // The Invoker interface is used to extract the values instrumentation provided into a
     // measurement.
-    let (mut measurement, mut state) = instrumentation.measure(&mut invoker).await?;
+    let plan = instrumentation.plan()?;
+    let mut state = capture_planned(&plan, &mut invoker).await?;
     drop(invoker);
 
-    if !captured(&mut state)? {
+    if !captured(&mut state, &plan)? {
         return Ok(None);
     }
+    let mut measurement = Measurement::of(&state);
     measurement.memory = state.memory;
 
     // Finally, create a new component by applying the measurement (contents of all globals and memory) to the component.
@@ -245,68 +346,32 @@ impl Instrumentation {
             }
         }
     }
-    async fn measure(&self, invoker: &mut Box<dyn Invoker>) -> Result<(Measurement, Captured)> {
-        let mut globals = BTreeMap::new();
-        let mut captured = Vec::new();
-
+    /// What capturing reads: the memory's module, every global's type.
+    fn plan(&self) -> Result<Plan> {
+        let mut globals = Vec::new();
         for (module_index, globals_to_export) in &self.globals {
-            let mut my_global_values = BTreeMap::new();
             for (global_index, (global_export, ty)) in globals_to_export {
-                let name = global_export.component_export();
-                let context = || format!("retrieving global value {global_export:?}");
-                let value = match ty {
-                    wasmparser::ValType::I32 => {
-                        CapturedValue::I32(invoker.call_s32(&name).await.with_context(context)?)
+                let ty = match ty {
+                    wasmparser::ValType::I32 => PlannedType::I32,
+                    wasmparser::ValType::I64 => PlannedType::I64,
+                    wasmparser::ValType::F32 => PlannedType::F32,
+                    wasmparser::ValType::F64 => PlannedType::F64,
+                    wasmparser::ValType::V128 => bail!("V128 not yet supported ({global_export:?})"),
+                    wasmparser::ValType::Ref(_) => {
+                        bail!("reference types not supported ({global_export:?})")
                     }
-                    wasmparser::ValType::I64 => {
-                        CapturedValue::I64(invoker.call_s64(&name).await.with_context(context)?)
-                    }
-                    wasmparser::ValType::F32 => CapturedValue::F32(
-                        invoker.call_f32(&name).await.with_context(context)?.to_bits(),
-                    ),
-                    wasmparser::ValType::F64 => CapturedValue::F64(
-                        invoker.call_f64(&name).await.with_context(context)?.to_bits(),
-                    ),
-                    wasmparser::ValType::V128 => bail!("V128 not yet supported"),
-                    wasmparser::ValType::Ref(_) => bail!("reference types not supported"),
                 };
-                captured.push((*module_index, *global_index, value));
-                my_global_values.insert(
-                    *global_index,
-                    match value {
-                        CapturedValue::I32(v) => ConstExpr::i32_const(v),
-                        CapturedValue::I64(v) => ConstExpr::i64_const(v),
-                        CapturedValue::F32(v) => ConstExpr::f32_const(f32::from_bits(v).into()),
-                        CapturedValue::F64(v) => ConstExpr::f64_const(f64::from_bits(v).into()),
-                    },
+                debug_assert_eq!(
+                    global_export.component_export(),
+                    format!("component-init-get-module{module_index}-global{global_index}")
                 );
+                globals.push((*module_index, *global_index, ty));
             }
-            globals.insert(*module_index, my_global_values);
         }
-
-        let memory = if let Some(info) = &self.memory {
-            let name = "component-init-get-memory";
-            Some((
-                info.module_index,
-                invoker
-                    .call_list_u8(name)
-                    .await
-                    .with_context(|| format!("retrieving memory with {name}"))?,
-            ))
-        } else {
-            None
-        };
-        captured.sort_by_key(|(module, global, _)| (*module, *global));
-        // The memory stays with the captured state until `apply` needs it.
-        let state = Captured {
-            memory,
-            globals: captured,
-        };
-        let measurement = Measurement {
-            memory: None,
+        Ok(Plan {
+            memory_module: self.memory.as_ref().map(|info| info.module_index),
             globals,
-        };
-        Ok((measurement, state))
+        })
     }
 }
 
@@ -316,6 +381,25 @@ struct Measurement {
 }
 
 impl Measurement {
+    /// The globals' initializers from a captured state (the memory stays
+    /// with the state until the component is built).
+    fn of(state: &Captured) -> Self {
+        let mut globals: GlobalMap<wasm_encoder::ConstExpr> = BTreeMap::new();
+        for &(module, global, value) in &state.globals {
+            let init = match value {
+                CapturedValue::I32(v) => ConstExpr::i32_const(v),
+                CapturedValue::I64(v) => ConstExpr::i64_const(v),
+                CapturedValue::F32(v) => ConstExpr::f32_const(f32::from_bits(v).into()),
+                CapturedValue::F64(v) => ConstExpr::f64_const(f64::from_bits(v).into()),
+            };
+            globals.entry(module).or_default().insert(global, init);
+        }
+        Measurement {
+            memory: None,
+            globals,
+        }
+    }
+
     fn data_section(&self, module_index: u32) -> (Option<DataSection>, u32) {
         if let Some((m_ix, value)) = &self.memory
             && *m_ix == module_index

@@ -301,6 +301,7 @@ fn componentize(common: Common, componentize: Componentize) -> Result<()> {
             configure_wasi: None,
                 compile_instrumented: None,
                 captured: None,
+                reuse_instrumented: None,
         }
         .generate(),
     )?;

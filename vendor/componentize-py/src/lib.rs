@@ -1,7 +1,7 @@
 #![deny(warnings)]
 
-/// Taipan: what a build's `captured` callback sees.
-pub use component_init_transform::{Captured, CapturedValue};
+/// Taipan: what a build's `captured` and `reuse_instrumented` callbacks see.
+pub use component_init_transform::{Captured, CapturedValue, Plan};
 
 use {
     anyhow::{Context, Error, Result, anyhow, ensure},
@@ -298,11 +298,22 @@ pub struct ComponentGenerator<'a> {
     /// engine instead of `Component::new` (Taipan keeps it compiled: it is the
     /// same for every worker with the same libraries).
     pub compile_instrumented: Option<&'a dyn Fn(&Engine, &[u8]) -> Result<Component>>,
-    /// Taipan: sees the captured memory and globals after the pre-init and
-    /// says whether to build and write the initialized component
+    /// Taipan: sees the captured memory and globals after the pre-init, and
+    /// the plan they were captured by, and says whether to build and write
+    /// the initialized component
     /// (`component_init_transform::initialize_staged_with`).
-    pub captured: Option<&'a dyn Fn(&mut Captured) -> Result<bool>>,
+    pub captured: Option<&'a dyn Fn(&mut Captured, &Plan) -> Result<bool>>,
+    /// Taipan: given the libraries the component is linked from (name,
+    /// dl-openable, bytes), an instrumented component compiled before from
+    /// the same libraries, and its plan: the build then runs it without
+    /// linking, instrumenting and validating, and `captured` must not ask
+    /// for the initialized component.
+    pub reuse_instrumented: Option<ReuseInstrumented<'a>>,
 }
+
+/// Taipan: see `ComponentGenerator::reuse_instrumented`.
+pub type ReuseInstrumented<'a> =
+    &'a dyn Fn(&Engine, &[(&str, bool, &[u8])]) -> Result<Option<(Component, Plan)>>;
 
 impl ComponentGenerator<'_> {
     pub async fn generate(&self) -> Result<()> {
@@ -682,13 +693,8 @@ impl ComponentGenerator<'_> {
             dl_openable: false,
         });
 
-        let component = link::link_libraries(&libraries)?;
-
-        let stubbed_component = if self.stub_wasi {
-            stubwasi::link_stub_modules(libraries)?
-        } else {
-            None
-        };
+        // Taipan: linked once the engine exists, unless an instrumented
+        // component of these libraries is reused (below).
 
         // Pre-initialize the component by running it through
         // `component_init_transform::initialize`.  Currently, this is the
@@ -886,6 +892,75 @@ impl ComponentGenerator<'_> {
         let app_name = self.app_name.to_owned();
         let compile_instrumented = self.compile_instrumented;
         let captured = self.captured;
+        // Instantiate the instrumented component and run its init function.
+        let run_init = move |compiled: Result<Component>| {
+            async move {
+                let component = &compiled?;
+                if !added_to_linker {
+                    add_wasi_and_stubs(
+                        &resolve,
+                        &all_worlds.keys().copied().collect::<IndexSet<_>>(),
+                        &mut linker,
+                    )?;
+                }
+
+                let pre = InitPre::new(linker.instantiate_pre(component)?)?;
+                let instance = pre.instance_pre.instantiate_async(&mut store).await?;
+                let guest = pre.indices.interface0.load(&mut store, &instance)?;
+
+                guest
+                    .call_init(&mut store, &app_name, &symbols, stub_wasi)
+                    .await?
+                    .map_err(|e| anyhow!("{e}"))?;
+
+                Ok(Box::new(MyInvoker { store, instance }) as Box<dyn Invoker>)
+            }
+            .boxed()
+        };
+        let guest_output = move || {
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&stdout.try_into_inner().unwrap()),
+                String::from_utf8_lossy(&stderr.try_into_inner().unwrap())
+            )
+        };
+
+        // Taipan: an instrumented component of the same libraries, compiled
+        // before, runs as it is.
+        let reused = match self.reuse_instrumented {
+            Some(reuse) if !self.stub_wasi => {
+                let identity = libraries
+                    .iter()
+                    .map(|l| (l.name.as_str(), l.dl_openable, l.module.as_slice()))
+                    .collect::<Vec<_>>();
+                reuse(&engine, &identity)?
+            }
+            _ => None,
+        };
+        if let Some((component, plan)) = reused {
+            let captured_state = async {
+                let mut invoker = run_init(Ok(component)).await?;
+                let state = component_init_transform::capture_planned(&plan, &mut invoker).await?;
+                drop(invoker);
+                anyhow::Ok(state)
+            }
+            .await
+            .with_context(guest_output)?;
+            let mut state = captured_state;
+            let wants_component = captured.map_or(Ok(true), |captured| captured(&mut state, &plan))?;
+            ensure!(
+                !wants_component,
+                "a reused instrumented component cannot make the initialized component"
+            );
+            return Ok(());
+        }
+
+        let component = link::link_libraries(&libraries)?;
+        let stubbed_component = if self.stub_wasi {
+            stubwasi::link_stub_modules(libraries)?
+        } else {
+            None
+        };
         let component = component_init_transform::initialize_staged_with(
             &component,
             stubbed_component
@@ -898,39 +973,12 @@ impl ComponentGenerator<'_> {
                     Some(compile) => compile(&engine, &instrumented),
                     None => Component::new(&engine, instrumented).map_err(Error::from),
                 };
-                async move {
-                    let component = &compiled?;
-                    if !added_to_linker {
-                        add_wasi_and_stubs(
-                            &resolve,
-                            &all_worlds.keys().copied().collect::<IndexSet<_>>(),
-                            &mut linker,
-                        )?;
-                    }
-
-                    let pre = InitPre::new(linker.instantiate_pre(component)?)?;
-                    let instance = pre.instance_pre.instantiate_async(&mut store).await?;
-                    let guest = pre.indices.interface0.load(&mut store, &instance)?;
-
-                    guest
-                        .call_init(&mut store, &app_name, &symbols, stub_wasi)
-                        .await?
-                        .map_err(|e| anyhow!("{e}"))?;
-
-                    Ok(Box::new(MyInvoker { store, instance }) as Box<dyn Invoker>)
-                }
-                .boxed()
+                run_init(compiled)
             },
-            |state| captured.map_or(Ok(true), |captured| captured(state)),
+            |state, plan| captured.map_or(Ok(true), |captured| captured(state, plan)),
         )
         .await
-        .with_context(move || {
-            format!(
-                "{}{}",
-                String::from_utf8_lossy(&stdout.try_into_inner().unwrap()),
-                String::from_utf8_lossy(&stderr.try_into_inner().unwrap())
-            )
-        })?;
+        .with_context(guest_output)?;
 
         // Taipan: `captured` kept the state and did not ask for the component.
         let Some(component) = component else {

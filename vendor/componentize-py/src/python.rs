@@ -71,6 +71,7 @@ fn python_componentize(
                 configure_wasi: None,
                 compile_instrumented: None,
                 captured: None,
+                reuse_instrumented: None,
             }
             .generate(),
         )

@@ -248,6 +248,66 @@ fn any_build_says(data: &Path, module: &str) -> bool {
         .any(|e| e.unwrap().path().join(format!("src/{module}.py")).exists())
 }
 
+/// A build on a base whose libraries were linked before runs the base's
+/// instrumented component as it is (no link, instrumentation or
+/// validation); with the kept plan damaged, it links again.
+#[test]
+fn a_deploy_on_a_known_base_reuses_its_linked_component() {
+    let data = tempfile::tempdir().unwrap();
+    let debug = [(
+        "TAIPAN_LOG".to_string(),
+        "info,taipan_build=debug".to_string(),
+    )];
+    let server = Server::serve_env(data.path(), &["--admin-token", TOKEN], &debug);
+    let app = worker("app", "", &saying("one"));
+    let dir = app.path().to_str().unwrap();
+    ok(cli(&server.admin, &["deploy", dir], TOKEN));
+    let reused = || {
+        server
+            .output()
+            .matches("reused the base's instrumented component")
+            .count()
+    };
+    let linked = || server.output().matches("linked and instrumented").count();
+    let plans: Vec<_> = std::fs::read_dir(data.path().join("bases"))
+        .unwrap()
+        .flat_map(|base| std::fs::read_dir(base.unwrap().path()).unwrap())
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "plan"))
+        .collect();
+    assert_eq!(plans.len(), 1, "{plans:?}");
+    assert!(
+        std::fs::read_to_string(&plans[0])
+            .unwrap()
+            .starts_with("memory ")
+    );
+
+    let (reused_before, linked_before) = (reused(), linked());
+    std::fs::write(app.path().join("src/entry.py"), saying("two")).unwrap();
+    ok(cli(&server.admin, &["deploy", dir], TOKEN));
+    assert_eq!(server.host_text("app.localhost", "/"), (200, "two".into()));
+    assert_eq!(
+        (reused(), linked()),
+        (reused_before + 1, linked_before),
+        "{}",
+        server.output()
+    );
+
+    std::fs::write(&plans[0], "global x y z\n").unwrap();
+    std::fs::write(app.path().join("src/entry.py"), saying("three")).unwrap();
+    ok(cli(&server.admin, &["deploy", dir], TOKEN));
+    assert_eq!(
+        server.host_text("app.localhost", "/"),
+        (200, "three".into())
+    );
+    assert_eq!(linked(), linked_before + 1, "{}", server.output());
+    // ... and keeps the plan again for the next.
+    std::fs::write(app.path().join("src/entry.py"), saying("four")).unwrap();
+    ok(cli(&server.admin, &["deploy", dir], TOKEN));
+    assert_eq!(server.host_text("app.localhost", "/"), (200, "four".into()));
+    assert_eq!((reused(), linked()), (reused_before + 2, linked_before + 1));
+}
+
 /// Complete builds in the data dir.
 fn builds(data: &Path) -> usize {
     std::fs::read_dir(data.join("artifacts"))
