@@ -30,6 +30,11 @@ fn main() -> Result<()> {
     embed_tree(&mut code, "WIT_FILES", &root.join("wit"), &|rel: &str| {
         rel.ends_with(".wit")
     })?;
+    writeln!(
+        code,
+        "/// Changes with what links and instruments a component (crate::base).\npub const LINKER_DIGEST: u64 = {};",
+        linker_digest(&root)?
+    )?;
     fs::write(out_dir.join("embedded.rs"), code)?;
 
     let source = componentize_py_dir(&root)?;
@@ -38,6 +43,32 @@ fn main() -> Result<()> {
             .with_context(|| format!("copying {archive} from {}", source.display()))?;
     }
     Ok(())
+}
+
+/// A hash of the sources that decide how libraries are linked and
+/// instrumented: the patched componentize-py and component-init-transform
+/// (with the adapter componentize-py embeds) and the lock file (wit-component's
+/// version). Only compared within one build of Taipan, so std's hasher does.
+fn linker_digest(root: &Path) -> Result<u64> {
+    use std::hash::{Hash, Hasher};
+    let mut files = Vec::new();
+    for dir in ["vendor/componentize-py", "vendor/component-init-transform"] {
+        let dir = root.join(dir);
+        println!("cargo:rerun-if-changed={}", dir.display());
+        collect(&dir, &dir, &mut files)?;
+    }
+    let lock = root.join("Cargo.lock");
+    println!("cargo:rerun-if-changed={}", lock.display());
+    files.push(("Cargo.lock".to_string(), lock));
+    files.sort();
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    for (rel, abs) in files {
+        rel.hash(&mut hasher);
+        fs::read(&abs)
+            .with_context(|| format!("reading {}", abs.display()))?
+            .hash(&mut hasher);
+    }
+    Ok(hasher.finish())
 }
 
 fn embed_tree(

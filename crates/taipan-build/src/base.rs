@@ -32,9 +32,9 @@ use wasmtime::Engine;
 use wasmtime::component::Component;
 
 const INSTRUMENTED_FILE: &str = "instrumented.cwasm";
-/// Hashed into a link's name with the libraries: a change to how
-/// componentize-py links or instruments them must change this (then builds
-/// link again, and find or make their base by the instrumented bytes).
+/// Hashed into a link's name with the libraries, `BASE_FORMAT` and
+/// `LINKER_DIGEST` (the sources that link and instrument, so a change there
+/// makes builds link again): change it with the plan's meaning.
 const LINK_FORMAT: &[u8] = b"taipan-link-1";
 /// Hashed into a base's name with the instrumented component: a new layout
 /// or rule for what a base holds makes new bases.
@@ -87,9 +87,14 @@ impl<'a> BaseHooks<'a> {
         engine: &Engine,
         libraries: &[(&str, bool, &[u8])],
     ) -> Result<Option<(Component, Plan)>> {
+        if self.standalone {
+            // Never reused (its world differs), and it keeps no plan.
+            return Ok(None);
+        }
         let mut hasher = Sha256::new();
         hasher.update(LINK_FORMAT);
-        hasher.update(env!("CARGO_PKG_VERSION"));
+        hasher.update(BASE_FORMAT);
+        hasher.update(crate::embedded::LINKER_DIGEST.to_le_bytes());
         for (name, dl_openable, bytes) in libraries {
             hasher.update((name.len() as u64).to_le_bytes());
             hasher.update(name.as_bytes());
@@ -99,9 +104,6 @@ impl<'a> BaseHooks<'a> {
         }
         let link = taipan_guest::hex(&hasher.finalize()[..16]);
         *self.link.borrow_mut() = Some(link.clone());
-        if self.standalone {
-            return Ok(None);
-        }
         let plan_file = format!("link-{link}.plan");
         let entries = std::fs::read_dir(self.bases)
             .into_iter()
@@ -129,14 +131,25 @@ impl<'a> BaseHooks<'a> {
             };
             // SAFETY: as in `compile_instrumented`: written by this engine's
             // configuration, checked on load.
-            match unsafe { Component::deserialize_file(engine, dir.join(INSTRUMENTED_FILE)) } {
-                Ok(component) => {
-                    *self.base.borrow_mut() = Some(base.to_string());
-                    self.phase_done("reused the base's instrumented component");
-                    return Ok(Some((component, plan)));
-                }
-                Err(e) => tracing::debug!("linking again: {e:#}"),
+            let component =
+                match unsafe { Component::deserialize_file(engine, dir.join(INSTRUMENTED_FILE)) } {
+                    Ok(component) => component,
+                    Err(e) => {
+                        tracing::debug!("linking again: {e:#}");
+                        continue;
+                    }
+                };
+            // A plan that does not read what the component exports (a file
+            // cut short, or damaged) would capture a partial state.
+            if let Err(e) = check_plan(engine, &component, &plan) {
+                let path = dir.join(&plan_file);
+                tracing::debug!("linking again: \"{}\": {e:#}", path.display());
+                std::fs::remove_file(&path).ok();
+                continue;
             }
+            *self.base.borrow_mut() = Some(base.to_string());
+            self.phase_done("reused the base's instrumented component");
+            return Ok(Some((component, plan)));
         }
         Ok(None)
     }
@@ -244,6 +257,7 @@ impl<'a> BaseHooks<'a> {
     /// `reuse`). A failure only costs later builds the link.
     fn keep_plan(&self, base: &str, plan: &Plan) {
         let Some(link) = self.link.borrow().clone() else {
+            // A standalone build (`reuse` named no link).
             return;
         };
         let dir = self.bases.join(base);
@@ -292,13 +306,59 @@ impl<'a> BaseHooks<'a> {
     }
 }
 
-/// Write `bytes` to `path` through a temporary file in `dir`: two builds at
-/// once never see each other's half-written file.
+/// Write `bytes` to `path` through a temporary file in `dir`, synced before
+/// it gets its name: two builds at once never see each other's half-written
+/// file, nor a build after a crash an empty one.
 fn persist(dir: &Path, path: &Path, bytes: &[u8]) -> Result<()> {
     let mut tmp = tempfile::Builder::new()
         .prefix(".compiling-")
         .tempfile_in(dir)?;
     std::io::Write::write_all(&mut tmp, bytes)?;
+    tmp.as_file().sync_all()?;
     tmp.persist(path).map_err(|e| e.error)?;
+    Ok(())
+}
+
+/// The getters `plan` reads are exactly those the instrumented component
+/// exports, with its types.
+fn check_plan(engine: &Engine, component: &Component, plan: &Plan) -> Result<()> {
+    use componentize_py::PlannedType;
+    use wasmtime::component::types::{ComponentItem, Type};
+    const GETTER: &str = "component-init-get-";
+    let mut exported = std::collections::BTreeMap::new();
+    for (name, item) in component.component_type().exports(engine) {
+        if !name.starts_with(GETTER) {
+            continue;
+        }
+        let ComponentItem::ComponentFunc(func) = item.ty else {
+            anyhow::bail!("{name} is not a function");
+        };
+        let results: Vec<Type> = func.results().collect();
+        exported.insert(name.to_string(), results);
+    }
+    let mut planned = std::collections::BTreeMap::new();
+    if plan.memory_module.is_some() {
+        planned.insert(format!("{GETTER}memory"), None);
+    }
+    for &(module, global, ty) in &plan.globals {
+        planned.insert(format!("{GETTER}module{module}-global{global}"), Some(ty));
+    }
+    anyhow::ensure!(
+        exported.keys().eq(planned.keys()),
+        "it plans {} reads, the component exports {} getters",
+        planned.len(),
+        exported.len()
+    );
+    for (name, ty) in planned {
+        let matches = match (ty, exported[&name].as_slice()) {
+            (None, [Type::List(list)]) => matches!(list.ty(), Type::U8),
+            (Some(PlannedType::I32), [Type::S32]) => true,
+            (Some(PlannedType::I64), [Type::S64]) => true,
+            (Some(PlannedType::F32), [Type::Float32]) => true,
+            (Some(PlannedType::F64), [Type::Float64]) => true,
+            _ => false,
+        };
+        anyhow::ensure!(matches, "{name} does not return what the plan reads");
+    }
     Ok(())
 }

@@ -1,7 +1,7 @@
 #![deny(warnings)]
 
 /// Taipan: what a build's `captured` and `reuse_instrumented` callbacks see.
-pub use component_init_transform::{Captured, CapturedValue, Plan};
+pub use component_init_transform::{Captured, CapturedValue, Plan, PlannedType};
 
 use {
     anyhow::{Context, Error, Result, anyhow, ensure},
@@ -950,7 +950,8 @@ impl ComponentGenerator<'_> {
             let wants_component = captured.map_or(Ok(true), |captured| captured(&mut state, &plan))?;
             ensure!(
                 !wants_component,
-                "a reused instrumented component cannot make the initialized component"
+                "the base's initialized component went missing during the build\n\
+                 hint: build again (the next build links the component again if it is still missing)"
             );
             return Ok(());
         }
