@@ -322,8 +322,9 @@ fn persist(dir: &Path, path: &Path, bytes: &[u8]) -> Result<()> {
 /// The getters `plan` reads are exactly those the instrumented component
 /// exports, with its types.
 fn check_plan(engine: &Engine, component: &Component, plan: &Plan) -> Result<()> {
-    use componentize_py::PlannedType;
+    use componentize_py::{MEMORY_GETTER, PlannedType, global_getter};
     use wasmtime::component::types::{ComponentItem, Type};
+    // What every getter's name starts with (`MEMORY_GETTER`, `global_getter`).
     const GETTER: &str = "component-init-get-";
     let mut exported = std::collections::BTreeMap::new();
     for (name, item) in component.component_type().exports(engine) {
@@ -338,10 +339,10 @@ fn check_plan(engine: &Engine, component: &Component, plan: &Plan) -> Result<()>
     }
     let mut planned = std::collections::BTreeMap::new();
     if plan.memory_module.is_some() {
-        planned.insert(format!("{GETTER}memory"), None);
+        planned.insert(MEMORY_GETTER.to_string(), None);
     }
     for &(module, global, ty) in &plan.globals {
-        planned.insert(format!("{GETTER}module{module}-global{global}"), Some(ty));
+        planned.insert(global_getter(module, global), Some(ty));
     }
     anyhow::ensure!(
         exported.keys().eq(planned.keys()),

@@ -186,20 +186,17 @@ fn allocated(path: &Path) -> u64 {
     let Ok(meta) = std::fs::symlink_metadata(path) else {
         return 0;
     };
-    let own = meta.blocks() * 512;
-    if !meta.is_dir() {
-        return own;
-    }
-    own + entries_all(path).iter().map(|p| allocated(p)).sum::<u64>()
-}
-
-fn entries_all(dir: &Path) -> Vec<std::path::PathBuf> {
-    std::fs::read_dir(dir)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| e.path())
-        .collect()
+    let inside: u64 = if meta.is_dir() {
+        std::fs::read_dir(path)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| allocated(&e.path()))
+            .sum()
+    } else {
+        0
+    };
+    meta.blocks() * 512 + inside
 }
 
 #[cfg(test)]

@@ -152,12 +152,20 @@ impl Plan {
     }
 }
 
+/// The component export the instrumentation adds to read the memory.
+pub const MEMORY_GETTER: &str = "component-init-get-memory";
+
+/// The component export the instrumentation adds to read a global.
+pub fn global_getter(module: u32, global: u32) -> String {
+    format!("component-init-get-module{module}-global{global}")
+}
+
 /// Taipan's patch: capture the state of a component instrumented before,
 /// whose init function `invoker` has run, as its `plan` says.
 pub async fn capture_planned(plan: &Plan, invoker: &mut Box<dyn Invoker>) -> Result<Captured> {
     let mut globals = Vec::with_capacity(plan.globals.len());
     for &(module, global, ty) in &plan.globals {
-        let name = format!("component-init-get-module{module}-global{global}");
+        let name = global_getter(module, global);
         let context = || format!("retrieving global value {name}");
         let value = match ty {
             PlannedType::I32 => CapturedValue::I32(invoker.call_s32(&name).await.with_context(context)?),
@@ -173,11 +181,10 @@ pub async fn capture_planned(plan: &Plan, invoker: &mut Box<dyn Invoker>) -> Res
     }
     let memory = match plan.memory_module {
         Some(module) => {
-            let name = "component-init-get-memory";
             let bytes = invoker
-                .call_list_u8(name)
+                .call_list_u8(MEMORY_GETTER)
                 .await
-                .with_context(|| format!("retrieving memory with {name}"))?;
+                .with_context(|| format!("retrieving memory with {MEMORY_GETTER}"))?;
             Some((module, bytes))
         }
         None => None,
@@ -275,11 +282,11 @@ impl GlobalExport {
                 module_index,
                 global_index,
                 ..
-            } => format!("component-init-get-module{module_index}-global{global_index}"),
-            Self::Synthesized {
+            }
+            | Self::Synthesized {
                 module_index,
                 global_index,
-            } => format!("component-init-get-module{module_index}-global{global_index}"),
+            } => global_getter(*module_index, *global_index),
         }
     }
 }
@@ -361,10 +368,6 @@ impl Instrumentation {
                         bail!("reference types not supported ({global_export:?})")
                     }
                 };
-                debug_assert_eq!(
-                    global_export.component_export(),
-                    format!("component-init-get-module{module_index}-global{global_index}")
-                );
                 globals.push((*module_index, *global_index, ty));
             }
         }
@@ -837,7 +840,7 @@ fn instrument(component_stage1: &[u8]) -> Result<(Vec<u8>, Instrumentation)> {
         function.instruction(&Ins::End);
         code.function(&function);
 
-        let export_name = "component-init-get-memory".to_owned();
+        let export_name = MEMORY_GETTER.to_owned();
         exports.export(&export_name, ExportKind::Func, offset);
         aliases.alias(Alias::CoreInstanceExport {
             instance: instance_count,

@@ -1,7 +1,9 @@
 #![deny(warnings)]
 
 /// Taipan: what a build's `captured` and `reuse_instrumented` callbacks see.
-pub use component_init_transform::{Captured, CapturedValue, Plan, PlannedType};
+pub use component_init_transform::{
+    Captured, CapturedValue, MEMORY_GETTER, Plan, PlannedType, global_getter,
+};
 
 use {
     anyhow::{Context, Error, Result, anyhow, ensure},
